@@ -1,0 +1,472 @@
+"""The Redis Streams bus of the distributed mode: the Bus contract over consumer groups.
+
+Each topic is a stream (``namespace.key(topic)``) whose entries hold one msgpack
+event in the field ``e``. Every operation on a batch is one round trip: ``publish``
+pipelines one ``XADD ... MAXLEN ~`` per event, ``read`` is one ``XREADGROUP`` over
+all the subscription's streams, ``ack`` one pipelined ``XACK`` per stream.
+
+Topics with a contract pub/sub topic (``keys.PUBSUB_TOPIC``) also get one
+``PUBLISH`` per batch, in the same round trip: a best-effort notification (lost while
+nobody listens, never replayed) whose payload is the msgpack array of the batch's
+events, read with ``decode_notification``. One message per batch rather than per
+event halves the commands of a publish; the streams stay the source of truth.
+
+What a consumer cannot use is parked, never fatal: an entry that does not decode, or
+one delivered more than ``max_deliveries`` times, is copied to
+``namespace.dead_letter(stream)`` (fields ``e`` with the original bytes, ``reason``,
+``stream``, ``id``, ``group``, ``consumer``) and acknowledged. A group that vanished
+(Redis restarted empty, ``NOGROUP``) is created again and reading goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, cast
+
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError, ResponseError
+from redis.typing import KeyT, StreamIdT
+
+from cdb.bus.base import Batch
+from cdb.bus.keys import PUBSUB_TOPIC, STREAM_MAXLEN, Namespace
+from cdb.errors import BusClosedError, BusError, DecodeError
+from cdb.events import AnyEvent, decode, encode
+
+FIELD: Final = b"e"
+"""The entry field that holds the encoded event."""
+
+_log = structlog.get_logger("cdb.bus.redis_streams")
+_notification_decoder: msgspec.msgpack.Decoder[list[AnyEvent]] = msgspec.msgpack.Decoder(
+    list[AnyEvent]
+)
+# Errors after which the group must be created again: the key or the group is gone
+# (FLUSHALL, a restart without persistence), or it went away under a blocked read.
+_LOST_GROUP: Final = ("NOGROUP", "UNBLOCKED")
+
+_Entry = tuple[bytes, "dict[bytes, bytes] | None"]
+_Token = tuple[str, list[bytes]]
+
+
+def decode_notification(payload: bytes) -> list[AnyEvent]:
+    """Decode the payload of a pub/sub notification: the events of one published batch.
+
+    Raises:
+        DecodeError: the payload is not a msgpack array of events.
+    """
+    try:
+        return _notification_decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise DecodeError(str(exc), "pub/sub notification") from exc
+
+
+def _msgpack_array(items: list[bytes]) -> bytes:
+    """A msgpack array of already-encoded items, without decoding them again."""
+    n = len(items)
+    if n < 16:
+        header = bytes((0x90 | n,))
+    elif n < 1 << 16:
+        header = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + n.to_bytes(4, "big")
+    return header + b"".join(items)
+
+
+def _streams(response: Any) -> Iterable[tuple[bytes, list[_Entry]]]:
+    """(stream, entries) pairs of an XREADGROUP reply, whatever the reply shape.
+
+    redis-py returns a list of ``[stream, entries]`` on RESP2, a dict on RESP3, and on
+    RESP3 with legacy responses a dict whose values wrap the entries in one more list.
+    """
+    if not response:
+        return ()
+    if isinstance(response, dict):
+        return (
+            (key, value[0] if value and isinstance(value[0], list) else value)
+            for key, value in response.items()
+        )
+    return ((item[0], item[1]) for item in response)
+
+
+def _is_lost_group(exc: ResponseError) -> bool:
+    return str(exc).startswith(_LOST_GROUP)
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+class RedisStreamsBus:
+    """Bus over Redis Streams and consumer groups.
+
+    Args:
+        client: an asyncio Redis client made with ``decode_responses=False`` (events
+            are bytes). Its ``socket_timeout`` bounds how long one ``read`` blocks.
+        namespace: prefixes every key; the empty namespace gives the contract names.
+        maxlen: approximate length streams are trimmed to (``MAXLEN ~``).
+        claim_idle: when set, ``read`` also reclaims entries left pending this long
+            (s), checking every ``claim_idle / 2`` s, for consumers that never call
+            ``claim`` themselves; ``ServiceHost`` claims on its own, so it is off by
+            default.
+        max_deliveries: deliveries after which an entry is dead-lettered instead of
+            handed out again (a poison event must not loop forever).
+        owns_client: close ``client`` on ``close``.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        namespace: Namespace,
+        *,
+        maxlen: int = STREAM_MAXLEN,
+        claim_idle: float | None = None,
+        max_deliveries: int = 5,
+        owns_client: bool = False,
+    ) -> None:
+        # Cluster clients have no single pool; their defaults are checked by Redis itself.
+        pool = getattr(client, "connection_pool", None)
+        pool_kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", None) or {}
+        if pool_kwargs.get("decode_responses"):
+            raise BusError(
+                "the Redis client decodes responses, but events are binary: "
+                "create it with decode_responses=False"
+            )
+        if max_deliveries < 1:
+            raise ValueError(f"max_deliveries must be at least 1, not {max_deliveries}")
+        self.client = client
+        self.namespace = namespace
+        self.maxlen = maxlen
+        self.claim_idle = claim_idle
+        self.max_deliveries = max_deliveries
+        self._owns_client = owns_client
+        self._closed = False
+        socket_timeout = pool_kwargs.get("socket_timeout")
+        # A BLOCK that outlasts the socket timeout would end in a client-side timeout
+        # error instead of an empty read, so blocking stops short of it.
+        self._max_block_ms = int(socket_timeout * 800) if socket_timeout else None
+        self._channels = {t: namespace.key(c) for t, c in PUBSUB_TOPIC.items()}
+        self.published: dict[str, int] = {}
+        self.dead_lettered: dict[str, int] = {}
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        namespace: Namespace,
+        *,
+        maxlen: int = STREAM_MAXLEN,
+        claim_idle: float | None = None,
+        max_deliveries: int = 5,
+    ) -> RedisStreamsBus:
+        """A bus with its own client for ``url`` (``redis://[:password@]host:port/db``),
+        closed with the bus."""
+        client = aioredis.Redis.from_url(url, decode_responses=False)
+        return cls(
+            client, namespace, maxlen=maxlen, claim_idle=claim_idle,
+            max_deliveries=max_deliveries, owns_client=True,
+        )
+
+    async def __aenter__(self) -> RedisStreamsBus:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def publish(self, topic: str, events: Sequence[AnyEvent]) -> None:
+        if self._closed:
+            raise BusClosedError(f"publish to {topic} on a closed bus")
+        if not events:
+            return
+        key = self.namespace.key(topic)
+        payloads = [encode(event) for event in events]
+        pipe = self.client.pipeline(transaction=False)
+        # execute_command skips xadd's per-call argument checks: this loop is the
+        # publisher's hot path.
+        for payload in payloads:
+            pipe.execute_command("XADD", key, "MAXLEN", "~", self.maxlen, "*", FIELD, payload)
+        channel = self._channels.get(topic)
+        if channel is not None:
+            pipe.execute_command("PUBLISH", channel, _msgpack_array(payloads))
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            # Some entries may be in: a retry duplicates them, which consumers absorb
+            # by being idempotent on event ids.
+            raise BusError(f"publish of {len(payloads)} events to {key} failed: {exc}") from exc
+        self.published[topic] = self.published.get(topic, 0) + len(payloads)
+
+    def subscribe(
+        self, topics: Sequence[str], group: str, consumer: str
+    ) -> RedisStreamsSubscription:
+        return RedisStreamsSubscription(self, topics, group, consumer)
+
+    async def pending(self, topic: str, group: str) -> int:
+        key = self.namespace.key(topic)
+        try:
+            groups: list[dict[str, Any]] = await self.client.xinfo_groups(key)
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return 0
+            raise BusError(f"XINFO GROUPS {key} failed: {exc}") from exc
+        except RedisError as exc:
+            raise BusError(f"XINFO GROUPS {key} failed: {exc}") from exc
+        wanted = group.encode()
+        for info in groups:
+            if _as_bytes(info["name"]) == wanted:
+                lag = info.get("lag")
+                if lag is None:
+                    lag = await self._count_after(key, _as_bytes(info["last-delivered-id"]))
+                return int(info["pending"]) + int(lag)
+        return 0
+
+    async def _count_after(self, key: str, last_id: bytes) -> int:
+        """Entries after ``last_id``, counted by reading them: Redis reports no lag
+        before 7.0, nor after entries were deleted from inside the stream."""
+        count = 0
+        start = b"(" + last_id
+        try:
+            while True:
+                reply = await self.client.xrange(key, min=start, max="+", count=1000)
+                entries = cast("list[_Entry]", reply or [])
+                count += len(entries)
+                if len(entries) < 1000:
+                    return count
+                start = b"(" + entries[-1][0]
+        except RedisError as exc:
+            raise BusError(f"XRANGE {key} failed: {exc}") from exc
+
+    async def close(self) -> None:
+        """Stop publishing and reading; a read in flight ends within its timeout."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            await self.client.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class RedisStreamsSubscription:
+    """A consumer of a RedisStreamsBus group on one or more topics.
+
+    The group is created on first use (at the oldest retained entry), since
+    ``subscribe`` is not a coroutine; ``ensure_groups`` does it eagerly.
+    """
+
+    def __init__(
+        self, bus: RedisStreamsBus, topics: Sequence[str], group: str, consumer: str
+    ) -> None:
+        if not topics:
+            raise ValueError("subscribe needs at least one topic")
+        self._bus = bus
+        self.group = group
+        self.consumer = consumer
+        ns = bus.namespace
+        self._keys = [ns.key(t) for t in topics]
+        self._topics = {ns.key(t).encode(): t for t in topics}
+        self._streams: dict[KeyT, StreamIdT] = {key: ">" for key in self._keys}
+        self._ready = False
+        self._closed = False
+        self._next_auto_claim = 0.0
+
+    async def ensure_groups(self) -> None:
+        """Create the group on every topic (and the stream) where it is missing."""
+        pipe = self._bus.client.pipeline(transaction=False)
+        for key in self._keys:
+            pipe.xgroup_create(key, self.group, id="0", mkstream=True)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            raise BusError(f"creating group {self.group} on {self._keys} failed: {exc}") from exc
+        for key, result in zip(self._keys, results, strict=True):
+            if isinstance(result, Exception) and not str(result).startswith("BUSYGROUP"):
+                raise BusError(f"creating group {self.group} on {key} failed: {result}")
+        self._ready = True
+
+    # The timeout is how long a read may wait for events (part of the Bus protocol),
+    # not a deadline on the whole call.
+    async def read(self, max_events: int = 1000, timeout: float = 1.0) -> list[Batch]:  # noqa: ASYNC109
+        if self._closed or self._bus.closed:
+            return []
+        if not self._ready:
+            await self.ensure_groups()
+        if self._bus.claim_idle is not None:
+            batches = await self._auto_claim(self._bus.claim_idle, max_events)
+            if batches:
+                return batches
+        block: int | None = max(1, int(timeout * 1000)) if timeout > 0 else None
+        if block is not None and self._bus._max_block_ms is not None:
+            block = min(block, self._bus._max_block_ms)
+        try:
+            response = await self._bus.client.xreadgroup(
+                self.group, self.consumer, self._streams, count=max_events, block=block
+            )
+        except ResponseError as exc:
+            if _is_lost_group(exc):
+                await self._recreate_groups(exc)
+                return []
+            raise BusError(f"XREADGROUP {self.group} on {self._keys} failed: {exc}") from exc
+        except RedisError as exc:
+            raise BusError(f"XREADGROUP {self.group} on {self._keys} failed: {exc}") from exc
+        return await self._batches(_streams(response), {})
+
+    async def _auto_claim(self, idle: float, max_events: int) -> list[Batch]:
+        now = time.monotonic()
+        if now < self._next_auto_claim:
+            return []
+        self._next_auto_claim = now + idle / 2
+        return await self.claim(idle, max_events)
+
+    async def _recreate_groups(self, exc: Exception) -> None:
+        _log.warning(
+            "consumer group lost, creating it again",
+            group=self.group, streams=self._keys, error=str(exc),
+        )
+        await self.ensure_groups()
+
+    async def _batches(
+        self, streams: Iterable[tuple[bytes, list[_Entry]]], deliveries: dict[bytes, int]
+    ) -> list[Batch]:
+        """Decode entries into batches; park what cannot be handed out.
+
+        Args:
+            streams: (stream key, entries) pairs as Redis returned them.
+            deliveries: times each entry was delivered, when known (claims).
+        """
+        batches: list[Batch] = []
+        parked: list[tuple[bytes, bytes, bytes, str]] = []  # key, id, bytes, reason
+        gone: dict[bytes, list[bytes]] = {}
+        limit = self._bus.max_deliveries
+        for key, entries in streams:
+            events: list[AnyEvent] = []
+            ids: list[bytes] = []
+            for entry_id, fields in entries:
+                if fields is None:
+                    # Trimmed while pending (Redis 6.2 hands these out as nil).
+                    gone.setdefault(key, []).append(entry_id)
+                    continue
+                data = fields.get(FIELD)
+                if data is None:
+                    parked.append((key, entry_id, b"", f"no {FIELD.decode()!r} field"))
+                    continue
+                times = deliveries.get(entry_id, 1)
+                if times > limit:
+                    reason = f"delivered {times} times (max_deliveries={limit})"
+                    parked.append((key, entry_id, data, reason))
+                    continue
+                try:
+                    events.append(decode(data))
+                except DecodeError as exc:
+                    parked.append((key, entry_id, data, f"undecodable: {exc.reason}"))
+                    continue
+                ids.append(entry_id)
+            if events:
+                stream = key.decode()
+                batches.append(Batch(self._topics[key], events, (stream, ids)))
+        if parked or gone:
+            await self._park(parked, gone)
+        return batches
+
+    async def _park(
+        self, parked: list[tuple[bytes, bytes, bytes, str]], gone: dict[bytes, list[bytes]]
+    ) -> None:
+        """Dead-letter ``parked`` entries and acknowledge them with ``gone``, in one
+        round trip."""
+        bus = self._bus
+        acks: dict[bytes, list[bytes]] = {k: list(v) for k, v in gone.items()}
+        pipe = bus.client.pipeline(transaction=False)
+        for key, entry_id, data, reason in parked:
+            topic = self._topics[key]
+            pipe.xadd(
+                bus.namespace.dead_letter(topic),
+                {
+                    FIELD: data, b"reason": reason, b"stream": key, b"id": entry_id,
+                    b"group": self.group, b"consumer": self.consumer,
+                },
+                maxlen=bus.maxlen,
+                approximate=True,
+            )
+            acks.setdefault(key, []).append(entry_id)
+        for key, ids in acks.items():
+            pipe.xack(key, self.group, *ids)
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            # Left pending: a later claim parks them again.
+            raise BusError(f"dead-lettering {len(parked)} entries failed: {exc}") from exc
+        for key, entry_id, _, reason in parked:
+            topic = self._topics[key]
+            bus.dead_lettered[topic] = bus.dead_lettered.get(topic, 0) + 1
+            _log.warning(
+                "entry dead-lettered", stream=key.decode(), id=entry_id.decode(),
+                group=self.group, reason=reason,
+            )
+
+    async def ack(self, batches: Sequence[Batch]) -> None:
+        if not batches:
+            return
+        by_stream: dict[str, list[bytes]] = {}
+        for batch in batches:
+            stream, ids = cast(_Token, batch.token)
+            by_stream.setdefault(stream, []).extend(ids)
+        client = self._bus.client
+        try:
+            if len(by_stream) == 1:
+                [(stream, ids)] = by_stream.items()
+                await client.xack(stream, self.group, *ids)
+                return
+            pipe = client.pipeline(transaction=False)
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, self.group, *ids)
+            await pipe.execute()
+        except RedisError as exc:
+            raise BusError(f"XACK {self.group} on {list(by_stream)} failed: {exc}") from exc
+
+    async def claim(self, min_idle: float, max_events: int = 1000) -> list[Batch]:
+        """Take over entries pending for ``min_idle`` s, this consumer's own included
+        (it may be the same consumer restarted); dead-letter those delivered more than
+        ``max_deliveries`` times."""
+        if self._closed or self._bus.closed:
+            return []
+        if not self._ready:
+            await self.ensure_groups()
+        idle_ms = int(min_idle * 1000)
+        pipe = self._bus.client.pipeline(transaction=False)
+        for key in self._keys:
+            # XAUTOCLAIM does not report delivery counts: XPENDING, just before it in
+            # the same round trip, does, for the same oldest idle entries.
+            pipe.xpending_range(key, self.group, "-", "+", max_events, idle=idle_ms)
+            pipe.xautoclaim(key, self.group, self.consumer, idle_ms, "0-0", count=max_events)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            raise BusError(f"claim in {self.group} on {self._keys} failed: {exc}") from exc
+        streams: list[tuple[bytes, list[_Entry]]] = []
+        deliveries: dict[bytes, int] = {}
+        lost: ResponseError | None = None
+        for i, key in enumerate(self._keys):
+            pending, claimed = results[2 * i], results[2 * i + 1]
+            errors = [r for r in (pending, claimed) if isinstance(r, Exception)]
+            if errors:
+                error = errors[0]
+                if not (isinstance(error, ResponseError) and _is_lost_group(error)):
+                    raise BusError(f"claim in {self.group} on {key} failed: {error}")
+                lost = error  # a new group has nothing to claim
+                continue
+            for info in pending:
+                # Counted before the claim, which is one more delivery.
+                deliveries[info["message_id"]] = int(info["times_delivered"]) + 1
+            if claimed[1]:
+                streams.append((key.encode(), claimed[1]))
+        if lost is not None:
+            await self._recreate_groups(lost)
+        return await self._batches(streams, deliveries)
+
+    async def close(self) -> None:
+        """Stop reading. The consumer stays in the group: deleting it would drop its
+        pending entries, which others must be able to claim."""
+        self._closed = True

@@ -1,0 +1,216 @@
+"""The ``cdb`` command.
+
+Every expected failure (bad setting, unreadable file, unknown strategy) ends with one
+clear message on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cdb import __version__
+from cdb.config import load_settings
+from cdb.errors import CdbError, ConfigError
+from cdb.observability import logging as cdb_logging
+
+app = typer.Typer(
+    name="cdb", help="Resilient event-driven crypto trading pipeline.", no_args_is_help=True,
+    add_completion=False, pretty_exceptions_enable=False,
+)
+audit_app = typer.Typer(help="Follow events through the pipeline.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_DB = "sqlite+aiosqlite:///cdb-data/cdb.db"
+_DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``4h``, ``1d`` → seconds."""
+    match = _DURATION.match(text.strip())
+    if not match or float(match["n"]) <= 0:
+        raise ConfigError([f"--duration: {text!r} is not a duration such as 90s, 30m or 4h"])
+    return float(match["n"]) * _UNITS[match["unit"]]
+
+
+def parse_speed(text: str) -> float | None:
+    """``max`` (as fast as possible), ``realtime`` (1x) or a factor such as ``60``."""
+    if text in ("max", "fast"):
+        return None
+    if text in ("realtime", "real", "1x"):
+        return 1.0
+    try:
+        value = float(text.rstrip("x"))
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ConfigError([f"--speed: {text!r} must be max, realtime or a positive factor"])
+    return value
+
+
+def _sqlite_url(db: str) -> str:
+    if "://" in db:
+        return db
+    return f"sqlite+aiosqlite:///{db}"
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix) and url != prefix + ":memory:":
+        Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+
+
+@app.command()
+def run(
+    replay: Annotated[
+        list[Path] | None, typer.Option(help="Binance trades/aggTrades CSV or ZIP to replay.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic market.")] = 7,
+    symbols: Annotated[str, typer.Option(help="Comma-separated symbols (synthetic).")] = (
+        "BTCUSDT,ETHUSDT,SOLUSDT"
+    ),
+    duration: Annotated[str, typer.Option(help="Simulated session length (synthetic).")] = "4h",
+    speed: Annotated[str, typer.Option(help="max, realtime or a factor like 60.")] = "max",
+    db: Annotated[str, typer.Option(help="Database URL or SQLite file.")] = DEFAULT_DB,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
+) -> None:
+    """Run the whole pipeline in this process on a synthetic market or a replay."""
+    from cdb.runtime.embedded import EmbeddedPipeline, RunOptions
+
+    settings = load_settings()
+    cdb_logging.configure("WARNING" if settings.log_level == "INFO" else settings.log_level)
+    url = _sqlite_url(db)
+    for path in replay or []:
+        if not path.is_file():
+            raise CdbError(f"--replay: {path} is not a readable file")
+    options = RunOptions(
+        db_url=url,
+        replay=tuple(str(p) for p in replay or ()),
+        seed=seed,
+        symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip()),
+        duration_s=parse_duration(duration),
+        speed=parse_speed(speed),
+    )
+    _ensure_sqlite_dir(url)
+    pipeline = EmbeddedPipeline(settings, options)
+    show = not quiet and not json_out
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(), console=err, disable=not show, transient=True,
+    ) as bar:
+        total = None if options.replay else options.duration_s
+        task = bar.add_task("replaying" if options.replay else "simulating", total=total, stats="")
+
+        def on_progress(p: object) -> None:
+            from cdb.runtime.embedded import Progress as P
+
+            assert isinstance(p, P)
+            done = (p.sim_ts - (pipeline._first_ts or p.sim_ts)) / 1e9
+            bar.update(
+                task, completed=done if total else p.trades,
+                stats=f"{p.trades:,} trades  {p.signals:,} signals  {p.orders:,} orders  "
+                f"{p.fills:,} fills",
+            )
+
+        summary = asyncio.run(pipeline.run(on_progress if show else None))
+    if json_out:
+        sys.stdout.write(msgspec.json.encode(summary).decode() + "\n")
+        return
+    _print_summary(summary)
+
+
+def _print_summary(s: object) -> None:
+    from cdb.runtime.embedded import RunSummary
+
+    assert isinstance(s, RunSummary)
+    table = Table(title="cdb run", show_header=False, title_justify="left")
+    span = (s.last_ts - s.first_ts) / 1e9 if s.last_ts else 0.0
+    rate = s.trades / s.wall_seconds if s.wall_seconds else 0.0
+    table.add_row("trades", f"{s.trades:,}  ({span / 3600:.2f} h of market in "
+                  f"{s.wall_seconds:.1f} s, {rate:,.0f} trades/s)")
+    if s.malformed_rows:
+        table.add_row("malformed rows", f"{s.malformed_rows:,} skipped; " + "; ".join(s.first_errors))
+    table.add_row("signals", f"{s.signals:,}")
+    table.add_row("orders", f"{s.orders:,}")
+    table.add_row("fills", f"{s.fills:,}")
+    rejections = ", ".join(f"{k} {v:,}" for k, v in s.rejections.items()) or "none"
+    table.add_row("rejections", f"{sum(s.rejections.values()):,}  ({rejections})")
+    table.add_row("PnL", f"{s.pnl}  (fees {s.fees})")
+    table.add_row("equity", f"{s.equity}  (from {s.initial_equity})")
+    table.add_row("max drawdown", f"{s.max_drawdown_pct} %")
+    if s.open_positions:
+        table.add_row("open positions", ", ".join(f"{k} {v}" for k, v in s.open_positions.items()))
+    table.add_row("database", f"{s.db_url}  ({', '.join(f'{k} {v}' for k, v in s.rows.items())})")
+    console.print(table)
+
+
+@audit_app.command("trace")
+def trace(
+    event_id: Annotated[str, typer.Argument(help="Id of a trade, signal, order or fill.")],
+    db: Annotated[str, typer.Option(help="Database URL or SQLite file.")] = DEFAULT_DB,
+) -> None:
+    """Show the whole chain of an event: trade, signal, risk decision, order, fills."""
+    from cdb.storage.store import Store
+
+    async def _trace() -> list[object]:
+        async with Store(_sqlite_url(db)) as store:
+            return list(await store.trace(event_id))
+
+    steps = asyncio.run(_trace())
+    if not steps:
+        raise CdbError(f"no event {event_id!r} in {db}")
+    table = Table(title=f"chain of {event_id}", title_justify="left")
+    for col in ("step", "id", "event time (UTC)", "+latency", "what"):
+        table.add_column(col)
+    previous = None
+    from datetime import UTC, datetime
+
+    for step in steps:
+        ts = step.ts  # type: ignore[attr-defined]
+        when = datetime.fromtimestamp(ts / 1e9, tz=UTC).isoformat(timespec="microseconds")
+        latency = "" if previous is None else f"{(ts - previous) / 1e6:.3f} ms"
+        previous = ts
+        table.add_row(
+            step.kind, step.id, when, latency, step.summary  # type: ignore[attr-defined]
+        )
+    console.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)
+
+
+def main() -> None:
+    """Entry point: run the app; expected errors exit 2 with one clear message."""
+    try:
+        app(standalone_mode=False)
+    except CdbError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise

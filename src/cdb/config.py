@@ -1,0 +1,204 @@
+"""Settings from the environment and secret files, with one clear error for all problems.
+
+Every service reads the same variables (the contract table of the spec plus cdb's
+own). Secrets (``REDIS_PASSWORD``, ``POSTGRES_PASSWORD``, ``CDB_API_TOKEN``,
+``BINANCE_API_KEY``, ``BINANCE_API_SECRET``) are read from ``<NAME>_FILE`` or from
+``/run/secrets/<name>`` before the plain variable, and are ``SecretStr`` so they never
+print. ``load_settings`` turns every validation problem into one ``ConfigError``
+naming each variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cdb.errors import ConfigError
+from cdb.events import SCALE
+from cdb.risk.limits import RiskLimits
+from cdb.strategies.base import StrategyParams
+
+SECRETS_DIR_ENV = "CDB_SECRETS_DIR"
+DEFAULT_SECRETS_DIR = "/run/secrets"
+SECRET_FIELDS = (
+    "redis_password", "postgres_password", "cdb_api_token", "binance_api_key",
+    "binance_api_secret",
+)
+SERVICE_PORTS = {"ws": 8000, "signal": 8005, "risk": 8002, "execution": 8003, "db_writer": 8004}
+"""Contract ports of the service APIs (db_writer has none in the contract)."""
+
+
+class Settings(BaseSettings):
+    """All settings of cdb; field ``x_y`` is variable ``X_Y``."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    service_instance_name: str = ""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    environment: str = "development"
+    bind_host: str = "127.0.0.1"
+
+    redis_host: str | None = None
+    redis_port: int = Field(6379, ge=1, le=65535)
+    redis_db: int = Field(0, ge=0)
+    redis_password: SecretStr | None = None
+    redis_sentinels: str = ""
+    """Comma-separated ``host:port`` of Redis Sentinels; with it, ``redis_master``."""
+    redis_master: str = "mymaster"
+
+    postgres_host: str | None = None
+    postgres_port: int = Field(5432, ge=1, le=65535)
+    postgres_user: str | None = None
+    postgres_password: SecretStr | None = None
+    postgres_db: str = "cdb"
+    database_url: SecretStr | None = None
+    """Full SQLAlchemy URL; overrides the POSTGRES_* variables."""
+
+    signal_strategy_id: str | None = None
+    signal_port: int = Field(8001, ge=1, le=65535)
+    signal_threshold_pct: float = Field(3.0, gt=0, le=100)
+    signal_min_volume: float = Field(100_000.0, ge=0)
+    signal_lookback_s: float = Field(60.0, gt=0)
+
+    risk_order_notional: float = Field(1_000.0, gt=0)
+    risk_max_order_notional: float = Field(5_000.0, gt=0)
+    risk_max_position: float = Field(5_000.0, gt=0)
+    risk_max_exposure: float = Field(20_000.0, gt=0)
+    risk_max_open_orders: int = Field(5, ge=1)
+    risk_max_orders_per_window: int = Field(10, ge=1)
+    risk_rate_window_s: float = Field(10.0, gt=0)
+    risk_initial_cash: float = Field(100_000.0, gt=0)
+
+    paper_taker_fee_bps: int = Field(10, ge=0, le=1000)
+    paper_maker_fee_bps: int = Field(2, ge=0, le=1000)
+    paper_slippage_bps: int = Field(5, ge=0, le=1000)
+
+    cdb_api_token: SecretStr | None = None
+    binance_api_key: SecretStr | None = None
+    binance_api_secret: SecretStr | None = None
+
+    def strategy_params(self, default_id: str | None = None) -> StrategyParams:
+        return StrategyParams(
+            strategy_id=self.signal_strategy_id or default_id or "",
+            threshold_pct=self.signal_threshold_pct,
+            min_volume=self.signal_min_volume,
+            lookback_s=self.signal_lookback_s,
+        )
+
+    def risk_limits(self) -> RiskLimits:
+        return RiskLimits(
+            order_notional_e8=round(self.risk_order_notional * SCALE),
+            max_order_notional_e8=round(self.risk_max_order_notional * SCALE),
+            max_position_e8=round(self.risk_max_position * SCALE),
+            max_exposure_e8=round(self.risk_max_exposure * SCALE),
+            max_open_orders=self.risk_max_open_orders,
+            max_orders_per_window=self.risk_max_orders_per_window,
+            rate_window_ns=round(self.risk_rate_window_s * 1e9),
+        )
+
+    def port_of(self, service: str) -> int:
+        """HTTP port of ``service`` (``SIGNAL_PORT`` for signal when set)."""
+        if service == "signal" and "SIGNAL_PORT" in os.environ:
+            return self.signal_port
+        return SERVICE_PORTS[service]
+
+    def redis_url(self) -> str:
+        """``redis://`` URL of the configured Redis (password included; never log it)."""
+        auth = ""
+        if self.redis_password is not None:
+            auth = f":{quote(self.redis_password.get_secret_value(), safe='')}@"
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    def postgres_url(self) -> str:
+        """SQLAlchemy URL of the configured PostgreSQL (password included; never log it)."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        auth = quote(self.postgres_user or "", safe="")
+        if self.postgres_password is not None:
+            auth += ":" + quote(self.postgres_password.get_secret_value(), safe="")
+        return (
+            f"postgresql+asyncpg://{auth}@{self.postgres_host}:{self.postgres_port}/"
+            f"{self.postgres_db}"
+        )
+
+    def distributed_problems(self, service: str | None = None) -> list[str]:
+        """What the distributed mode requires and is missing (contract 'required')."""
+        problems = []
+        if not self.redis_host and not self.redis_sentinels:
+            problems.append("REDIS_HOST: required in distributed mode (or REDIS_SENTINELS)")
+        if self.redis_password is None:
+            problems.append(
+                "REDIS_PASSWORD: required in distributed mode (secret file "
+                "/run/secrets/redis_password, REDIS_PASSWORD_FILE or REDIS_PASSWORD)"
+            )
+        if self.database_url is None:
+            if not self.postgres_host:
+                problems.append("POSTGRES_HOST: required in distributed mode")
+            if not self.postgres_user:
+                problems.append("POSTGRES_USER: required in distributed mode")
+            if self.postgres_password is None:
+                problems.append(
+                    "POSTGRES_PASSWORD: required in distributed mode (secret file "
+                    "/run/secrets/postgres_password, POSTGRES_PASSWORD_FILE or POSTGRES_PASSWORD)"
+                )
+        if service in (None, "signal") and not self.signal_strategy_id:
+            problems.append("SIGNAL_STRATEGY_ID: required in distributed mode (e.g. momentum)")
+        return problems
+
+
+def _read_secrets(environ: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Secret values from ``*_FILE`` variables and the secrets directory."""
+    found: dict[str, str] = {}
+    problems: list[str] = []
+    secrets_dir = Path(environ.get(SECRETS_DIR_ENV, DEFAULT_SECRETS_DIR))
+    for name in SECRET_FIELDS:
+        var = f"{name.upper()}_FILE"
+        path = Path(environ[var]) if var in environ else secrets_dir / name
+        try:
+            found[name] = path.read_text().strip()
+        except FileNotFoundError:
+            if var in environ:
+                problems.append(f"{var}: file {path} does not exist")
+        except OSError as exc:
+            problems.append(f"{var if var in environ else name}: cannot read {path}: {exc.strerror}")
+    return found, problems
+
+
+def load_settings(
+    overrides: dict[str, object] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Read settings; raise one ``ConfigError`` naming every problem.
+
+    Args:
+        overrides: values from the command line (highest precedence).
+        environ: the environment (default ``os.environ``).
+    """
+    env = dict(os.environ if environ is None else environ)
+    secrets, problems = _read_secrets(env)
+    values: dict[str, object] = {**secrets, **(overrides or {})}
+    try:
+        # Pass the environment explicitly so tests and `environ=` see the same thing.
+        settings = _from_env(env, values)
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            shown = "" if field in SECRET_FIELDS else f" (got {err.get('input')!r})"
+            problems.append(f"{field.upper()}: {err['msg']}{shown}")
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _from_env(env: dict[str, str], values: dict[str, object]) -> Settings:
+    fields = Settings.model_fields
+    merged: dict[str, object] = {
+        key.lower(): value for key, value in env.items() if key.lower() in fields
+    }
+    merged.update(values)
+    return Settings.model_validate(merged)

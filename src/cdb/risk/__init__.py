@@ -1,0 +1,1 @@
+"""Risk decisions: portfolio state, limits and the emergency stop; pure, no I/O."""

@@ -1,0 +1,1 @@
+"""Hosting services: lifecycle, the consume loop, embedded and distributed runners."""

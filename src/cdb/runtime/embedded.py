@@ -1,0 +1,233 @@
+"""The embedded pipeline: the five services as tasks of one process.
+
+In-memory bus, SQLite store, paper venue, and (for synthetic and replay sources) a
+clock driven by event time. In the fastest mode the source hands over one batch,
+then waits until every service on the trading path has acknowledged it before the
+next: the run is then a deterministic function of its input, so one seed or one file
+gives the same orders, fills and PnL every time. The db_writer is off that path (it
+commits in a thread while the pipeline goes on) and is drained at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import msgspec
+
+from cdb.bus.memory import MemoryBus
+from cdb.clock import NS_PER_S, SimClock
+from cdb.config import Settings
+from cdb.events import SCALE, Trade
+from cdb.marketdata.replay import ReplaySource
+from cdb.marketdata.synthetic import Shape, SyntheticSource
+from cdb.runtime.service import Service, ServiceContext, ServiceHost
+from cdb.services.db_writer import DbWriterService
+from cdb.services.execution import ExecutionService
+from cdb.services.risk import RiskService
+from cdb.services.signal import SignalService
+from cdb.services.ws import WsService
+from cdb.storage.store import Store, migrate
+from cdb.strategies.base import load as load_strategy
+from cdb.venues.paper import PaperVenue
+
+DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+
+
+class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``cdb run`` runs."""
+
+    db_url: str
+    replay: tuple[str, ...] = ()
+    seed: int = 7
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    duration_s: float = 4 * 3600.0
+    speed: float | None = None
+    """None: as fast as possible; 1.0: real time; k: k times real time."""
+    shapes: tuple[Shape, ...] = ()
+    instance: str = "embedded"
+    batch_size: int = 1000
+
+
+class Progress(msgspec.Struct, kw_only=True):
+    """A live view of a run."""
+
+    trades: int = 0
+    signals: int = 0
+    orders: int = 0
+    fills: int = 0
+    sim_ts: int = 0
+
+
+class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What a run did, from the services' own counts."""
+
+    trades: int
+    malformed_rows: int
+    first_errors: list[str]
+    signals: int
+    orders: int
+    fills: int
+    rejections: dict[str, int]
+    initial_equity: str
+    equity: str
+    pnl: str
+    fees: str
+    max_drawdown_pct: str
+    open_positions: dict[str, str]
+    first_ts: int
+    last_ts: int
+    wall_seconds: float
+    db_url: str
+    rows: dict[str, int]
+
+
+def _fmt(value_e8: int) -> str:
+    return f"{value_e8 / SCALE:,.2f}"
+
+
+class EmbeddedPipeline:
+    """Builds and runs the five services on one event loop.
+
+    Args:
+        settings: strategy, limits and fees (from the environment and flags).
+        options: source, speed and database.
+    """
+
+    def __init__(self, settings: Settings, options: RunOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.bus = MemoryBus()
+        self.clock = SimClock()
+        self.progress = Progress()
+        self._first_ts = 0
+        self._wall_start = 0.0
+        self._wall_anchor: tuple[float, int] | None = None
+        self._replay: ReplaySource | None = None
+        # Fail on a bad strategy id or unreadable file now, before anything starts.
+        self._strategy_params = settings.strategy_params(default_id="momentum")
+        self._strategy = load_strategy(self._strategy_params)
+        self._source = self._make_source()
+
+    def _make_source(self) -> Iterable[list[Trade]]:
+        o = self.options
+        name = f"{o.instance}.ws"
+        if o.replay:
+            self._replay = ReplaySource(
+                [Path(p) for p in o.replay], source=name, batch_size=o.batch_size
+            )
+            return self._replay.batches()
+        return SyntheticSource(
+            seed=o.seed, symbols=o.symbols, duration_s=o.duration_s, shapes=o.shapes,
+            source=name, batch_size=o.batch_size,
+        ).batches()
+
+    def _ctx(self, name: str) -> ServiceContext:
+        return ServiceContext(
+            name=name, instance=f"{self.options.instance}.{name}", bus=self.bus, clock=self.clock
+        )
+
+    async def _pace(self, batch: list[Trade]) -> None:
+        last = batch[-1].ts
+        if not self._first_ts:
+            self._first_ts = batch[0].ts
+        self.clock.advance(last)
+        self.progress.trades += len(batch)
+        self.progress.sim_ts = last
+        speed = self.options.speed
+        if speed is not None:
+            if self._wall_anchor is None:
+                self._wall_anchor = (time.monotonic(), batch[0].ts)
+            wall0, ts0 = self._wall_anchor
+            due = wall0 + (last - ts0) / NS_PER_S / speed
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        # Lockstep with the trading path (not the db_writer): determinism and flat memory.
+        await self.bus.wait_drained(exclude_groups=frozenset({DbWriterService.name}))
+
+    async def run(self, on_progress: Callable[[Progress], None] | None = None) -> RunSummary:
+        """Run the source to its end, drain every service, and summarise."""
+        s, o = self.settings, self.options
+        self._wall_start = time.monotonic()
+        await migrate(o.db_url)
+        store = Store(o.db_url)
+        async with store:
+            ws = WsService(self._ctx("ws"), self._source, self._pace)
+            signal = SignalService(
+                self._ctx("signal"), self._strategy, self._strategy_params.strategy_id
+            )
+            risk = RiskService(
+                self._ctx("risk"), s.risk_limits(), round(s.risk_initial_cash * SCALE)
+            )
+            venue = PaperVenue(
+                taker_fee_bps=s.paper_taker_fee_bps, maker_fee_bps=s.paper_maker_fee_bps,
+                slippage_bps=s.paper_slippage_bps,
+            )
+            execution = ExecutionService(self._ctx("execution"), venue)
+            db_writer = DbWriterService(self._ctx("db_writer"), store)
+            services: list[Service] = [db_writer, execution, risk, signal, ws]
+            hosts = [ServiceHost(svc) for svc in services]
+            self.venue = venue
+            self.services = {svc.name: svc for svc in services}
+            ticker = asyncio.create_task(self._tick(on_progress), name="embedded.progress")
+            try:
+                for host in hosts:
+                    await host.start()
+                await hosts[-1].wait_producer()
+                await self.bus.wait_drained()
+            finally:
+                ticker.cancel()
+                for host in reversed(hosts):
+                    await host.stop()
+                await self.bus.close()
+            self._refresh_progress()
+            if on_progress is not None:
+                on_progress(self.progress)
+            rows = await store.counts()
+        return self._summary(ws, signal, risk, execution, rows)
+
+    def _refresh_progress(self) -> None:
+        p, svc = self.progress, self.services
+        p.signals = svc["signal"].signals  # type: ignore[attr-defined]
+        p.orders = svc["risk"].orders  # type: ignore[attr-defined]
+        p.fills = svc["execution"].fills  # type: ignore[attr-defined]
+
+    async def _tick(self, on_progress: Callable[[Progress], None] | None) -> None:
+        while on_progress is not None:
+            await asyncio.sleep(0.2)
+            self._refresh_progress()
+            on_progress(self.progress)
+
+    def _summary(
+        self, ws: WsService, signal: SignalService, risk: RiskService,
+        execution: ExecutionService, rows: dict[str, int],
+    ) -> RunSummary:
+        book = risk.book
+        equity = book.equity_e8()
+        stats = self._replay.stats if self._replay else None
+        return RunSummary(
+            trades=ws.trades,
+            malformed_rows=stats.malformed if stats else 0,
+            first_errors=[f"{e.line}: {e.reason}" for e in stats.errors[:5]] if stats else [],
+            signals=signal.signals,
+            orders=risk.orders,
+            fills=execution.fills,
+            rejections=dict(sorted(risk.rejections.items())),
+            initial_equity=_fmt(book.initial_e8),
+            equity=_fmt(equity),
+            pnl=_fmt(equity - book.initial_e8),
+            fees=_fmt(book.fees_e8),
+            max_drawdown_pct=f"{book.max_drawdown_bp / 100:.2f}",
+            open_positions={
+                s: f"{p.qty_e8 / SCALE:.8f}".rstrip("0").rstrip(".")
+                for s, p in sorted(book.positions.items()) if p.qty_e8
+            },
+            first_ts=self._first_ts,
+            last_ts=ws.last_trade_ts,
+            wall_seconds=round(time.monotonic() - self._wall_start, 3),
+            db_url=self.options.db_url,
+            rows=rows,
+        )

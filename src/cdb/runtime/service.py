@@ -1,0 +1,273 @@
+"""The Service seam: one component with a lifecycle that consumes topics and publishes.
+
+A service implements ``handle`` (one batch of one topic; decisions are pure functions
+it calls) and optionally ``produce`` (a source loop, for ws). The ``ServiceHost``
+runs it the same way embedded (a task among five) or alone (a process): it reads
+batches as a member of the service's consumer group, hands them over, and
+acknowledges only after ``handle`` returned, so nothing is acknowledged before its
+effect is published or committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import ClassVar
+
+import structlog
+
+from cdb.bus.base import Batch, Bus
+from cdb.bus.keys import ALERTS_STREAM, DEAD_LETTER_SUFFIX
+from cdb.clock import Clock
+from cdb.errors import BusError, LifecycleError, StoreError
+from cdb.events import Alert, AnyEvent, IdGen, Level
+from cdb.observability import metrics
+
+
+class State(enum.Enum):
+    """Lifecycle of every long-lived component."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class ServiceContext:
+    """What a service gets from its host: bus, clock, identity, ids, logging.
+
+    Args:
+        name: the service kind (``ws``, ``signal``, ...); also its consumer group.
+        instance: this instance's name (consumer name, event ``source``).
+    """
+
+    def __init__(self, *, name: str, instance: str, bus: Bus, clock: Clock) -> None:
+        self.name = name
+        self.instance = instance
+        self.bus = bus
+        self.clock = clock
+        self.ids = IdGen(instance)
+        self.log = structlog.get_logger(service=name, instance=instance)
+        self._published: dict[str, object] = {}
+
+    async def publish(self, topic: str, events: Sequence[AnyEvent]) -> None:
+        """Publish ``events`` and count them."""
+        if not events:
+            return
+        await self.bus.publish(topic, events)
+        child = self._published.get(topic)
+        if child is None:
+            child = self._published[topic] = metrics.events_published.labels(
+                self.name, self.instance, topic
+            )
+        child.inc(len(events))  # type: ignore[attr-defined]
+
+    async def alert(
+        self, level: Level, code: str, message: str, *, correlation_id: str = "",
+        causation_id: str = "",
+    ) -> Alert:
+        """Publish an alert on the alerts stream and log it."""
+        ts = self.clock.now()
+        event = Alert(
+            id=self.ids.next(ts), ts=ts, correlation_id=correlation_id,
+            causation_id=causation_id, source=self.instance, level=level, code=code,
+            message=message,
+        )
+        self.log.warning("alert", code=code, level=level, message=message)
+        await self.publish(ALERTS_STREAM, [event])
+        return event
+
+
+class Service:
+    """Base of the five services. Subclasses set ``name`` and ``inputs``."""
+
+    name: ClassVar[str] = "service"
+    inputs: ClassVar[tuple[str, ...]] = ()
+    batch_size: ClassVar[int] = 1000
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    async def on_start(self) -> None:
+        """Open resources and restore state, before the first batch."""
+
+    async def handle(self, topic: str, events: list[AnyEvent]) -> None:
+        """Process one batch of ``topic``; raise to have it retried or parked."""
+
+    async def handle_batches(self, batches: list[Batch]) -> None:
+        """Process every batch of one read together (override to commit them as one)."""
+        for batch in batches:
+            await self.handle(batch.topic, batch.events)
+
+    async def produce(self) -> None:
+        """A source loop for services that originate events; returns when done."""
+
+    async def on_stop(self) -> None:
+        """Flush and close resources after the last batch."""
+
+    def status(self) -> dict[str, object]:
+        """Service-specific state for health and summaries."""
+        return {}
+
+    @property
+    def has_producer(self) -> bool:
+        return type(self).produce is not Service.produce
+
+
+class ServiceHost:
+    """Runs one service: consume loop, optional producer, drain and stop.
+
+    Args:
+        service: the service to run.
+        poll: longest wait for a batch before checking for stop (s).
+        claim_idle: reclaim events another member left pending this long (s).
+    """
+
+    def __init__(self, service: Service, *, poll: float = 0.2, claim_idle: float = 30.0) -> None:
+        self.service = service
+        self.state = State.CREATED
+        self._poll = poll
+        self._claim_idle = claim_idle
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started_at = 0.0
+        self.producer_done = asyncio.Event()
+
+    @property
+    def ctx(self) -> ServiceContext:
+        return self.service.ctx
+
+    async def __aenter__(self) -> ServiceHost:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start the service and its tasks."""
+        if self.state is not State.CREATED:
+            raise LifecycleError(f"{self.ctx.name} host is {self.state.value}; make a new one")
+        self.started_at = time.monotonic()
+        await self.service.on_start()
+        self.state = State.RUNNING
+        name = self.ctx.name
+        if self.service.inputs:
+            self._tasks.append(asyncio.create_task(self._consume(), name=f"{name}.consume"))
+        if self.service.has_producer:
+            self._tasks.append(asyncio.create_task(self._produce(), name=f"{name}.produce"))
+        else:
+            self.producer_done.set()
+        self.ctx.log.info("service started", inputs=list(self.service.inputs))
+
+    async def _produce(self) -> None:
+        try:
+            await self.service.produce()
+        finally:
+            self.producer_done.set()
+
+    async def _consume(self) -> None:
+        ctx = self.ctx
+        sub = ctx.bus.subscribe(self.service.inputs, ctx.name, ctx.instance)
+        last_claim = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                batches = await sub.read(self.service.batch_size, self._poll)
+                now = time.monotonic()
+                if now - last_claim >= self._claim_idle:
+                    last_claim = now
+                    batches.extend(await sub.claim(self._claim_idle, self.service.batch_size))
+                if not batches:
+                    continue
+                await self._process(batches)
+                # The ack is the commit point of the batch: never cancelled half-way.
+                await asyncio.shield(sub.ack(batches))
+        finally:
+            await sub.close()
+
+    async def _process(self, batches: list[Batch]) -> None:
+        """Hand a read over; infrastructure errors retry, a bad event is parked."""
+        service, ctx = self.service, self.ctx
+        started = time.perf_counter()
+        try:
+            await self._retrying(lambda: service.handle_batches(batches))
+        except Exception:
+            for batch in batches:
+                try:
+                    await self._retrying(lambda b=batch: service.handle(b.topic, b.events))
+                except Exception:
+                    await self._park_bad_events(batch)
+        elapsed = time.perf_counter() - started
+        for batch in batches:
+            metrics.events_consumed.labels(ctx.name, ctx.instance, batch.topic).inc(
+                len(batch.events)
+            )
+        metrics.batch_seconds.labels(ctx.name, ctx.instance, batches[0].topic).observe(elapsed)
+
+    async def _retrying(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` until it succeeds or fails for a reason other than infrastructure.
+
+        A bus or database failure is not the event's fault: the read stays
+        unacknowledged and is retried with backoff (logged once per outage).
+        """
+        delay = 0.05
+        failing = False
+        while True:
+            try:
+                await step()
+                if failing:
+                    self.ctx.log.info("recovered")
+                return
+            except (BusError, StoreError) as exc:
+                if not failing:
+                    self.ctx.log.warning("infrastructure failing; holding batch", error=str(exc))
+                failing = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _park_bad_events(self, batch: Batch) -> None:
+        """Retry event by event; an event that still fails is dead-lettered."""
+        service, ctx = self.service, self.ctx
+        for event in batch.events:
+            try:
+                await service.handle(batch.topic, [event])
+            except (BusError, StoreError):
+                raise
+            except Exception as exc:
+                metrics.events_parked.labels(ctx.name, ctx.instance, batch.topic).inc()
+                ctx.log.exception("event parked", topic=batch.topic, event_id=event.id)
+                await ctx.publish(batch.topic + DEAD_LETTER_SUFFIX, [event])
+                await ctx.alert(
+                    "warning", "event_parked",
+                    f"{ctx.name} could not process {event.id} from {batch.topic}: {exc!r}",
+                    correlation_id=event.correlation_id, causation_id=event.id,
+                )
+
+    async def wait_producer(self) -> None:
+        """Wait until the producer (if any) has finished."""
+        await self.producer_done.wait()
+        for task in self._tasks:
+            if task.get_name().endswith(".produce") and task.done() and task.exception():
+                raise task.exception()  # type: ignore[misc]
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Drain: finish the batch in hand, ack it, stop; cancel after ``timeout`` s."""
+        if self.state in (State.STOPPING, State.STOPPED):
+            return
+        self.state = State.STOPPING
+        self._stopping.set()
+        for task in self._tasks:
+            if task.get_name().endswith(".produce"):
+                task.cancel()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.service.on_stop()
+        finally:
+            self.state = State.STOPPED
+            self.ctx.log.info("service stopped")

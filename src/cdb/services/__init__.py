@@ -1,0 +1,1 @@
+"""The five services: ws, signal, risk, execution, db_writer."""

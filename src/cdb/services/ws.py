@@ -1,0 +1,56 @@
+"""ws: market data in. Pulls batches of trades from a source and publishes them.
+
+The source is any iterator of trade batches (synthetic, replay, Binance); ``pace``
+decides how fast it is drained: in a simulated run it advances the clock and waits
+for the pipeline to absorb the batch; live or at a replay speed it waits for time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import ClassVar
+
+from cdb.bus.keys import MARKET_DATA
+from cdb.events import Trade
+from cdb.observability import metrics
+from cdb.runtime.service import Service, ServiceContext
+
+Pace = Callable[[list[Trade]], Awaitable[None]]
+
+
+async def no_pace(batch: list[Trade]) -> None:
+    """Publish as fast as the bus accepts."""
+
+
+class WsService(Service):
+    """Publishes the trades of a source on ``stream.market_data``."""
+
+    name: ClassVar[str] = "ws"
+
+    def __init__(
+        self, ctx: ServiceContext, source: Iterable[list[Trade]], pace: Pace = no_pace
+    ) -> None:
+        super().__init__(ctx)
+        self._source = source
+        self._pace = pace
+        self.trades = 0
+        self.last_trade_ts = 0
+        self._decoded = metrics.decoded_messages.labels(ctx.name, ctx.instance)
+        self._published = metrics.redis_publish.labels(ctx.name, ctx.instance)
+
+    async def produce(self) -> None:
+        publish = self.ctx.publish
+        pace = self._pace
+        for batch in self._source:
+            if not batch:
+                continue
+            n = len(batch)
+            self._decoded.inc(n)
+            await publish(MARKET_DATA, batch)
+            self._published.inc(n)
+            self.trades += n
+            self.last_trade_ts = batch[-1].ts
+            await pace(batch)
+
+    def status(self) -> dict[str, object]:
+        return {"trades": self.trades, "last_trade_ts": self.last_trade_ts}

@@ -1,0 +1,1 @@
+"""The database: event tables, migrations and the Store (SQLite or PostgreSQL)."""

@@ -1,0 +1,339 @@
+"""The Store: idempotent batch writes of events, and the reads the CLI, probes and
+tests need (counts, audit trace, rows).
+
+A batch is written in one transaction, one bulk ``INSERT ... ON CONFLICT (id) DO
+NOTHING`` per table, so a redelivered event never makes a second row and a batch is
+either all durable or not at all: the db_writer acknowledges only after ``write``
+returns. A write cancelled half-way is simply rolled back; redoing it is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import msgspec
+from sqlalchemy import Insert, Table, func, literal, select, union_all
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cdb.errors import LifecycleError
+from cdb.events import (
+    Alert,
+    AnyEvent,
+    EssChange,
+    Event,
+    Fill,
+    Order,
+    OrderUpdate,
+    RiskDecision,
+    Signal,
+    Trade,
+    fmt_e8,
+)
+from cdb.storage import engine as _engine
+from cdb.storage.tables import EVENT_OF, TABLE_NAMES, TABLE_OF
+
+E = TypeVar("E", bound=Event)
+
+_asdict: Final = msgspec.structs.asdict
+
+
+class StoreState(enum.Enum):
+    """Where a Store is in its life; it runs once."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class TraceStep(msgspec.Struct, frozen=True, kw_only=True):
+    """One event of an audit chain, for people.
+
+    The latency from the previous step is ``step.ts - previous.ts``.
+    """
+
+    kind: str
+    """``trade``, or the event's tag: ``signal``, ``risk_decision``, ``order``, ``fill``,
+    ``order_update``, ``alert``, ``ess_change``."""
+    id: str
+    ts: int
+    causation_id: str
+    source: str
+    summary: str
+
+
+_KIND: Final = {cls: str(cls.__struct_config__.tag) for cls in TABLE_OF}
+
+# Within one ts, cause before effect.
+_RANK: Final = {
+    "trade": 0,
+    "signal": 1,
+    "risk_decision": 2,
+    "order": 3,
+    "fill": 4,
+    "order_update": 5,
+    "alert": 6,
+    "ess_change": 7,
+}
+
+
+class Store:
+    """The event database (SQLite or PostgreSQL) as an async context manager.
+
+    Args:
+        url: ``sqlite+aiosqlite:///PATH`` or ``postgresql+asyncpg://USER@HOST:PORT/DB``
+            (``sqlite://`` and ``postgresql://`` are mapped to those drivers).
+        schema: PostgreSQL schema holding this pipeline's tables (its namespace);
+            ``None`` or ``""`` for the connection's default.
+
+    Raises:
+        StoreError: the URL or schema cannot be used (at construction); any database
+            failure later, naming the operation and the database.
+    """
+
+    def __init__(self, url: str, schema: str | None = None) -> None:
+        self._url = _engine.parse_url(url)
+        self._schema = _engine.check_schema(self._url, schema)
+        self._where = _engine.describe(self._url, self._schema)
+        self._state = StoreState.CREATED
+        self._engine: AsyncEngine | None = None
+        self._inserts: dict[type[Event], tuple[Table, Insert]] = {}
+
+    def __repr__(self) -> str:
+        return f"Store({self._where!r}, state={self._state.value})"
+
+    @property
+    def state(self) -> StoreState:
+        return self._state
+
+    @property
+    def where(self) -> str:
+        """The database (and schema) for messages, without the password."""
+        return self._where
+
+    async def __aenter__(self) -> Self:
+        if self._state is not StoreState.CREATED:
+            raise LifecycleError(f"{self!r} cannot be started again; create a new Store")
+        engine = _engine.make_engine(self._url, self._schema)
+        insert: Callable[[Table], postgresql.Insert | sqlite.Insert] = (
+            postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        )
+        # Built once: SQLAlchemy caches the compiled form by statement, so the hot path
+        # only binds parameters. RETURNING counts the rows actually inserted (an
+        # executemany rowcount is not reliable on asyncpg).
+        self._inserts = {
+            event_type: (
+                table,
+                insert(table)
+                .on_conflict_do_nothing(index_elements=[table.c.id])
+                .returning(table.c.id),
+            )
+            for event_type, table in TABLE_OF.items()
+        }
+        self._engine = engine
+        self._state = StoreState.RUNNING
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._state = StoreState.STOPPING
+        try:
+            if self._engine is not None:
+                # Shielded: a cancelled stop must still close connections (aiosqlite
+                # runs each in a thread that would otherwise outlive the loop).
+                await asyncio.shield(self._engine.dispose())
+        finally:
+            self._engine = None
+            self._state = StoreState.STOPPED
+
+    def _running(self, action: str) -> AsyncEngine:
+        if self._engine is None or self._state is not StoreState.RUNNING:
+            raise LifecycleError(f"{action} on {self!r}: use the Store inside `async with`")
+        return self._engine
+
+    @asynccontextmanager
+    async def _connect(self, action: str, *, begin: bool = False) -> AsyncIterator[AsyncConnection]:
+        engine = self._running(action)
+        try:
+            async with engine.begin() if begin else engine.connect() as conn:
+                yield conn
+        except (SQLAlchemyError, OSError) as exc:
+            raise _engine.store_error(action, self._where, exc) from exc
+
+    async def migrate(self) -> None:
+        """Upgrade this Store's database to the newest schema (see ``migrate``)."""
+        await _engine.upgrade(self._running("migrate"), self._schema, self._where)
+
+    async def ping(self) -> None:
+        """Round-trip to the database; ``StoreError`` if it does not answer."""
+        async with self._connect("ping") as conn:
+            await conn.execute(select(literal(1)))
+
+    async def write(self, events: Sequence[AnyEvent]) -> int:
+        """Persist ``events`` in one transaction; returns how many rows were new.
+
+        Events already stored (same id) are skipped, so the return value is below
+        ``len(events)`` for a redelivered batch. ``Trade`` events are not persisted and
+        not counted.
+
+        Raises:
+            StoreError: nothing of the batch was written.
+            TypeError: an object that is not a cdb event.
+        """
+        self._running("write")
+        inserts = self._inserts
+        groups: dict[type[Event], list[dict[str, Any]]] = {}
+        for event in events:
+            cls = type(event)
+            group = groups.get(cls)
+            if group is None:
+                if cls not in inserts:
+                    if cls is Trade:
+                        continue
+                    raise TypeError(f"Store.write got a {cls.__name__}, not a persisted event")
+                group = groups[cls] = []
+            group.append(_asdict(event))
+        if not groups:
+            return 0
+        inserted = 0
+        action = "write of " + ", ".join(
+            f"{len(rows)} {inserts[kind][0].name}" for kind, rows in groups.items()
+        )
+        async with self._connect(action, begin=True) as conn:
+            for kind, rows in groups.items():
+                result = await conn.execute(inserts[kind][1], rows)
+                inserted += len(result.all())
+        return inserted
+
+    async def counts(self) -> dict[str, int]:
+        """Rows per table, every table included."""
+        query = union_all(
+            *(
+                select(literal(table.name).label("name"), func.count().label("n")).select_from(
+                    table
+                )
+                for table in TABLE_OF.values()
+            )
+        )
+        async with self._connect("counts") as conn:
+            result = await conn.execute(query)
+            found = {str(name): int(n) for name, n in result.tuples()}
+        return {name: found.get(name, 0) for name in TABLE_NAMES}
+
+    async def read(self, event_type: type[E]) -> list[E]:
+        """Every stored event of ``event_type``, by ts then id."""
+        table = TABLE_OF.get(event_type)
+        if table is None:
+            raise ValueError(f"{event_type.__name__} events are not stored")
+        async with self._connect(f"read of {table.name}") as conn:
+            result = await conn.execute(select(table).order_by(table.c.ts, table.c.id))
+            return [msgspec.convert(row, event_type, from_attributes=True) for row in result]
+
+    async def rows(self, table: str) -> list[dict[str, object]]:
+        """Every row of ``table`` (a name from ``TABLE_NAMES``), by ts then id."""
+        if table not in EVENT_OF:
+            raise ValueError(f"no table {table!r}; tables are {', '.join(TABLE_NAMES)}")
+        t = TABLE_OF[EVENT_OF[table]]
+        async with self._connect(f"read of {table}") as conn:
+            result = await conn.execute(select(t).order_by(t.c.ts, t.c.id))
+            return [dict(row) for row in result.mappings()]
+
+    async def trace(self, event_id: str) -> list[TraceStep]:
+        """The whole chain ``event_id`` belongs to, ordered by ts; empty if unknown.
+
+        ``event_id`` may be the id of any stored event or of the trade that started a
+        chain. The chain is every event with that trade as correlation id. Trades are
+        not stored: the trade appears as the signal recorded it (its id, the signal's
+        ts and reference price).
+        """
+        tables = list(TABLE_OF.values())
+        lookup = union_all(*(select(t.c.correlation_id).where(t.c.id == event_id) for t in tables))
+        events: list[Event] = []
+        async with self._connect(f"trace of {event_id}") as conn:
+            found = (await conn.execute(lookup.limit(1))).scalar()
+            correlation_id = event_id if found is None else str(found)
+            for event_type, table in TABLE_OF.items():
+                result = await conn.execute(
+                    select(table).where(table.c.correlation_id == correlation_id)
+                )
+                events.extend(
+                    msgspec.convert(row, event_type, from_attributes=True) for row in result
+                )
+        if not events:
+            return []
+        steps = [_step(event) for event in events]
+        if all(event.id != correlation_id for event in events):
+            steps.append(_trade_step(correlation_id, events))
+        steps.sort(key=lambda s: (s.ts, _RANK[s.kind], s.id))
+        return steps
+
+
+def _trade_step(trade_id: str, events: list[Event]) -> TraceStep:
+    caused = [e for e in events if e.causation_id == trade_id] or events
+    first = min(caused, key=lambda e: e.ts)
+    signal = next((e for e in caused if isinstance(e, Signal)), None)
+    if signal is not None:
+        first = signal
+        summary = f"{signal.symbol} at {fmt_e8(signal.price_e8)} (as signal {signal.id} saw it)"
+    else:
+        summary = f"not stored; origin of {first.id}"
+    return TraceStep(
+        kind="trade", id=trade_id, ts=first.ts, causation_id="", source="", summary=summary
+    )
+
+
+def _step(event: Event) -> TraceStep:
+    return TraceStep(
+        kind=_KIND[type(event)],
+        id=event.id,
+        ts=event.ts,
+        causation_id=event.causation_id,
+        source=event.source,
+        summary=_summary(event),
+    )
+
+
+def _summary(event: Event) -> str:
+    match event:
+        case Signal():
+            return (
+                f"{event.strategy_id}: {event.side} {event.symbol} at {fmt_e8(event.price_e8)}"
+                f", move {event.move_bp} bp, volume {fmt_e8(event.volume_e8)}"
+            )
+        case RiskDecision():
+            verdict = "approved" if event.approved else "rejected"
+            detail = f" ({event.detail})" if event.detail else ""
+            return f"{verdict} {event.side} {event.symbol}: {event.reason}{detail}"
+        case Order():
+            price = f" at {fmt_e8(event.price_e8)}" if event.price_e8 else ""
+            reduce = " reduce-only" if event.reduce_only else ""
+            return (
+                f"{event.order_type} {event.side} {fmt_e8(event.qty_e8)} {event.symbol}{price}"
+                f" (ref {fmt_e8(event.ref_price_e8)}){reduce}, client id {event.client_order_id}"
+            )
+        case Fill():
+            return (
+                f"{event.side} {fmt_e8(event.qty_e8)} {event.symbol} at {fmt_e8(event.price_e8)}"
+                f" fee {fmt_e8(event.fee_e8)} on {event.venue}, order {event.order_status}"
+                f" (cum {fmt_e8(event.cum_qty_e8)})"
+            )
+        case OrderUpdate():
+            reason = f": {event.reason}" if event.reason else ""
+            return f"{event.status} {event.symbol}, filled {fmt_e8(event.filled_qty_e8)}{reason}"
+        case Alert():
+            return f"{event.level} {event.code}: {event.message}"
+        case EssChange():
+            detail = f" ({event.detail})" if event.detail else ""
+            return f"{event.state} by {event.actor}: {event.reason}{detail}"
+    return type(event).__name__

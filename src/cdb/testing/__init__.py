@@ -1,0 +1,2 @@
+"""What users need to test their own strategies and services (in-memory bus, fakes,
+throwaway servers)."""

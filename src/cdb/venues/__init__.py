@@ -1,0 +1,1 @@
+"""Venues: where orders are executed (paper, Binance)."""
