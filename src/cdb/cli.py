@@ -142,7 +142,8 @@ def _print_summary(s: object) -> None:
     table.add_row("trades", f"{s.trades:,}  ({span / 3600:.2f} h of market in "
                   f"{s.wall_seconds:.1f} s, {rate:,.0f} trades/s)")
     if s.malformed_rows:
-        table.add_row("malformed rows", f"{s.malformed_rows:,} skipped; " + "; ".join(s.first_errors))
+        errors = "; ".join(s.first_errors)
+        table.add_row("malformed rows", f"{s.malformed_rows:,} skipped; {errors}")
     table.add_row("signals", f"{s.signals:,}")
     table.add_row("orders", f"{s.orders:,}")
     table.add_row("fills", f"{s.fills:,}")
@@ -187,6 +188,41 @@ def trace(
             step.kind, step.id, when, latency, step.summary  # type: ignore[attr-defined]
         )
     console.print(table)
+
+
+@app.command()
+def service(
+    name: Annotated[str, typer.Argument(help="ws, signal, risk, execution or db_writer.")],
+) -> None:
+    """Run one service in this process, configured by the environment (distributed mode)."""
+    from cdb.runtime.distributed import SERVICES, run_service
+
+    if name not in SERVICES:
+        raise CdbError(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
+    settings = load_settings()
+    problems = settings.distributed_problems(name)
+    if problems:
+        raise ConfigError(problems)
+    cdb_logging.configure(settings.log_level)
+    asyncio.run(run_service(name, settings))
+
+
+@app.command()
+def up(
+    redis_url: Annotated[
+        str | None, typer.Option("--redis", help="redis://[:password@]host:port/db")
+    ] = None,
+    postgres_url: Annotated[
+        str | None, typer.Option("--postgres", help="postgresql://user[:password]@host:port/db")
+    ] = None,
+    log_dir: Annotated[Path, typer.Option(help="Where each service logs.")] = Path(
+        "cdb-data/logs"
+    ),
+) -> None:
+    """Start all five services as local processes; restart crashed ones; Ctrl-C stops."""
+    from cdb.runtime.up import run_up
+
+    asyncio.run(run_up(redis_url, postgres_url, log_dir, console=err))
 
 
 @app.command()

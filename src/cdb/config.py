@@ -26,7 +26,7 @@ from cdb.strategies.base import StrategyParams
 SECRETS_DIR_ENV = "CDB_SECRETS_DIR"
 DEFAULT_SECRETS_DIR = "/run/secrets"
 SECRET_FIELDS = (
-    "redis_password", "postgres_password", "cdb_api_token", "binance_api_key",
+    "redis_password", "postgres_password", "database_url", "cdb_api_token", "binance_api_key",
     "binance_api_secret",
 )
 SERVICE_PORTS = {"ws": 8000, "signal": 8005, "risk": 8002, "execution": 8003, "db_writer": 8004}
@@ -78,6 +78,27 @@ class Settings(BaseSettings):
     paper_maker_fee_bps: int = Field(2, ge=0, le=1000)
     paper_slippage_bps: int = Field(5, ge=0, le=1000)
 
+    ws_source: Literal["synthetic", "replay"] = "synthetic"
+    ws_seed: int = 7
+    ws_symbols: str = "BTCUSDT,ETHUSDT,SOLUSDT"
+    ws_duration_s: float = Field(86_400.0, gt=0)
+    ws_speed: str = "realtime"
+    """max (as fast as consumers keep up), realtime, or a factor such as 60."""
+    ws_replay: str = ""
+    """Comma-separated replay files (WS_SOURCE=replay)."""
+
+    cdb_port_ws: int | None = Field(None, ge=1, le=65535)
+    cdb_port_signal: int | None = Field(None, ge=1, le=65535)
+    cdb_port_risk: int | None = Field(None, ge=1, le=65535)
+    cdb_port_execution: int | None = Field(None, ge=1, le=65535)
+    cdb_port_db_writer: int | None = Field(None, ge=1, le=65535)
+    """Per-service port overrides (several pipelines on one host, tests)."""
+
+    cdb_consumer: str = ""
+    """Consumer name in the groups (default: service-hostname); stable across restarts."""
+    cdb_claim_idle_s: float = Field(30.0, gt=0)
+    cdb_drain_timeout_s: float = Field(10.0, gt=0)
+
     cdb_api_token: SecretStr | None = None
     binance_api_key: SecretStr | None = None
     binance_api_secret: SecretStr | None = None
@@ -89,6 +110,16 @@ class Settings(BaseSettings):
             min_volume=self.signal_min_volume,
             lookback_s=self.signal_lookback_s,
         )
+
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(s.strip().upper() for s in self.ws_symbols.split(",") if s.strip())
+
+    def postgres_schema(self) -> str | None:
+        """Postgres schema of this namespace (None: the default schema)."""
+        name = self.service_instance_name
+        if not name:
+            return None
+        return "cdb_" + "".join(c if c.isalnum() else "_" for c in name.lower())
 
     def risk_limits(self) -> RiskLimits:
         return RiskLimits(
@@ -102,7 +133,11 @@ class Settings(BaseSettings):
         )
 
     def port_of(self, service: str) -> int:
-        """HTTP port of ``service`` (``SIGNAL_PORT`` for signal when set)."""
+        """HTTP port of ``service``: ``CDB_PORT_<SERVICE>``, then ``SIGNAL_PORT`` for signal
+        when set, then the contract port."""
+        override: int | None = getattr(self, f"cdb_port_{service}", None)
+        if override is not None:
+            return override
         if service == "signal" and "SIGNAL_PORT" in os.environ:
             return self.signal_port
         return SERVICE_PORTS[service]
@@ -110,7 +145,7 @@ class Settings(BaseSettings):
     def redis_url(self) -> str:
         """``redis://`` URL of the configured Redis (password included; never log it)."""
         auth = ""
-        if self.redis_password is not None:
+        if self.redis_password is not None and self.redis_password.get_secret_value():
             auth = f":{quote(self.redis_password.get_secret_value(), safe='')}@"
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
 
@@ -119,7 +154,7 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         auth = quote(self.postgres_user or "", safe="")
-        if self.postgres_password is not None:
+        if self.postgres_password is not None and self.postgres_password.get_secret_value():
             auth += ":" + quote(self.postgres_password.get_secret_value(), safe="")
         return (
             f"postgresql+asyncpg://{auth}@{self.postgres_host}:{self.postgres_port}/"
@@ -165,7 +200,8 @@ def _read_secrets(environ: dict[str, str]) -> tuple[dict[str, str], list[str]]:
             if var in environ:
                 problems.append(f"{var}: file {path} does not exist")
         except OSError as exc:
-            problems.append(f"{var if var in environ else name}: cannot read {path}: {exc.strerror}")
+            where = var if var in environ else name
+            problems.append(f"{where}: cannot read {path}: {exc.strerror}")
     return found, problems
 
 

@@ -38,9 +38,7 @@ class Batch:
 class Subscription(Protocol):
     """One consumer's membership of a group on one or more topics."""
 
-    # The timeout is how long a read may wait for events (part of the Bus protocol),
-    # not a deadline on the whole call.
-    async def read(self, max_events: int = 1000, timeout: float = 1.0) -> list[Batch]:  # noqa: ASYNC109
+    async def read(self, max_events: int = 1000, timeout: float = 1.0) -> list[Batch]:
         """Next batches (at most ``max_events`` per topic); empty after ``timeout`` s."""
         ...
 

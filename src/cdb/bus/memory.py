@@ -184,9 +184,7 @@ class MemorySubscription:
         for _, g in groups:
             g.readers.add(self._wakeup)
 
-    # The timeout is how long a read may wait for events (part of the Bus protocol),
-    # not a deadline on the whole call.
-    async def read(self, max_events: int = 1000, timeout: float = 1.0) -> list[Batch]:  # noqa: ASYNC109
+    async def read(self, max_events: int = 1000, timeout: float = 1.0) -> list[Batch]:
         batches = self._take(max_events)
         if batches or self._bus._closed:
             return batches

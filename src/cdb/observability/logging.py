@@ -14,7 +14,9 @@ from typing import Any, TextIO
 
 import structlog
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]+@", re.I)
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]+@", re.I
+)
 _SECRET_KEYS = re.compile(r"pass(word)?|secret|token|api[_-]?key|credential|authorization", re.I)
 _KEY_VALUE = re.compile(
     r"(?P<key>\b\w*(?:password|secret|token|api[_-]?key)\w*\b\s*[=:]\s*)(?P<q>['\"]?)[^\s'\",}]+",

@@ -14,6 +14,7 @@ import asyncio
 import enum
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import ClassVar
 
 import structlog
@@ -196,7 +197,7 @@ class ServiceHost:
         except Exception:
             for batch in batches:
                 try:
-                    await self._retrying(lambda b=batch: service.handle(b.topic, b.events))
+                    await self._retrying(partial(service.handle, batch.topic, batch.events))
                 except Exception:
                     await self._park_bad_events(batch)
         elapsed = time.perf_counter() - started

@@ -10,8 +10,11 @@ time through ``schema_translate_map`` so one set of table definitions serves all
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
 import weakref
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -95,7 +98,23 @@ def make_engine(url: URL, schema: str | None, *, pooled: bool = True) -> AsyncEn
     engine = create_async_engine(url, execution_options=options, hide_parameters=True, **extra)
     if url.drivername == SQLITE:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            directory = Path(url.database).absolute().parent
+            event.listen(engine.sync_engine, "do_connect", _directory_check(directory))
     return engine
+
+
+def _directory_check(directory: Path) -> Callable[..., None]:
+    # A SQLite file needs a writable directory (WAL adds files next to it). Checked
+    # before the driver connects: aiosqlite's failed connect leaves a thread that
+    # reports to the event loop later, which may be closed by then.
+    def check(*_args: object) -> None:
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise sqlite3.OperationalError(
+                f"unable to open database file: directory {directory} is missing or not writable"
+            )
+
+    return check
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
@@ -120,7 +139,7 @@ def store_error(action: str, where: str, exc: BaseException) -> StoreError:
 
 def _hint(reason: str, exc: BaseException) -> str:
     if "unable to open database file" in reason:
-        return "check that the database file's directory exists and is writable"
+        return "create the directory, or point the URL at a writable one"
     if "no such table" in reason or ("relation" in reason and "does not exist" in reason):
         return "the database has no cdb schema yet: run cdb.storage.migrate(url, schema)"
     if "password authentication failed" in reason or ("role" in reason and "not exist" in reason):
@@ -135,8 +154,9 @@ def _hint(reason: str, exc: BaseException) -> str:
 async def migrate(url: str, schema: str | None = None) -> None:
     """Upgrade the database at ``url`` (in ``schema``, PostgreSQL only) to the newest schema.
 
-    Creates the schema if it is missing. Safe to call from several processes at once:
-    on PostgreSQL they take turns on an advisory lock.
+    Creates the schema if it is missing. All or nothing, and safe to call from several
+    processes at once: they take turns (a PostgreSQL advisory lock, an immediate SQLite
+    transaction).
 
     Raises:
         StoreError: bad URL, database unreachable, or a migration failed.
@@ -159,7 +179,11 @@ async def upgrade(engine: AsyncEngine, schema: str | None, where: str) -> None:
     async with lock:
         try:
             async with engine.begin() as conn:
-                if engine.dialect.name == "postgresql":
+                if engine.dialect.name == "sqlite":
+                    # The driver leaves DDL outside transactions; an explicit one makes
+                    # the migration atomic, and IMMEDIATE serializes migrating processes.
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                else:
                     key = zlib.crc32(f"cdb.storage.migrate:{schema or ''}".encode())
                     await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
                     if schema:

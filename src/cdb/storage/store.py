@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Literal, Self, TypeVar
 
 import msgspec
-from sqlalchemy import Insert, Table, func, literal, select, union_all
+from sqlalchemy import Dialect, Table, func, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cdb.errors import LifecycleError
+from cdb.errors import LifecycleError, StoreError
 from cdb.events import (
     Alert,
     AnyEvent,
@@ -37,11 +37,15 @@ from cdb.events import (
     fmt_e8,
 )
 from cdb.storage import engine as _engine
+from cdb.storage.engine import migrate
 from cdb.storage.tables import EVENT_OF, TABLE_NAMES, TABLE_OF
+
+__all__ = ["Store", "StoreState", "TraceStep", "migrate"]
 
 E = TypeVar("E", bound=Event)
 
 _asdict: Final = msgspec.structs.asdict
+_astuple: Final = msgspec.structs.astuple
 
 
 class StoreState(enum.Enum):
@@ -53,26 +57,40 @@ class StoreState(enum.Enum):
     STOPPED = "stopped"
 
 
+StepKind = Literal[
+    "trade", "signal", "risk_decision", "order", "fill", "order_update", "alert", "ess_change"
+]
+
+
 class TraceStep(msgspec.Struct, frozen=True, kw_only=True):
     """One event of an audit chain, for people.
 
     The latency from the previous step is ``step.ts - previous.ts``.
     """
 
-    kind: str
-    """``trade``, or the event's tag: ``signal``, ``risk_decision``, ``order``, ``fill``,
-    ``order_update``, ``alert``, ``ess_change``."""
+    kind: StepKind
+    """``trade``, or the event's tag."""
     id: str
     ts: int
     causation_id: str
+    """Empty for the trade, which starts the chain."""
     source: str
+    """The service instance that published the event; empty for the trade."""
     summary: str
 
 
-_KIND: Final = {cls: str(cls.__struct_config__.tag) for cls in TABLE_OF}
+_KIND: Final[dict[type[Event], StepKind]] = {
+    Signal: "signal",
+    RiskDecision: "risk_decision",
+    Order: "order",
+    Fill: "fill",
+    OrderUpdate: "order_update",
+    Alert: "alert",
+    EssChange: "ess_change",
+}
 
 # Within one ts, cause before effect.
-_RANK: Final = {
+_RANK: Final[dict[StepKind, int]] = {
     "trade": 0,
     "signal": 1,
     "risk_decision": 2,
@@ -82,6 +100,40 @@ _RANK: Final = {
     "alert": 6,
     "ess_change": 7,
 }
+
+
+class _Insert:
+    """How rows of one event type are inserted: ``INSERT ... ON CONFLICT (id) DO NOTHING``.
+
+    On SQLite the statement is compiled once and run through the driver's executemany
+    with tuples, whose rowcount is exact: three times the throughput of binding dicts
+    through SQLAlchemy on every row. asyncpg's executemany has no rowcount, so on
+    PostgreSQL SQLAlchemy sends multi-row VALUES with RETURNING, which counts the new
+    rows.
+    """
+
+    __slots__ = ("sql", "statement", "table")
+
+    def __init__(self, event_type: type[Event], table: Table, dialect: Dialect) -> None:
+        fields = [f.name for f in msgspec.structs.fields(event_type)]
+        columns = [c.name for c in table.columns]
+        # Rows are built positionally from the struct: a table that drifted from its
+        # event must stop the Store at start, not shift values into wrong columns.
+        if fields != columns:
+            raise StoreError(
+                f"table {table.name} has columns {columns} but {event_type.__name__} has "
+                f"fields {fields}: update cdb.storage.tables and add a migration"
+            )
+        insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+        statement = insert(table).on_conflict_do_nothing(index_elements=[table.c.id])
+        self.table = table
+        self.statement = statement.returning(table.c.id)
+        self.sql: str | None = None
+        if dialect.name == "sqlite":
+            compiled = statement.compile(dialect=dialect)
+            if compiled.positiontup != fields:
+                raise StoreError(f"unexpected parameter order inserting into {table.name}")
+            self.sql = str(compiled)
 
 
 class Store:
@@ -104,7 +156,8 @@ class Store:
         self._where = _engine.describe(self._url, self._schema)
         self._state = StoreState.CREATED
         self._engine: AsyncEngine | None = None
-        self._inserts: dict[type[Event], tuple[Table, Insert]] = {}
+        self._inserts: dict[type[Event], _Insert] = {}
+        self._positional = False
 
     def __repr__(self) -> str:
         return f"Store({self._where!r}, state={self._state.value})"
@@ -122,21 +175,11 @@ class Store:
         if self._state is not StoreState.CREATED:
             raise LifecycleError(f"{self!r} cannot be started again; create a new Store")
         engine = _engine.make_engine(self._url, self._schema)
-        insert: Callable[[Table], postgresql.Insert | sqlite.Insert] = (
-            postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        )
-        # Built once: SQLAlchemy caches the compiled form by statement, so the hot path
-        # only binds parameters. RETURNING counts the rows actually inserted (an
-        # executemany rowcount is not reliable on asyncpg).
         self._inserts = {
-            event_type: (
-                table,
-                insert(table)
-                .on_conflict_do_nothing(index_elements=[table.c.id])
-                .returning(table.c.id),
-            )
+            event_type: _Insert(event_type, table, engine.dialect)
             for event_type, table in TABLE_OF.items()
         }
+        self._positional = engine.dialect.name == "sqlite"
         self._engine = engine
         self._state = StoreState.RUNNING
         return self
@@ -181,11 +224,11 @@ class Store:
             await conn.execute(select(literal(1)))
 
     async def write(self, events: Sequence[AnyEvent]) -> int:
-        """Persist ``events`` in one transaction; returns how many rows were new.
+        """Persist ``events`` in one transaction; returns the rows actually inserted.
 
-        Events already stored (same id) are skipped, so the return value is below
-        ``len(events)`` for a redelivered batch. ``Trade`` events are not persisted and
-        not counted.
+        Events already stored (same id, also twice in one batch) are skipped and not
+        counted, so a redelivered batch returns 0. ``Trade`` events are not persisted
+        and not counted.
 
         Raises:
             StoreError: nothing of the batch was written.
@@ -193,7 +236,8 @@ class Store:
         """
         self._running("write")
         inserts = self._inserts
-        groups: dict[type[Event], list[dict[str, Any]]] = {}
+        row_of = _astuple if self._positional else _asdict
+        groups: dict[type[Event], list[Any]] = {}
         for event in events:
             cls = type(event)
             group = groups.get(cls)
@@ -203,17 +247,21 @@ class Store:
                         continue
                     raise TypeError(f"Store.write got a {cls.__name__}, not a persisted event")
                 group = groups[cls] = []
-            group.append(_asdict(event))
+            group.append(row_of(event))
         if not groups:
             return 0
         inserted = 0
         action = "write of " + ", ".join(
-            f"{len(rows)} {inserts[kind][0].name}" for kind, rows in groups.items()
+            f"{len(rows)} {inserts[kind].table.name}" for kind, rows in groups.items()
         )
         async with self._connect(action, begin=True) as conn:
             for kind, rows in groups.items():
-                result = await conn.execute(inserts[kind][1], rows)
-                inserted += len(result.all())
+                insert = inserts[kind]
+                if insert.sql is None:
+                    result = await conn.execute(insert.statement, rows)
+                    inserted += len(result.all())
+                else:
+                    inserted += (await conn.exec_driver_sql(insert.sql, rows)).rowcount
         return inserted
 
     async def counts(self) -> dict[str, int]:
@@ -228,7 +276,7 @@ class Store:
         )
         async with self._connect("counts") as conn:
             result = await conn.execute(query)
-            found = {str(name): int(n) for name, n in result.tuples()}
+            found = {str(name): int(n) for name, n in result}
         return {name: found.get(name, 0) for name in TABLE_NAMES}
 
     async def read(self, event_type: type[E]) -> list[E]:
@@ -280,17 +328,17 @@ class Store:
 
 
 def _trade_step(trade_id: str, events: list[Event]) -> TraceStep:
+    """The trade that started a chain, known only from what its effects recorded."""
     caused = [e for e in events if e.causation_id == trade_id] or events
-    first = min(caused, key=lambda e: e.ts)
     signal = next((e for e in caused if isinstance(e, Signal)), None)
     if signal is not None:
-        first = signal
+        ts = signal.ts
         summary = f"{signal.symbol} at {fmt_e8(signal.price_e8)} (as signal {signal.id} saw it)"
     else:
-        summary = f"not stored; origin of {first.id}"
-    return TraceStep(
-        kind="trade", id=trade_id, ts=first.ts, causation_id="", source="", summary=summary
-    )
+        first = min(caused, key=lambda e: e.ts)
+        ts = first.ts
+        summary = f"not stored; started {first.id}"
+    return TraceStep(kind="trade", id=trade_id, ts=ts, causation_id="", source="", summary=summary)
 
 
 def _step(event: Event) -> TraceStep:

@@ -78,6 +78,7 @@ signals: Final = Table(
     _text("symbol"),
     _text("side"),
     _int("price_e8"),
+    _int("trade_id"),
     _int("move_bp"),
     _int("volume_e8"),
 )
@@ -93,6 +94,7 @@ orders: Final = Table(
     _int("qty_e8"),
     _int("price_e8"),
     _int("ref_price_e8"),
+    _int("ref_trade_id"),
     _bool("reduce_only"),
 )
 

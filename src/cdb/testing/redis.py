@@ -26,6 +26,8 @@ from typing import IO, Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cdb.errors import CdbError, LifecycleError
 
@@ -125,9 +127,11 @@ class RedisServer:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
+        # No client-side retries: this loop is the retry, and it must notice at once
+        # when the process died.
         probe = redis.Redis(
             host=self.host, port=self.port, password=self.password,
-            socket_timeout=0.5, socket_connect_timeout=0.5,
+            socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0),
         )
         try:
             while True:

@@ -70,10 +70,11 @@ class PaperVenue:
         return execs
 
     async def cancel(self, order_id: str) -> bool:
-        for book in self._resting.values():
-            if book.pop(order_id, None) is not None:
-                return True
-        return False
+        book = next((b for b in self._resting.values() if order_id in b), None)
+        if book is None:
+            return False
+        del book[order_id]
+        return True
 
     async def on_trades(self, trades: Sequence[Trade]) -> list[Execution]:
         recent = self._recent

@@ -68,6 +68,7 @@ def upgrade() -> None:
         _text("symbol"),
         _text("side"),
         _int("price_e8"),
+        _int("trade_id"),
         _int("move_bp"),
         _int("volume_e8"),
     )
@@ -89,6 +90,7 @@ def upgrade() -> None:
         _int("qty_e8"),
         _int("price_e8"),
         _int("ref_price_e8"),
+        _int("ref_trade_id"),
         _bool("reduce_only"),
     )
     _create(

@@ -1,0 +1,438 @@
+"""A seeded synthetic market: trades for several symbols, with shapes on request.
+
+Each symbol's price is a multiplicative random walk (GBM in the small-step limit),
+stepped once per trade with a volatility scaled so the annualised figure of its
+``SymbolSpec`` holds at its trade rate. Trades arrive as a Poisson process
+(exponential inter-arrival times); sizes are heavy-tailed around the spec's mean
+notional. Defaults give the feel of a spot market: 50 trades/s in total and a quote
+volume of some 150k to 700k USDT per symbol per minute.
+
+On top of the walk sits a deterministic price *overlay*, piecewise linear in time,
+which carries the shapes (flash crash, spike, gap jump) and the natural momentum
+moves: ``bursts_per_hour`` times per symbol per hour (on a jittered grid, so the
+count is fixed and the timing random) the price trends 3.5 to 6 % up or down over
+10 to 40 s and stays there. A momentum strategy with a 3 % threshold in a 60 s
+lookback therefore sees about ``bursts_per_hour`` signals per symbol per hour; bursts
+keep 60 s clear of any shape on the same symbol so shapes stay exact.
+
+Determinism: everything derives from ``seed`` through one ``random.Random`` per symbol
+(seeded with the seed and the symbol), so the same seed gives the same trades, adding
+a symbol leaves the others unchanged, and ``batch_size`` does not change the trades.
+Nothing reads the clock: time starts at ``start_ns``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from math import floor
+from operator import attrgetter
+from typing import Final, Literal
+
+import msgspec
+
+from cdb.errors import InputError
+from cdb.events import SCALE, Trade, trade_event_id
+
+ShapeKind = Literal["flash_crash", "spike", "gap", "flat", "stale"]
+
+START_NS: Final = 1_704_067_200_000_000_000
+"""2024-01-01T00:00:00Z, the default start of synthetic time."""
+_NS: Final = 1_000_000_000
+_YEAR_S: Final = 365 * 24 * 3600
+_HOLD_MIN_S: Final = 1.0
+_QUIET_S: Final = 60.0
+"""Bursts keep this far from a shape on the same symbol."""
+_BLOCK_S_MIN: Final = 1.0
+_BITS: Final = 12
+_LEVELS: Final = 1 << _BITS
+_HALF: Final = _LEVELS // 2
+
+
+class Shape(msgspec.Struct, frozen=True, kw_only=True):
+    """A market shape injected at ``at_s`` seconds after the start.
+
+    ``symbol`` may be ``"*"`` for every symbol. Kinds and what ``duration_s`` and
+    ``magnitude_pct`` mean for them:
+
+    - ``flash_crash``: falls ``magnitude_pct`` over ``duration_s``, holds the bottom
+      briefly, then recovers half the drop over twice ``duration_s``. The bottom is at
+      least ``magnitude_pct`` below the last price before the crash.
+    - ``spike``: rises ``magnitude_pct`` over ``duration_s``, holds briefly, falls back
+      over ``duration_s``. The top is at least ``magnitude_pct`` above.
+    - ``gap``: no trades for ``duration_s``, then the price has jumped by
+      ``magnitude_pct`` (signed).
+    - ``flat``: trades continue at one constant price for ``duration_s``.
+    - ``stale``: no trades at all for ``duration_s``; the price resumes where it was.
+    """
+
+    kind: ShapeKind
+    symbol: str
+    at_s: float
+    duration_s: float
+    magnitude_pct: float = 0.0
+
+
+def flash_crash(symbol: str, at: float, drop_pct: float, over_s: float) -> Shape:
+    """A fall of ``drop_pct`` % over ``over_s`` seconds from ``at``, then a partial recovery."""
+    return Shape(
+        kind="flash_crash", symbol=symbol, at_s=at, duration_s=over_s, magnitude_pct=drop_pct
+    )
+
+
+def spike(symbol: str, at: float, rise_pct: float, over_s: float) -> Shape:
+    """A rise of ``rise_pct`` % over ``over_s`` seconds from ``at``, then back."""
+    return Shape(kind="spike", symbol=symbol, at_s=at, duration_s=over_s, magnitude_pct=rise_pct)
+
+
+def gap(symbol: str, at: float, duration_s: float, jump_pct: float) -> Shape:
+    """No trades for ``duration_s`` seconds from ``at``, then a jump of ``jump_pct`` %."""
+    return Shape(kind="gap", symbol=symbol, at_s=at, duration_s=duration_s, magnitude_pct=jump_pct)
+
+
+def flat(symbol: str, at: float, duration_s: float) -> Shape:
+    """A constant price for ``duration_s`` seconds from ``at`` (trades continue)."""
+    return Shape(kind="flat", symbol=symbol, at_s=at, duration_s=duration_s)
+
+
+def stale(symbol: str, at: float, duration_s: float) -> Shape:
+    """No trades at all for ``duration_s`` seconds from ``at``."""
+    return Shape(kind="stale", symbol=symbol, at_s=at, duration_s=duration_s)
+
+
+class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """How one synthetic symbol trades.
+
+    Args:
+        symbol: the symbol name.
+        price: start price.
+        tick_e8: price step (e8).
+        lot_e8: quantity step (e8); every trade is at least one lot.
+        weight: share of the trades (normalised over the chosen symbols).
+        vol: annualised volatility of the random walk (0.5 is 50 %).
+        notional: mean trade value in quote currency.
+    """
+
+    symbol: str
+    price: float
+    tick_e8: int
+    lot_e8: int
+    weight: float
+    vol: float
+    notional: float
+
+
+DEFAULT_SPECS: Final = {
+    s.symbol: s
+    for s in (
+        SymbolSpec(symbol="BTCUSDT", price=42_000.0, tick_e8=1_000_000, lot_e8=1_000,
+                   weight=0.5, vol=0.5, notional=450.0),
+        SymbolSpec(symbol="ETHUSDT", price=2_300.0, tick_e8=1_000_000, lot_e8=10_000,
+                   weight=0.3, vol=0.65, notional=300.0),
+        SymbolSpec(symbol="SOLUSDT", price=100.0, tick_e8=1_000_000, lot_e8=100_000,
+                   weight=0.2, vol=0.9, notional=250.0),
+        SymbolSpec(symbol="BNBUSDT", price=310.0, tick_e8=10_000_000, lot_e8=100_000,
+                   weight=0.15, vol=0.6, notional=200.0),
+        SymbolSpec(symbol="XRPUSDT", price=0.62, tick_e8=10_000, lot_e8=100_000_000,
+                   weight=0.15, vol=0.8, notional=150.0),
+        SymbolSpec(symbol="DOGEUSDT", price=0.09, tick_e8=1_000, lot_e8=100_000_000,
+                   weight=0.15, vol=0.9, notional=150.0),
+    )
+}
+"""Specs of well-known symbols; any other symbol gets ``generic_spec``."""
+
+
+def generic_spec(symbol: str) -> SymbolSpec:
+    """The spec of a symbol without a default: price 100, tick 0.01, lot 0.001."""
+    return SymbolSpec(symbol=symbol, price=100.0, tick_e8=1_000_000, lot_e8=100_000,
+                      weight=0.15, vol=0.8, notional=200.0)
+
+
+class SyntheticSource:
+    """Generate trades lazily, in event-time order, ``batch_size`` at most per batch.
+
+    Each call of ``batches`` generates the same trades again.
+
+    Args:
+        seed: drives all randomness.
+        symbols: names (known ones get ``DEFAULT_SPECS``) or full ``SymbolSpec``s.
+        duration_s: simulated seconds to generate.
+        start_ns: event time of the start.
+        shapes: market shapes to inject.
+        source: the ``source`` of the events.
+        venue: venue of the trades (part of each trade's id).
+        batch_size: most trades per batch.
+        trades_per_s: mean trades per second over all symbols.
+        bursts_per_hour: momentum moves per symbol per hour (0 for none).
+    """
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        symbols: Sequence[str | SymbolSpec] = ("BTCUSDT", "ETHUSDT", "SOLUSDT"),
+        duration_s: float,
+        start_ns: int = START_NS,
+        shapes: Iterable[Shape] = (),
+        source: str = "ws",
+        venue: str = "synthetic",
+        batch_size: int = 1000,
+        trades_per_s: float = 50.0,
+        bursts_per_hour: float = 2.0,
+    ) -> None:
+        specs = [
+            s if isinstance(s, SymbolSpec) else DEFAULT_SPECS.get(s) or generic_spec(s)
+            for s in symbols
+        ]
+        names = [s.symbol for s in specs]
+        if not specs or len(set(names)) != len(names):
+            raise InputError(f"symbols must be non-empty and distinct, got {names}")
+        if duration_s < 0 or trades_per_s <= 0 or batch_size < 1 or bursts_per_hour < 0:
+            raise InputError(
+                "duration_s must be >= 0, trades_per_s > 0, batch_size >= 1 and "
+                f"bursts_per_hour >= 0 (got {duration_s}, {trades_per_s}, {batch_size}, "
+                f"{bursts_per_hour})"
+            )
+        self.shapes = tuple(shapes)
+        for shape in self.shapes:
+            _check_shape(shape, names, duration_s)
+        self.seed = seed
+        self.specs = tuple(specs)
+        self.duration_s = duration_s
+        self.start_ns = start_ns
+        self.source = source
+        self.venue = venue
+        self.batch_size = batch_size
+        self.trades_per_s = trades_per_s
+        self.bursts_per_hour = bursts_per_hour
+
+    def batches(self) -> Iterator[list[Trade]]:
+        """Yield the trades in event-time order, ``batch_size`` at most per batch."""
+        total_weight = sum(s.weight for s in self.specs)
+        end_ns = self.start_ns + int(self.duration_s * _NS)
+        paths = [
+            _Path(
+                spec,
+                rate=self.trades_per_s * spec.weight / total_weight,
+                rng=random.Random(f"cdb.synthetic:{self.seed}:{spec.symbol}"),
+                start_ns=self.start_ns,
+                end_ns=end_ns,
+                segments=_segments(spec, self, random.Random(f"cdb.bursts:{self.seed}:{sym}")),
+                venue=self.venue,
+                source=self.source,
+            )
+            for spec in self.specs
+            for sym in [spec.symbol]
+        ]
+        # Blocks of about one batch keep memory flat and amortise the per-block merge.
+        block_ns = int(max(_BLOCK_S_MIN, self.batch_size / self.trades_per_s) * _NS)
+        size = self.batch_size
+        pending: list[Trade] = []
+        block_end = self.start_ns
+        while block_end < end_ns:
+            block_end = min(block_end + block_ns, end_ns)
+            for path in paths:
+                pending += path.until(block_end)
+            if len(paths) > 1:
+                # Sorted runs per symbol: timsort merges them in C; ties keep symbol order.
+                pending.sort(key=_ts)
+            while len(pending) >= size:
+                yield pending[:size]
+                del pending[:size]
+        if pending:
+            yield pending
+
+
+_ts = attrgetter("ts")
+
+
+def _check_shape(shape: Shape, symbols: list[str], duration_s: float) -> None:
+    problem = ""
+    if shape.symbol != "*" and shape.symbol not in symbols:
+        problem = f"symbol {shape.symbol!r} is not one of {symbols} (or '*')"
+    elif shape.at_s < 0 or shape.duration_s <= 0:
+        problem = "at_s must be >= 0 and duration_s > 0"
+    elif shape.kind == "flash_crash" and not 0 < shape.magnitude_pct < 100:
+        problem = "a flash crash drops between 0 and 100 %"
+    elif shape.kind == "spike" and shape.magnitude_pct <= 0:
+        problem = "a spike rises by more than 0 %"
+    elif shape.kind == "gap" and shape.magnitude_pct <= -100:
+        problem = "a gap cannot jump down 100 % or more"
+    if problem:
+        raise InputError(f"invalid shape {shape}: {problem}")
+
+
+# -- the price path ---------------------------------------------------------------------
+
+_WALK, _FROZEN, _FLAT, _SILENT = 0, 1, 2, 3
+
+
+class _Segment(msgspec.Struct, frozen=True):
+    """A stretch of time with one mode and a linear overlay ``a + b * (t - start)``."""
+
+    start_ns: int
+    end_ns: int
+    mode: int
+    a: float
+    b: float
+
+
+def _segments(spec: SymbolSpec, source: SyntheticSource, rng: random.Random) -> list[_Segment]:
+    """Cut the run into segments from the shapes and momentum bursts of one symbol."""
+    duration = source.duration_s
+    ramps: list[list[tuple[float, float]]] = []  # piecewise-linear overlay factors
+    modes: list[tuple[float, float, int]] = []  # (from, to, mode); higher mode wins
+    busy: list[tuple[float, float]] = []
+    for shape in source.shapes:
+        if shape.symbol not in ("*", spec.symbol):
+            continue
+        at, d, m = shape.at_s, shape.duration_s, shape.magnitude_pct / 100
+        # Overshoot the requested level by a hair so tick rounding never leaves it short.
+        edge = 1e-4 + 2 * spec.tick_e8 / (spec.price * SCALE * (1 - min(m, 0.99)))
+        hold = max(_HOLD_MIN_S, 0.2 * d)
+        if shape.kind == "flash_crash":
+            low = (1 - m) * (1 - edge)
+            ramps.append([(at, 1.0), (at + d, low), (at + d + hold, low),
+                          (at + 3 * d + hold, 1 - m / 2)])
+            modes.append((at, at + d + hold, _FROZEN))
+            busy.append((at, at + 3 * d + hold))
+        elif shape.kind == "spike":
+            high = (1 + m) * (1 + edge)
+            ramps.append([(at, 1.0), (at + d, high), (at + d + hold, high),
+                          (at + 2 * d + hold, 1.0)])
+            modes.append((at, at + d + hold, _FROZEN))
+            busy.append((at, at + 2 * d + hold))
+        elif shape.kind == "gap":
+            ramps.append([(at, 1.0), (at + d, 1 + m)])
+            modes.append((at, at + d, _SILENT))
+            busy.append((at, at + d))
+        else:
+            modes.append((at, at + d, _FLAT if shape.kind == "flat" else _SILENT))
+            busy.append((at, at + d))
+    if source.bursts_per_hour > 0:
+        every = 3600 / source.bursts_per_hour
+        slot = rng.uniform(-every, 0)  # so the first burst can fall anywhere
+        while slot < duration:
+            t0 = slot + rng.uniform(0, every)
+            d = rng.uniform(10, 40)
+            m = rng.uniform(0.035, 0.06) * rng.choice((-1, 1))
+            slot += every
+            if t0 < 0 or any(t0 < b + _QUIET_S and t0 + d > a - _QUIET_S for a, b in busy):
+                continue
+            ramps.append([(t0, 1.0), (t0 + d, 1 + m)])
+    cuts = {0.0, duration}
+    cuts.update(t for ramp in ramps for t, _ in ramp if 0 < t < duration)
+    cuts.update(t for a, b, _ in modes for t in (a, b) if 0 < t < duration)
+    points = sorted(cuts)
+    segments = []
+    for lo, hi in itertools.pairwise(points):
+        mid = (lo + hi) / 2
+        mode = max((mo for a, b, mo in modes if a <= mid < b), default=_WALK)
+        a = _overlay(ramps, lo)
+        b = (_overlay(ramps, hi) - a) / ((hi - lo) * _NS)
+        segments.append(_Segment(
+            source.start_ns + int(lo * _NS), source.start_ns + int(hi * _NS), mode, a, b
+        ))
+    return segments
+
+
+def _overlay(ramps: list[list[tuple[float, float]]], t: float) -> float:
+    value = 1.0
+    for ramp in ramps:
+        at = bisect_right(ramp, (t, math.inf))
+        if at == 0:
+            continue
+        if at == len(ramp):
+            value *= ramp[-1][1]
+            continue
+        (t0, v0), (t1, v1) = ramp[at - 1], ramp[at]
+        value *= v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
+    return value
+
+
+class _Path:
+    """One symbol's trades: its walk, its clock and its segments."""
+
+    def __init__(
+        self, spec: SymbolSpec, *, rate: float, rng: random.Random, start_ns: int,
+        end_ns: int, segments: list[_Segment], venue: str, source: str,
+    ) -> None:
+        self.spec = spec
+        self.rng = rng
+        # Draws come from tables indexed by random bits: a table lookup is several times
+        # cheaper than a call into ``random`` plus ``log``, and 4096 levels are plenty.
+        levels = [(k + 0.5) / _LEVELS for k in range(_LEVELS)]
+        gap_ns = _NS / rate
+        self.gaps = [int(-math.log(1.0 - u) * gap_ns) for u in levels]
+        # A uniform step of half-width h has standard deviation h / sqrt(3).
+        half_width = math.sqrt(3) * spec.vol / math.sqrt(_YEAR_S * rate)
+        self.steps = [1.0 + (2 * u - 1) * half_width for u in levels]
+        # E**2 / 2 with E exponential has mean 1 and the fat tail of real trade sizes.
+        lots = spec.notional * SCALE / spec.lot_e8
+        self.sizes = [lots * math.log(1.0 - u) ** 2 / 2 for u in levels]
+        self.walk = spec.price
+        self.t_ns = start_ns + self.gaps[rng.getrandbits(_BITS)]
+        self.end_ns = end_ns
+        self.segments = segments
+        self.seg = 0
+        self.trade_id = 1_000_000 + rng.randrange(1_000_000)
+        self.last_price = 0
+        self.prefix = trade_event_id(venue, spec.symbol, 0)[:-1]
+        self.venue = venue
+        self.source = source
+
+    def until(self, end_ns: int) -> list[Trade]:
+        """The trades from where the path stands up to (excluding) ``end_ns``."""
+        out: list[Trade] = []
+        segments = self.segments
+        while self.t_ns < end_ns and self.seg < len(segments):
+            seg = segments[self.seg]
+            if self.t_ns >= seg.end_ns:
+                self.seg += 1
+                continue
+            stop = min(end_ns, seg.end_ns)
+            if seg.mode == _SILENT:
+                self.t_ns = max(self.t_ns, stop)
+                if stop == seg.end_ns:
+                    self.t_ns += self.gaps[self.rng.getrandbits(_BITS)]
+                continue
+            self._run(seg, stop, out)
+        return out
+
+    def _run(self, seg: _Segment, stop: int, out: list[Trade]) -> None:
+        """Generate trades within one segment up to ``stop``: the hot loop."""
+        spec = self.spec
+        bits = self.rng.getrandbits
+        steps, gaps, sizes = self.steps, self.gaps, self.sizes
+        make = Trade
+        add = out.append
+        prefix, venue, source, symbol = self.prefix, self.venue, self.source, spec.symbol
+        t, walk, tid = self.t_ns, self.walk, self.trade_id
+        a, b, s0 = seg.a, seg.b, seg.start_ns
+        tick, lot = spec.tick_e8, spec.lot_e8
+        per_tick = SCALE / tick
+        walking = seg.mode == _WALK
+        fixed = seg.mode == _FLAT
+        if fixed and not self.last_price:
+            self.last_price = (floor(walk * a * per_tick + 0.5) or 1) * tick
+        price = self.last_price
+        while t < stop:
+            k = bits(_BITS)
+            if walking:
+                walk *= steps[k]
+            level = walk * (a + b * (t - s0)) if b else walk * a
+            # floor() rather than int(): calling the int type costs several times more.
+            if not fixed:
+                price = (floor(level * per_tick + 0.5) or 1) * tick
+            qty = (floor(sizes[bits(_BITS)] / level) or 1) * lot
+            tid += 1
+            i = prefix + str(tid)
+            # A down-tick is a sell hitting the bid, so the buyer was the maker.
+            add(make(id=i, ts=t, correlation_id=i, causation_id=i, source=source,
+                     venue=venue, symbol=symbol, trade_id=tid, price_e8=price, qty_e8=qty,
+                     buyer_maker=k < _HALF))
+            t += gaps[bits(_BITS)]
+        self.t_ns, self.walk, self.trade_id, self.last_price = t, walk, tid, price

@@ -1,0 +1,1 @@
+"""Surviving infrastructure failures: Redis connections, backoff, breaker, buffers."""

@@ -1,0 +1,294 @@
+"""Redis Streams bus specifics: trimming, pub/sub notification, dead letters, lost groups,
+outages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from cdb.bus.keys import Namespace
+from cdb.bus.redis_streams import RedisStreamsBus, decode_notification
+from cdb.errors import BusClosedError, BusError
+from cdb.events import Alert, encode
+from cdb.testing.redis import RedisServer
+
+pytestmark = pytest.mark.integration
+
+Eventually = Callable[..., Awaitable[Any]]
+MakeBus = Callable[..., RedisStreamsBus]
+TOPIC = "stream.signals"
+
+
+def alerts(n: int, start: int = 0) -> list[Alert]:
+    return [
+        Alert(id=f"a{i}", ts=i, correlation_id="", causation_id="", source="t", level="info",
+              code="c", message="m")
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.fixture
+async def make_bus(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[MakeBus]:
+    made: list[RedisStreamsBus] = []
+
+    def factory(**options: Any) -> RedisStreamsBus:
+        bus = RedisStreamsBus(redis_client, Namespace(namespace), **options)
+        made.append(bus)
+        return bus
+
+    yield factory
+    for bus in made:
+        await bus.close()
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[aioredis.Redis]:
+    """A client of a server of the test's own, for tests that wipe the whole server."""
+    async with RedisServer() as server:
+        client = server.client()
+        yield client
+        await client.aclose()
+
+
+@pytest.fixture
+async def private_bus(
+    private_redis: aioredis.Redis, namespace: str
+) -> AsyncIterator[RedisStreamsBus]:
+    async with RedisStreamsBus(private_redis, Namespace(namespace)) as bus:
+        yield bus
+
+
+async def test_streams_are_trimmed_near_maxlen(
+    make_bus: MakeBus, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    bus = make_bus()
+    for start in range(0, 25_000, 1000):
+        await bus.publish(TOPIC, alerts(1000, start))
+    length = await redis_client.xlen(f"{namespace}:{TOPIC}")
+    assert 10_000 <= length <= 10_100
+
+
+async def test_empty_namespace_uses_the_contract_names(redis_server: RedisServer) -> None:
+    # A db of its own: the other tests' keys all live under a namespace.
+    client = redis_server.client(db=1)
+    try:
+        bus = RedisStreamsBus(client, Namespace(""))
+        await bus.publish("stream.orders", alerts(1))
+        assert await client.exists("stream.orders") == 1
+        assert await client.keys("*") == [b"stream.orders"]
+    finally:
+        await client.flushdb()
+        await client.aclose()
+
+
+async def test_publish_notifies_the_contract_pubsub_topic_once_per_batch(
+    make_bus: MakeBus, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    bus = make_bus()
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(f"{namespace}:signals", f"{namespace}:fills")
+    try:
+        for _ in range(2):  # the subscribe confirmations
+            assert await pubsub.get_message(timeout=1.0) is not None
+        await bus.publish("stream.fills", alerts(2))  # no pub/sub topic in the contract
+        await bus.publish(TOPIC, alerts(20))
+        message = await pubsub.get_message(timeout=1.0)
+        assert message is not None
+        assert message["channel"] == f"{namespace}:signals".encode()
+        assert decode_notification(message["data"]) == alerts(20)
+        assert await pubsub.get_message(timeout=0.1) is None
+    finally:
+        await pubsub.aclose()
+
+
+async def test_malformed_entries_are_dead_lettered_and_reading_goes_on(
+    make_bus: MakeBus, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    bus = make_bus()
+    key = f"{namespace}:{TOPIC}"
+    sub = bus.subscribe([TOPIC], "g", "c1")
+    await bus.publish(TOPIC, alerts(1))
+    garbage_id = await redis_client.xadd(key, {"e": b"\xc1not msgpack"})
+    no_field_id = await redis_client.xadd(key, {"other": b"x"})
+    await bus.publish(TOPIC, alerts(1, 1))
+
+    batches = await sub.read(timeout=1.0)
+    assert [e.id for b in batches for e in b.events] == ["a0", "a1"]
+    await sub.ack(batches)
+    assert await bus.pending(TOPIC, "g") == 0
+    assert bus.dead_lettered == {TOPIC: 2}
+
+    dead = await redis_client.xrange(f"{namespace}:{TOPIC}.dead")
+    assert [fields[b"id"] for _, fields in dead] == [garbage_id, no_field_id]
+    garbage, no_field = (fields for _, fields in dead)
+    assert garbage[b"e"] == b"\xc1not msgpack"
+    assert garbage[b"reason"].startswith(b"undecodable")
+    assert garbage[b"stream"] == key.encode()
+    assert garbage[b"group"] == b"g"
+    assert no_field[b"reason"] == b"no 'e' field"
+
+
+async def test_entry_delivered_more_than_max_deliveries_is_dead_lettered(
+    make_bus: MakeBus, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    bus = make_bus(max_deliveries=3)
+    first = bus.subscribe([TOPIC], "g", "c1")
+    second = bus.subscribe([TOPIC], "g", "c2")
+    await bus.publish(TOPIC, alerts(1))
+    assert len(await first.read(timeout=1.0)) == 1  # delivery 1
+    assert len(await second.claim(min_idle=0)) == 1  # 2
+    assert len(await first.claim(min_idle=0)) == 1  # 3
+    assert await second.claim(min_idle=0) == []  # 4: parked instead
+    assert await bus.pending(TOPIC, "g") == 0
+    [(_, fields)] = await redis_client.xrange(f"{namespace}:{TOPIC}.dead")
+    assert fields[b"reason"] == b"delivered 4 times (max_deliveries=3)"
+    assert fields[b"e"] == encode(alerts(1)[0])
+
+
+async def test_claim_idle_makes_read_reclaim_entries_of_a_dead_consumer(
+    make_bus: MakeBus, eventually: Eventually
+) -> None:
+    bus = make_bus(claim_idle=0.2)
+    dead = bus.subscribe([TOPIC], "g", "c1")
+    alive = bus.subscribe([TOPIC], "g", "c2")
+    await bus.publish(TOPIC, alerts(2))
+    assert len((await dead.read(timeout=1.0))[0].events) == 2
+    batches = await eventually(lambda: alive.read(timeout=0.05))
+    assert [e.id for b in batches for e in b.events] == ["a0", "a1"]
+
+
+async def test_pending_counts_entries_when_redis_reports_no_lag(
+    make_bus: MakeBus, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    bus = make_bus()
+    sub = bus.subscribe([TOPIC], "g", "c1")
+    await bus.publish(TOPIC, alerts(5))
+    await sub.read(max_events=2, timeout=1.0)
+    # A deletion inside the unread range makes Redis 7 report the lag as nil.
+    [_, _, _, fourth, _] = await redis_client.xrange(f"{namespace}:{TOPIC}")
+    await redis_client.xdel(f"{namespace}:{TOPIC}", fourth[0])
+    assert await bus.pending(TOPIC, "g") == 2 + 2
+
+
+async def test_consumer_goes_on_after_flushall_removed_its_group(
+    private_bus: RedisStreamsBus, private_redis: aioredis.Redis, eventually: Eventually
+) -> None:
+    bus = private_bus
+    sub = bus.subscribe([TOPIC], "g", "c1")
+    await bus.publish(TOPIC, alerts(2))
+    await sub.ack(await sub.read(timeout=1.0))
+    # Redis restarted empty: stream and group are gone.
+    await private_redis.flushall()
+    assert await bus.pending(TOPIC, "g") == 0
+    await bus.publish(TOPIC, alerts(2, 2))
+    batches = await eventually(lambda: sub.read(timeout=0.1))
+    assert [e.id for b in batches for e in b.events] == ["a2", "a3"]
+    await sub.ack(batches)
+    assert await bus.pending(TOPIC, "g") == 0
+
+
+async def test_read_blocked_during_flushall_returns_empty_and_reading_goes_on(
+    private_bus: RedisStreamsBus, private_redis: aioredis.Redis, eventually: Eventually
+) -> None:
+    bus = private_bus
+    sub = bus.subscribe([TOPIC], "g", "c1")
+    assert await sub.read(timeout=0.01) == []
+    reader = asyncio.create_task(sub.read(timeout=3.0))
+    await asyncio.sleep(0.1)
+    await private_redis.flushall()
+    assert await asyncio.wait_for(reader, 2.0) == []
+    await bus.publish(TOPIC, alerts(1))
+    batches = await eventually(lambda: sub.read(timeout=0.1))
+    assert [e.id for b in batches for e in b.events] == ["a0"]
+
+
+async def test_claim_after_flushall_recreates_the_group(
+    private_bus: RedisStreamsBus, private_redis: aioredis.Redis
+) -> None:
+    bus = private_bus
+    sub = bus.subscribe([TOPIC], "g", "c1")
+    await bus.publish(TOPIC, alerts(1))
+    await sub.read(timeout=1.0)
+    await private_redis.flushall()
+    assert await sub.claim(min_idle=0) == []
+    await bus.publish(TOPIC, alerts(1, 1))
+    assert await bus.pending(TOPIC, "g") == 1
+
+
+async def test_a_client_that_decodes_responses_is_refused(redis_server: RedisServer) -> None:
+    client = redis_server.client(decode_responses=True)
+    try:
+        with pytest.raises(BusError, match="decode_responses=False"):
+            RedisStreamsBus(client, Namespace("x"))
+    finally:
+        await client.aclose()
+
+
+async def test_a_closed_bus_refuses_to_publish_and_reads_nothing(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    sub = bus.subscribe([TOPIC], "g", "c1")
+    await bus.publish(TOPIC, alerts(1))
+    await bus.close()
+    with pytest.raises(BusClosedError):
+        await bus.publish(TOPIC, alerts(1))
+    assert await sub.read(timeout=0.01) == []
+
+
+async def test_redis_outage_raises_bus_errors_and_the_bus_recovers(
+    eventually: Eventually,
+) -> None:
+    async with RedisServer(password="s3cret") as server:
+        bus = RedisStreamsBus.from_url(server.url, Namespace("outage"))
+        async with bus:
+            sub = bus.subscribe([TOPIC], "g", "c1")
+            await bus.publish(TOPIC, alerts(1))
+            await sub.ack(await sub.read(timeout=1.0))
+            await asyncio.to_thread(server.stop)
+            with pytest.raises(BusError, match="publish of 1 events"):
+                await bus.publish(TOPIC, alerts(1, 1))
+            with pytest.raises(BusError, match="XREADGROUP"):
+                await sub.read(timeout=0.1)
+            await asyncio.to_thread(server.start)  # same port, empty
+            await bus.publish(TOPIC, alerts(1, 2))
+            batches = await eventually(lambda: sub.read(timeout=0.1))
+            assert [e.id for b in batches for e in b.events] == ["a2"]
+        assert bus.closed
+
+
+async def test_publish_reloads_its_script_after_the_script_cache_was_flushed(
+    private_bus: RedisStreamsBus, private_redis: aioredis.Redis
+) -> None:
+    bus = private_bus
+    await bus.publish(TOPIC, alerts(1))
+    await private_redis.script_flush()
+    await bus.publish(TOPIC, alerts(1, 1))
+    sub = bus.subscribe([TOPIC], "g", "c1")
+    assert [e.id for b in await sub.read(timeout=1.0) for e in b.events] == ["a0", "a1"]
+
+
+async def test_a_large_batch_is_published_in_order_with_a_notification_per_chunk(
+    make_bus: MakeBus, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    bus = make_bus()
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(f"{namespace}:signals")
+    try:
+        assert await pubsub.get_message(timeout=1.0) is not None
+        published = alerts(2500)
+        await bus.publish(TOPIC, published)
+        notified = []
+        while message := await pubsub.get_message(timeout=0.2):
+            notified.append(decode_notification(message["data"]))
+        assert [len(events) for events in notified] == [1000, 1000, 500]
+        assert [e for events in notified for e in events] == published
+    finally:
+        await pubsub.aclose()
+    sub = bus.subscribe([TOPIC], "g", "c1")
+    got = []
+    while batches := await sub.read(max_events=1000, timeout=0.1):
+        got += [e for b in batches for e in b.events]
+    assert got == published
