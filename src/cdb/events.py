@@ -182,7 +182,23 @@ class EssChange(Event, frozen=True, kw_only=True, tag="ess_change", gc=False):
     detail: str = ""
 
 
-AnyEvent = Trade | Signal | Order | RiskDecision | Fill | OrderUpdate | Alert | EssChange
+class CancelOrders(Event, frozen=True, kw_only=True, tag="cancel_orders", gc=False):
+    """A command from risk to execution: cancel open orders (the emergency stop's).
+
+    It travels on ``stream.orders`` with the orders, so execution sees it after every
+    order risk approved before it, and none of those is left open.
+    """
+
+    reason: str
+    symbol: str = ""
+    """Only this symbol's orders; empty for every symbol."""
+    keep_reduce_only: bool = True
+    """Leave orders that only reduce a position: HALTED still lets those out."""
+
+
+AnyEvent = (
+    Trade | Signal | Order | RiskDecision | Fill | OrderUpdate | Alert | EssChange | CancelOrders
+)
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _msgpack_decoder: msgspec.msgpack.Decoder[AnyEvent] = msgspec.msgpack.Decoder(AnyEvent)
@@ -239,3 +255,12 @@ class IdGen:
         """A new id for an event at ``ts`` (ns)."""
         self._seq += 1
         return f"{ts:016x}-{self._node}-{self._seq:x}"
+
+    @staticmethod
+    def derived(ts: int, key: str) -> str:
+        """The id of an event fully determined by ``key`` (what caused it).
+
+        A service restarted mid-stream re-derives the same id for the same effect, so
+        a redelivered cause never makes a second, differently named event.
+        """
+        return f"{ts:016x}-{key}"

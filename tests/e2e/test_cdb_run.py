@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cdb.testing.marketfiles import write_trades_csv
 from cdb.marketdata.synthetic import SyntheticSource
+from cdb.testing.marketfiles import write_trades_csv
 from tests.e2e.conftest import cdb
 
 pytestmark = pytest.mark.timeout(300)

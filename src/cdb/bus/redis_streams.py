@@ -231,21 +231,26 @@ class RedisStreamsBus:
 
     async def pending(self, topic: str, group: str) -> int:
         key = self.namespace.key(topic)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xinfo_groups(key)
+        pipe.xlen(key)
         try:
-            groups: list[dict[str, Any]] = await self.client.xinfo_groups(key)
-        except ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return 0
-            raise BusError(f"XINFO GROUPS {key} failed: {exc}") from exc
+            groups, length = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
             raise BusError(f"XINFO GROUPS {key} failed: {exc}") from exc
+        if isinstance(groups, ResponseError) and "no such key" in str(groups).lower():
+            return 0
+        if isinstance(groups, Exception):
+            raise BusError(f"XINFO GROUPS {key} failed: {groups}")
         wanted = group.encode()
         for info in groups:
             if _as_bytes(info["name"]) == wanted:
                 lag = info.get("lag")
                 if lag is None:
                     lag = await self._count_after(key, _as_bytes(info["last-delivered-id"]))
-                return int(info["pending"]) + int(lag)
+                # Redis counts entries trimmed before delivery in the lag; they will never
+                # be delivered, and the undelivered entries that remain are in the stream.
+                return int(info["pending"]) + min(int(lag), int(length))
         return 0
 
     async def _count_after(self, key: str, last_id: bytes) -> int:

@@ -45,9 +45,11 @@ from cdb.events import SCALE, Trade, trade_event_id
 
 Layout = Literal["trades", "aggTrades"]
 
-_CHUNK: Final = 512 * 1024
+_CHUNK: Final = 16 * 1024
 """Bytes read per step; large enough to amortise per-chunk work, small enough to be flat."""
 _SNIFF: Final = 64 * 1024
+_MAX_LINE: Final = 4 * _CHUNK
+"""A longer line means a wrong file; refusing it keeps memory bounded."""
 _SNIFF_LINES: Final = 8
 _MS_BELOW: Final = 10**14
 """A time below this is in ms (until year 5138); at or above, µs (from 1973 on)."""
@@ -378,6 +380,11 @@ class _FileReader:
                 data = carry + data
                 cut = data.rfind(b"\n") + 1
                 if not cut:
+                    if len(data) > _MAX_LINE:
+                        raise InputError(
+                            f"{path}: line {line_no + 1} is over {_MAX_LINE} bytes long; "
+                            "not a Binance trades CSV"
+                        )
                     carry = data
                     continue
                 body, carry = data[:cut], data[cut:]

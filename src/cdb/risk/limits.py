@@ -125,8 +125,11 @@ def decide(
     notional = mul_e8(qty, price)
     if notional > limits.max_order_notional_e8:
         return Rejection(reason=ORDER_NOTIONAL, detail=f"order notional {notional} too large")
-    if book.symbol_exposure_e8(signal.symbol) + notional > limits.max_position_e8:
+    # Exposure is valued at the mark (as shown everywhere), not at the signal's price,
+    # which may be older: checking at the mark keeps the shown exposure within limits.
+    symbol_after, total_after = book.exposure_after(signal.symbol, "BUY", qty, price)
+    if symbol_after > limits.max_position_e8:
         return Rejection(reason=POSITION_LIMIT, detail=f"{signal.symbol} exposure at limit")
-    if book.exposure_e8() + notional > limits.max_exposure_e8:
+    if total_after > limits.max_exposure_e8:
         return Rejection(reason=EXPOSURE_LIMIT, detail="total exposure at limit")
     return Approval(qty_e8=qty, reduce_only=False)

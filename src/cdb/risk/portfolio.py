@@ -79,6 +79,20 @@ class Portfolio:
         symbols = set(self.positions) | {o.symbol for o in self.open_orders.values()}
         return sum(self.symbol_exposure_e8(s) for s in symbols)
 
+    def exposure_after(self, symbol: str, side: Side, qty_e8: int, ref_price_e8: int) -> tuple[
+        int, int
+    ]:
+        """(symbol exposure, total exposure) once an order of ``qty_e8`` is open.
+
+        Valued exactly as ``symbol_exposure_e8`` will value it after ``on_order``, so a
+        limit checked with this holds for the exposure shown right after the decision.
+        """
+        net = self.position(symbol) + self.open_qty(symbol, "BUY") - self.open_qty(symbol, "SELL")
+        net += qty_e8 if side == "BUY" else -qty_e8
+        price = self.marks.get(symbol) or self._ref_price(symbol) or ref_price_e8
+        after = abs(mul_e8(net, price))
+        return after, self.exposure_e8() - self.symbol_exposure_e8(symbol) + after
+
     def equity_e8(self) -> int:
         return self.cash_e8 + sum(
             mul_e8(p.qty_e8, self.marks.get(s, 0)) for s, p in self.positions.items()

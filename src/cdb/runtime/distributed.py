@@ -9,6 +9,7 @@ then the process exits within ``CDB_DRAIN_TIMEOUT_S``.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import time
@@ -143,9 +144,11 @@ async def run_service(name: str, settings: Settings) -> None:
 
     health.add("redis", ping_redis)
     service, store = await build_service(name, settings, bus, health)
-    health.details = service.status
+    pid = os.getpid()
+    health.details = lambda: {"pid": pid, **service.status()}
     host = ServiceHost(service, claim_idle=settings.cdb_claim_idle_s)
-    http = HttpServer(build_app(health), settings.bind_host, settings.port_of(name))
+    app = build_app(health, extra=service.routes())
+    http = HttpServer(app, settings.bind_host, settings.port_of(name))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

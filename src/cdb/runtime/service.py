@@ -18,8 +18,9 @@ from functools import partial
 from typing import ClassVar
 
 import structlog
+from fastapi import APIRouter
 
-from cdb.bus.base import Batch, Bus
+from cdb.bus.base import Batch, Bus, Subscription
 from cdb.bus.keys import ALERTS_STREAM, DEAD_LETTER_SUFFIX
 from cdb.clock import Clock
 from cdb.errors import BusError, LifecycleError, StoreError
@@ -81,6 +82,31 @@ class ServiceContext:
         return event
 
 
+async def _shielded_ack(sub: Subscription, batches: list[Batch]) -> None:
+    await asyncio.shield(sub.ack(batches))
+
+
+class _Outage:
+    """Backoff for a failing dependency, logged once per state change, not per retry."""
+
+    def __init__(self, ctx: ServiceContext, what: str) -> None:
+        self._ctx = ctx
+        self._what = what
+        self._delay = 0.0
+
+    async def failed(self, exc: Exception) -> None:
+        if not self._delay:
+            self._ctx.log.warning(f"{self._what} failing; holding work", error=str(exc))
+            self._delay = 0.05
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, 5.0)
+
+    def recovered(self) -> None:
+        if self._delay:
+            self._ctx.log.info(f"{self._what} recovered")
+            self._delay = 0.0
+
+
 class Service:
     """Base of the five services. Subclasses set ``name`` and ``inputs``."""
 
@@ -111,6 +137,10 @@ class Service:
     def status(self) -> dict[str, object]:
         """Service-specific state for health and summaries."""
         return {}
+
+    def routes(self) -> list[APIRouter]:
+        """HTTP routes of this service's API beyond health and metrics."""
+        return []
 
     @property
     def has_producer(self) -> bool:
@@ -172,19 +202,26 @@ class ServiceHost:
     async def _consume(self) -> None:
         ctx = self.ctx
         sub = ctx.bus.subscribe(self.service.inputs, ctx.name, ctx.instance)
-        last_claim = time.monotonic()
+        # Claim at once: a restarted consumer picks up what its predecessor left pending.
+        last_claim = float("-inf")
+        outage = _Outage(ctx, "bus")
         try:
             while not self._stopping.is_set():
-                batches = await sub.read(self.service.batch_size, self._poll)
-                now = time.monotonic()
-                if now - last_claim >= self._claim_idle:
-                    last_claim = now
-                    batches.extend(await sub.claim(self._claim_idle, self.service.batch_size))
+                try:
+                    batches = await sub.read(self.service.batch_size, self._poll)
+                    now = time.monotonic()
+                    if now - last_claim >= self._claim_idle:
+                        last_claim = now
+                        batches.extend(await sub.claim(self._claim_idle, self.service.batch_size))
+                except BusError as exc:
+                    await outage.failed(exc)
+                    continue
+                outage.recovered()
                 if not batches:
                     continue
                 await self._process(batches)
                 # The ack is the commit point of the batch: never cancelled half-way.
-                await asyncio.shield(sub.ack(batches))
+                await self._retrying(partial(_shielded_ack, sub, batches))
         finally:
             await sub.close()
 
@@ -213,20 +250,15 @@ class ServiceHost:
         A bus or database failure is not the event's fault: the read stays
         unacknowledged and is retried with backoff (logged once per outage).
         """
-        delay = 0.05
-        failing = False
+        outage = _Outage(self.ctx, "infrastructure")
         while True:
             try:
                 await step()
-                if failing:
-                    self.ctx.log.info("recovered")
-                return
             except (BusError, StoreError) as exc:
-                if not failing:
-                    self.ctx.log.warning("infrastructure failing; holding batch", error=str(exc))
-                failing = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await outage.failed(exc)
+            else:
+                outage.recovered()
+                return
 
     async def _park_bad_events(self, batch: Batch) -> None:
         """Retry event by event; an event that still fails is dead-lettered."""

@@ -63,14 +63,14 @@ async def _health(client: httpx.AsyncClient, port: int) -> str:
         return "-"
 
 
-def _table(sup: Supervisor, health: dict[str, str]) -> Table:
+def _table(sup: Supervisor, health: dict[str, str], ports: dict[str, int]) -> Table:
     table = Table(title="cdb up (Ctrl-C stops)", title_justify="left")
     for col in ("service", "pid", "state", "restarts", "port", "health"):
         table.add_column(col)
     for name, child in sup.children.items():
         pid = child.process.pid if child.process else None
         table.add_row(name, str(pid or "-"), child.state, str(child.restarts),
-                      str(SERVICE_PORTS[name]), health.get(name, "-"))
+                      str(ports[name]), health.get(name, "-"))
     return table
 
 
@@ -86,6 +86,7 @@ async def run_up(
         problems = settings.distributed_problems()
         if problems:
             raise ConfigError(problems)
+        ports = {name: settings.port_of(name) for name in SERVICE_PORTS}
         sup = Supervisor(env, log_dir, drain_timeout=settings.cdb_drain_timeout_s + 5)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -95,17 +96,17 @@ async def run_up(
         health: dict[str, str] = {}
         try:
             async with httpx.AsyncClient() as client:
-                with Live(_table(sup, health), console=console, refresh_per_second=2,
+                with Live(_table(sup, health, ports), console=console, refresh_per_second=2,
                           transient=False, auto_refresh=console.is_terminal) as live:
                     while not stop.is_set():
                         for name in sup.children:
-                            health[name] = await _health(client, settings.port_of(name))
-                        live.update(_table(sup, health))
+                            health[name] = await _health(client, ports[name])
+                        live.update(_table(sup, health, ports))
                         if not console.is_terminal:
-                            console.print(_table(sup, health))
+                            console.print(_table(sup, health, ports))
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), 2.0 if console.is_terminal else 30)
         finally:
             console.print("stopping: draining services upstream first")
             await sup.stop()
-            console.print(_table(sup, health))
+            console.print(_table(sup, health, ports))

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import msgspec
+from fastapi import APIRouter, Response
+
 from cdb.bus.keys import FILLS, MARKET_DATA, ORDERS
 from cdb.events import AnyEvent, Fill, Order, Trade
 from cdb.observability import metrics
@@ -58,6 +61,26 @@ class ExecutionService(Service):
         await self.ctx.publish(FILLS, fills)
         self.fills += len(fills)
         self._fills_metric.inc(len(fills))
+
+    def routes(self) -> list[APIRouter]:
+        router = APIRouter()
+
+        @router.get("/venue/ledger")
+        async def ledger() -> Response:
+            """Every execution the venue made (its own record, to audit the database)."""
+            rows = getattr(self.venue, "ledger", None)
+            if rows is None:
+                return Response(b'{"detail":"this venue keeps no local ledger"}', 404,
+                                media_type="application/json")
+            body = [
+                {"order_id": x.order.id, "client_order_id": x.order.client_order_id,
+                 "venue_fill_id": x.venue_fill_id, "price_e8": x.price_e8, "qty_e8": x.qty_e8,
+                 "fee_e8": x.fee_e8, "ts": x.ts}
+                for x in rows
+            ]
+            return Response(msgspec.json.encode(body), media_type="application/json")
+
+        return [router]
 
     def status(self) -> dict[str, object]:
         return {"venue": self.venue.name, "orders": self.orders, "fills": self.fills}

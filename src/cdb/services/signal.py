@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from cdb.bus.keys import MARKET_DATA, SIGNALS
-from cdb.events import AnyEvent, Signal, Trade
+from cdb.events import AnyEvent, IdGen, Signal, Trade
 from cdb.observability import metrics
 from cdb.runtime.service import Service, ServiceContext
 from cdb.strategies.base import Strategy
@@ -36,11 +36,12 @@ class SignalService(Service):
         intents = self.strategy.on_trades(trades)
         if not intents:
             return
-        ids, source, sid = self.ctx.ids, self.ctx.instance, self.strategy_id
+        derived, source, sid = IdGen.derived, self.ctx.instance, self.strategy_id
         signals = [
             Signal(
-                id=ids.next(i.trade.ts), ts=i.trade.ts, correlation_id=i.trade.correlation_id,
-                causation_id=i.trade.id, source=source, strategy_id=sid,
+                id=derived(i.trade.ts, f"{sid}:{i.trade.id}"), ts=i.trade.ts,
+                correlation_id=i.trade.correlation_id, causation_id=i.trade.id, source=source,
+                strategy_id=sid,
                 symbol=i.trade.symbol, side=i.side, price_e8=i.trade.price_e8,
                 trade_id=i.trade.trade_id, move_bp=i.move_bp, volume_e8=i.volume_e8,
             )

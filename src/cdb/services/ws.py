@@ -35,6 +35,7 @@ class WsService(Service):
         self._pace = pace
         self.trades = 0
         self.last_trade_ts = 0
+        self.done = False
         self._decoded = metrics.decoded_messages.labels(ctx.name, ctx.instance)
         self._published = metrics.redis_publish.labels(ctx.name, ctx.instance)
 
@@ -51,6 +52,7 @@ class WsService(Service):
             self.trades += n
             self.last_trade_ts = batch[-1].ts
             await pace(batch)
+        self.done = True
 
     def status(self) -> dict[str, object]:
-        return {"trades": self.trades, "last_trade_ts": self.last_trade_ts}
+        return {"trades": self.trades, "last_trade_ts": self.last_trade_ts, "done": self.done}

@@ -21,13 +21,13 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Final
 
 from cdb.errors import CdbError, LifecycleError
+from cdb.testing.ports import free_port
 
 BIN_ENV: Final = "CDB_POSTGRES_BIN"
 """Environment variable naming the directory of ``initdb`` and ``pg_ctl``."""
@@ -70,14 +70,6 @@ def find_bin_dir() -> Path:
             return candidate
     where = f"{BIN_ENV}={configured}" if configured else "/usr/lib/postgresql/*/bin or PATH"
     raise PostgresServerError(f"initdb and pg_ctl were not found in {where}: {_INSTALL_HINT}")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _run_as_prefix(user: str) -> list[str]:

@@ -292,3 +292,15 @@ async def test_a_large_batch_is_published_in_order_with_a_notification_per_chunk
     while batches := await sub.read(max_events=1000, timeout=0.1):
         got += [e for b in batches for e in b.events]
     assert got == published
+
+
+async def test_claim_drops_pending_entries_that_were_trimmed_away(make_bus: MakeBus) -> None:
+    bus = make_bus(maxlen=100)
+    slow = bus.subscribe([TOPIC], "g", "c1")
+    other = bus.subscribe([TOPIC], "g", "c2")
+    await bus.publish(TOPIC, alerts(1))
+    assert len(await slow.read(timeout=1.0)) == 1
+    await bus.publish(TOPIC, alerts(500, 1))  # trims a0 while it is pending
+    assert await other.claim(min_idle=0) == []
+    lag = await bus.pending(TOPIC, "g")
+    assert 100 <= lag <= 200  # what is left is the retained, undelivered tail

@@ -12,16 +12,18 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from cdb.testing.ports import free_port
+from cdb.testing.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -51,20 +53,6 @@ def run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess
         f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
     )
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.05)
 
 
 # -------------------------------------------------------------------------- prometheus

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from cdb.events import Trade, trade_event_id
 from cdb.marketdata import replay
 from cdb.marketdata.replay import ReplaySource
 from cdb.marketdata.synthetic import SyntheticSource
-from cdb.testing.marketfiles import write_sample_csv, write_trades_csv
+from cdb.testing.marketfiles import Layout, write_sample_csv, write_trades_csv
 
 # Rows as data.binance.vision publishes them.
 SPOT_TRADES = """\
@@ -214,7 +214,7 @@ def test_reading_streams_instead_of_loading_the_file(tmp_path: Path) -> None:
     write_sample_csv(path, rows=40_000)
     source = ReplaySource(path)
     batches = source.batches()
-    assert isinstance(batches, Iterator)
+    assert isinstance(batches, Generator)
     first = next(batches)
     assert len(first) == 1000
     assert source.stats.rows < 20_000  # only the first chunk has been read
@@ -296,14 +296,20 @@ def test_fast_and_line_by_line_paths_agree(
 
 @pytest.mark.parametrize(("layout", "header"), [("trades", False), ("aggTrades", True)])
 def test_clean_files_never_need_the_line_by_line_parser(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, header: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: Layout, header: bool
 ) -> None:
     """A guard on speed: the slow parser is for bad rows only."""
     path = tmp_path / f"BTCUSDT-{layout}-2024-01-01.csv"
-    write_sample_csv(path, rows=5_000, layout=layout, header=header)  # type: ignore[arg-type]
+    write_sample_csv(path, rows=5_000, layout=layout, header=header)
 
     def refuse(*args: object) -> list[Trade]:
         raise AssertionError("line-by-line parser used on a clean file")
 
     monkeypatch.setattr(replay._FileReader, "_slow", refuse)
     assert sum(len(b) for b in ReplaySource(path).batches()) == 5_000
+
+
+def test_an_endless_line_is_refused_instead_of_buffered(tmp_path: Path) -> None:
+    path = write(tmp_path, "BTCUSDT-trades-2024-01-01.csv", SPOT_TRADES + "9" * 3_000_000)
+    with pytest.raises(InputError, match="line 4 is over"):
+        read_all(ReplaySource(path))

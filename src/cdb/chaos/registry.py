@@ -1,0 +1,278 @@
+"""Registries of what a scenario can name: faults, actions, probes, invariants and the
+capabilities of the system under test.
+
+Each entry carries the JSON Schema of its parameters, so the published scenario
+schema is built from the registries: a feature that lands later (the ESS API, the
+fake exchange, the disk buffer) registers its fault, probe or capability in one
+place and becomes usable and validated without touching the runner::
+
+    @FAULTS.register("exchange", summary="...", params={"error": P.enum(...)})
+    class ExchangeFault(Fault): ...
+
+    CAPABILITIES.add(Capability(name="ess", summary="...", issue="5", check=...))
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Generic, Literal, TypeVar
+
+import msgspec
+
+from cdb.errors import CdbError
+
+Kind = Literal["fault", "action", "probe", "invariant"]
+MODES: Final = ("embedded", "distributed")
+DURATION_PATTERN: Final = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"
+
+F = TypeVar("F")
+
+
+class Unavailable(CdbError):
+    """What a step needs is not there (a feature not landed, a mode without processes).
+
+    A scenario that meets one ends ``unknown``, never ``pass``: the coordinator does
+    not claim what it could not check.
+
+    Args:
+        reason: what is missing and, where known, what provides it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Entry(msgspec.Struct, Generic[F], frozen=True, kw_only=True):
+    """One registered fault, action, probe or invariant."""
+
+    name: str
+    kind: Kind
+    summary: str
+    params: dict[str, Any]
+    """JSON Schema of each parameter, by name."""
+    required: tuple[str, ...]
+    modes: tuple[str, ...]
+    """Pipeline modes it works in."""
+    requires: tuple[str, ...]
+    """Capabilities of the system under test it needs."""
+    impl: F
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of ``{type: <name>, ...params}``."""
+        return {
+            "type": "object",
+            "description": self.summary,
+            "properties": {"type": {"const": self.name}, **self.params},
+            "required": ["type", *self.required],
+            "additionalProperties": False,
+        }
+
+
+class Registry(Generic[F]):
+    """Named entries of one kind."""
+
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[F]] = {}
+
+    def register(
+        self, name: str, *, summary: str, params: dict[str, Any] | None = None,
+        required: tuple[str, ...] = (), modes: tuple[str, ...] = MODES,
+        requires: tuple[str, ...] = (),
+    ) -> Callable[[F], F]:
+        """Register ``impl`` under ``name`` (decorator); a second one replaces the first,
+        which is how a landed feature overrides a stub."""
+
+        def add(impl: F) -> F:
+            self._entries[name] = Entry(
+                name=name, kind=self.kind, summary=summary, params=dict(params or {}),
+                required=required, modes=modes, requires=requires, impl=impl,
+            )
+            return impl
+
+        return add
+
+    def get(self, name: str) -> Entry[F]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(
+                f"no {self.kind} {name!r}; known: {', '.join(sorted(self._entries))}"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry[F]]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+
+class Capability(msgspec.Struct, frozen=True, kw_only=True):
+    """A feature of cdb that some scenarios need, and how to tell it is there."""
+
+    name: str
+    summary: str
+    issue: str
+    """Where it is built (issue number), for the reason of an unknown verdict."""
+    check: Callable[[], bool]
+
+
+class Capabilities:
+    """The known capabilities; ``missing`` says which of a list are not there."""
+
+    def __init__(self) -> None:
+        self._caps: dict[str, Capability] = {}
+
+    def add(self, cap: Capability) -> None:
+        self._caps[cap.name] = cap
+
+    def names(self) -> list[str]:
+        return sorted(self._caps)
+
+    def get(self, name: str) -> Capability:
+        return self._caps[name]
+
+    def present(self, name: str) -> bool:
+        cap = self._caps.get(name)
+        try:
+            return cap is not None and cap.check()
+        except Exception:  # a broken half-landed module counts as absent
+            return False
+
+    def missing(self, names: tuple[str, ...] | list[str]) -> list[str]:
+        """Reasons, one per capability in ``names`` that is absent."""
+        out = []
+        for name in names:
+            if not self.present(name):
+                cap = self._caps.get(name)
+                out.append(
+                    f"{name}: {cap.summary} is not available yet (issue {cap.issue})"
+                    if cap else f"{name}: unknown capability"
+                )
+        return out
+
+
+def module_exists(name: str) -> Callable[[], bool]:
+    """A check that module ``name`` can be imported."""
+
+    def check() -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            return False
+
+    return check
+
+
+def setting_exists(field: str) -> Callable[[], bool]:
+    """A check that ``cdb.config.Settings`` has ``field`` (an environment variable)."""
+
+    def check() -> bool:
+        from cdb.config import Settings
+
+        return field in Settings.model_fields
+
+    return check
+
+
+FAULTS: Final[Registry[Any]] = Registry("fault")
+ACTIONS: Final[Registry[Any]] = Registry("action")
+PROBES: Final[Registry[Any]] = Registry("probe")
+INVARIANTS: Final[Registry[Any]] = Registry("invariant")
+CAPABILITIES: Final = Capabilities()
+
+
+class P:
+    """JSON Schema fragments for parameters."""
+
+    @staticmethod
+    def duration(description: str = "") -> dict[str, Any]:
+        """Seconds as a number, or a string such as ``500ms``, ``5s``, ``2m``, ``1h``."""
+        return {
+            "type": ["number", "string"], "minimum": 0, "pattern": DURATION_PATTERN,
+            "description": description or "a duration: seconds, or 500ms, 5s, 2m, 1h",
+        }
+
+    @staticmethod
+    def string(description: str = "", *, enum: list[str] | None = None,
+               min_length: int = 1) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "string", "minLength": min_length}
+        if enum is not None:
+            out = {"enum": enum}
+        if description:
+            out["description"] = description
+        return out
+
+    @staticmethod
+    def number(description: str = "", *, minimum: float | None = None,
+               maximum: float | None = None, exclusive_minimum: float | None = None,
+               ) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "number"}
+        if minimum is not None:
+            out["minimum"] = minimum
+        if maximum is not None:
+            out["maximum"] = maximum
+        if exclusive_minimum is not None:
+            out["exclusiveMinimum"] = exclusive_minimum
+        if description:
+            out["description"] = description
+        return out
+
+    @staticmethod
+    def integer(description: str = "", *, minimum: int | None = None,
+                maximum: int | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "integer"}
+        if minimum is not None:
+            out["minimum"] = minimum
+        if maximum is not None:
+            out["maximum"] = maximum
+        if description:
+            out["description"] = description
+        return out
+
+    @staticmethod
+    def boolean(description: str = "") -> dict[str, Any]:
+        return {"type": "boolean", "description": description} if description else {
+            "type": "boolean"}
+
+    @staticmethod
+    def strings(description: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "array", "items": {"type": "string", "minLength": 1}}
+        if description:
+            out["description"] = description
+        return out
+
+    @staticmethod
+    def anything(description: str = "") -> dict[str, Any]:
+        return {"description": description} if description else {}
+
+
+def parse_duration(value: float | int | str) -> float:
+    """``5``, ``0.5``, ``"500ms"``, ``"5s"``, ``"2m"``, ``"1h"`` → seconds.
+
+    Raises:
+        ValueError: not a duration.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"{value!r} is a negative duration")
+        return float(value)
+    text = value.strip()
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix):
+            number = text[: -len(suffix)]
+            try:
+                seconds = float(number) * factor
+            except ValueError:
+                break
+            if seconds < 0 or not number[:1].isdigit():
+                break
+            return seconds
+    raise ValueError(f"{value!r} is not a duration such as 500ms, 5s, 2m or 1h")

@@ -1,0 +1,369 @@
+"""The emergency stop system (ESS): a state machine ACTIVE / HALTED and the guards that
+trip it. Pure: no I/O and no clock.
+
+Every transition is a function of the events handed in and of the time passed in (ns),
+so the simulated clock drives it in tests and replays exactly as the wall clock does
+live, and the same inputs always give the same trips.
+
+- ``EmergencyStop`` holds the state. It trips on an ``Alarm`` (from a guard, or by
+  hand) and resets only by hand, only after the cooldown, with who and why.
+- The guards watch the portfolio and the market: ``DrawdownGuard`` (equity down from
+  its peak by more than a limit), ``FlashCrashGuard`` (a price down at least a share
+  within a window), ``ErrorBurstGuard`` (exchange errors or rejections piling up),
+  ``StaleDataGuard`` (a symbol without trades for too long).
+
+Limits are parts per million and compared in integers, so a boundary is exact: a
+drawdown of exactly the limit does not trip (the limit is allowed, like every risk
+limit), a drop of exactly the flash-crash share within exactly the window does.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Iterable
+from typing import Final, Literal
+
+import msgspec
+
+from cdb.events import Trade, fmt_e8
+
+NS: Final = 1_000_000_000
+PPM: Final = 1_000_000
+
+EssStateName = Literal["ACTIVE", "HALTED"]
+ACTIVE: Final = "ACTIVE"
+HALTED: Final = "HALTED"
+
+# Reasons of changes (EssChange.reason, label of cdb_ess_trips_total).
+DRAWDOWN: Final = "drawdown"
+FLASH_CRASH: Final = "flash_crash"
+ERROR_BURST: Final = "error_burst"
+STALE_DATA: Final = "stale_data"
+MANUAL: Final = "manual"
+RESET: Final = "manual_reset"
+RESTORED: Final = "restored"
+TRIP_REASONS: Final = (DRAWDOWN, FLASH_CRASH, ERROR_BURST, STALE_DATA, MANUAL)
+
+# Why a reset is refused (ResetRefused.reason).
+NOT_HALTED: Final = "not_halted"
+COOLDOWN: Final = "cooldown"
+MISSING_WHO_WHY: Final = "missing_who_or_why"
+
+
+class EssConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """When the ESS trips by itself, and how long a trip holds at least.
+
+    Shares are parts per million (100_000 is 10 %); times are ns.
+    """
+
+    drawdown_limit_ppm: int = 100_000
+    """Trip when equity is more than this below its peak."""
+    flash_crash_drop_ppm: int = 150_000
+    """Trip when a price falls at least this much within ``flash_crash_window_ns``."""
+    flash_crash_window_ns: int = 60 * NS
+    error_burst_count: int = 5
+    """Trip on this many exchange errors or rejections within ``error_burst_window_ns``."""
+    error_burst_window_ns: int = 60 * NS
+    stale_after_ns: int = 30 * NS
+    """Trip when a symbol seen before has had no trade for longer; 0 turns it off."""
+    cooldown_ns: int = 300 * NS
+    """A reset is refused until this long after the trip."""
+
+
+class EssState(msgspec.Struct, frozen=True, kw_only=True):
+    """The ESS state as persisted (Redis) and recorded (``EssChange``).
+
+    ``reason``, ``detail`` and ``actor`` describe the change into this state;
+    ``since_ns`` is when it happened (for HALTED, the trip time the cooldown runs from).
+    """
+
+    state: EssStateName = "ACTIVE"
+    reason: str = ""
+    detail: str = ""
+    actor: str = ""
+    since_ns: int = 0
+
+    @property
+    def halted(self) -> bool:
+        return self.state == HALTED
+
+
+class Alarm(msgspec.Struct, frozen=True, kw_only=True):
+    """A condition that trips the ESS: a reason from ``TRIP_REASONS`` and what was seen."""
+
+    reason: str
+    detail: str
+
+
+class ResetRefused(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a reset was refused; ``retry_after_ns`` is the cooldown left (else 0)."""
+
+    reason: str
+    detail: str
+    retry_after_ns: int = 0
+
+
+class EmergencyStop:
+    """The ESS state machine.
+
+    Args:
+        config: the cooldown (the guards read the rest).
+        state: the state to start in (restored after a restart); ACTIVE by default.
+    """
+
+    __slots__ = ("config", "history", "state")
+
+    def __init__(self, config: EssConfig, state: EssState | None = None) -> None:
+        self.config = config
+        self.state = state or EssState()
+        self.history: list[EssState] = []
+        """Every change this process made or adopted, oldest first (for summaries)."""
+
+    @property
+    def halted(self) -> bool:
+        return self.state.halted
+
+    def trip(self, now: int, alarm: Alarm, actor: str) -> EssState | None:
+        """HALT for ``alarm``; the new state, or None when already HALTED (first trip
+        wins: its time starts the cooldown)."""
+        if self.state.halted:
+            return None
+        self.state = EssState(
+            state=HALTED, reason=alarm.reason, detail=alarm.detail, actor=actor, since_ns=now
+        )
+        self.history.append(self.state)
+        return self.state
+
+    def plan_reset(self, now: int, actor: str, why: str) -> EssState | ResetRefused:
+        """The ACTIVE state a reset by ``actor`` for ``why`` at ``now`` leads to, or why it
+        is refused. Nothing changes until ``apply``: the caller persists first."""
+        if not actor.strip() or not why.strip():
+            return ResetRefused(
+                reason=MISSING_WHO_WHY, detail="a reset needs who (actor) and why (reason)"
+            )
+        if not self.state.halted:
+            return ResetRefused(reason=NOT_HALTED, detail="the ESS is ACTIVE; nothing to reset")
+        left = self.cooldown_left_ns(now)
+        if left > 0:
+            return ResetRefused(
+                reason=COOLDOWN,
+                detail=f"cooldown: reset possible in {left / NS:.1f} s "
+                f"(tripped for {self.state.reason}, cooldown {self.config.cooldown_ns / NS:g} s)",
+                retry_after_ns=left,
+            )
+        return EssState(state=ACTIVE, reason=RESET, detail=why.strip(), actor=actor.strip(),
+                        since_ns=now)
+
+    def apply(self, state: EssState) -> None:
+        """Take ``state`` (a planned reset, or one adopted from another instance)."""
+        self.state = state
+        self.history.append(state)
+
+    def cooldown_left_ns(self, now: int) -> int:
+        """Time until a reset is allowed (0 when ACTIVE or when it is allowed now).
+
+        Never more than the cooldown, even if ``now`` is before the trip (a restored
+        state recorded by a simulated clock that ran further than this one).
+        """
+        if not self.state.halted:
+            return 0
+        cooldown = self.config.cooldown_ns
+        return max(0, min(cooldown, self.state.since_ns + cooldown - now))
+
+    def trips(self) -> list[EssState]:
+        """The trips in ``history``, oldest first."""
+        return [s for s in self.history if s.halted]
+
+
+class DrawdownGuard:
+    """Equity more than ``limit_ppm`` below its peak since start (or the last reset).
+
+    Args:
+        limit_ppm: the allowed drawdown; exactly this much does not trip.
+        peak_e8: the equity to measure from (initial cash).
+    """
+
+    __slots__ = ("limit_ppm", "peak_e8")
+
+    def __init__(self, limit_ppm: int, peak_e8: int) -> None:
+        self.limit_ppm = limit_ppm
+        self.peak_e8 = peak_e8
+
+    def check(self, equity_e8: int) -> Alarm | None:
+        peak = self.peak_e8
+        if equity_e8 >= peak:
+            self.peak_e8 = equity_e8
+            return None
+        if peak <= 0 or (peak - equity_e8) * PPM <= self.limit_ppm * peak:
+            return None
+        share = (peak - equity_e8) * 100 / peak
+        return Alarm(
+            reason=DRAWDOWN,
+            detail=f"equity {fmt_e8(equity_e8)} is {share:.2f} % below its peak "
+            f"{fmt_e8(peak)} (limit {self.limit_ppm / 10_000:g} %)",
+        )
+
+    def rebase(self, equity_e8: int) -> None:
+        """Measure from ``equity_e8`` on (after a reset the loss so far is accepted)."""
+        self.peak_e8 = equity_e8
+
+
+class FlashCrashGuard:
+    """A price down at least ``drop_ppm`` from its high within ``window_ns`` of trade time.
+
+    Per symbol a deque of (ts, price) with prices strictly falling from front to back
+    holds the candidates for the window's high: each trade is pushed and popped at most
+    once, so the check costs O(1) per trade on the hot path.
+    """
+
+    __slots__ = ("_highs", "drop_ppm", "window_ns")
+
+    def __init__(self, drop_ppm: int, window_ns: int) -> None:
+        self.drop_ppm = drop_ppm
+        self.window_ns = window_ns
+        self._highs: dict[str, deque[tuple[int, int]]] = {}
+
+    def on_trades(self, trades: Iterable[Trade]) -> Alarm | None:
+        """Take in trades (in time order per symbol); the first crash seen, if any."""
+        alarm: Alarm | None = None
+        all_highs = self._highs
+        window, drop = self.window_ns, self.drop_ppm
+        for trade in trades:
+            symbol = trade.symbol
+            highs = all_highs.get(symbol)
+            if highs is None:
+                highs = all_highs[symbol] = deque()
+            ts, price = trade.ts, trade.price_e8
+            horizon = ts - window
+            while highs and highs[0][0] < horizon:
+                highs.popleft()
+            if highs:
+                top = highs[0][1]
+                if (top - price) * PPM >= drop * top and alarm is None:
+                    alarm = self._alarm(symbol, highs[0][0], top, ts, price)
+                while highs and highs[-1][1] <= price:
+                    highs.pop()
+            highs.append((ts, price))
+        return alarm
+
+    def _alarm(self, symbol: str, t0: int, top: int, t1: int, price: int) -> Alarm:
+        share = (top - price) * 100 / top
+        return Alarm(
+            reason=FLASH_CRASH,
+            detail=f"{symbol} fell {share:.2f} % within {(t1 - t0) / NS:.1f} s "
+            f"({fmt_e8(top)} -> {fmt_e8(price)}; limit {self.drop_ppm / 10_000:g} % in "
+            f"{self.window_ns / NS:g} s)",
+        )
+
+    def clear(self) -> None:
+        """Forget the highs (after a reset, the crash that tripped is not news)."""
+        self._highs.clear()
+
+
+class ErrorBurstGuard:
+    """``count`` exchange errors or rejections within ``window_ns`` of event time.
+
+    Errors older than the window when they arrive (a backlog read after a restart)
+    are old news and ignored; the others are kept in time order, whatever order they
+    arrive in.
+    """
+
+    __slots__ = ("_times", "count", "window_ns")
+
+    def __init__(self, count: int, window_ns: int) -> None:
+        self.count = count
+        self.window_ns = window_ns
+        self._times: list[int] = []
+
+    def on_error(self, ts: int, now: int, what: str) -> Alarm | None:
+        """One error at event time ``ts`` seen at ``now``; an alarm once it makes a burst."""
+        window = self.window_ns
+        if ts < now - window:
+            return None
+        times = self._times
+        insort(times, ts)
+        horizon = times[-1] - window
+        drop = bisect_left(times, horizon)
+        if drop:
+            del times[:drop]
+        if len(times) < self.count:
+            return None
+        return Alarm(
+            reason=ERROR_BURST,
+            detail=f"{len(times)} exchange errors or rejections within "
+            f"{window / NS:g} s (last: {what})",
+        )
+
+    def clear(self) -> None:
+        self._times.clear()
+
+
+class StaleDataGuard:
+    """A symbol seen before without a trade for more than ``after_ns`` of clock time.
+
+    Time is the clock's when the trades were received, not the trades' own: a replay of
+    old trades is fresh data, a feed that stops is stale whatever its timestamps said.
+    """
+
+    __slots__ = ("_last", "after_ns")
+
+    def __init__(self, after_ns: int) -> None:
+        self.after_ns = after_ns
+        self._last: dict[str, int] = {}
+
+    def seen(self, symbols: Iterable[str], now: int) -> None:
+        last = self._last
+        for symbol in symbols:
+            last[symbol] = now
+
+    def check(self, now: int) -> Alarm | None:
+        """The stalest symbol beyond the limit, if any (exactly the limit is not stale)."""
+        after = self.after_ns
+        if after <= 0 or not self._last:
+            return None
+        symbol, last = min(self._last.items(), key=lambda kv: (kv[1], kv[0]))
+        if now - last <= after:
+            return None
+        return Alarm(
+            reason=STALE_DATA,
+            detail=f"no {symbol} trade for {(now - last) / NS:.1f} s "
+            f"(limit {after / NS:g} s)",
+        )
+
+    def restart(self, now: int) -> None:
+        """Start every symbol's silence afresh: after a reset a feed still silent trips
+        again, but only once the full limit has passed."""
+        for symbol in self._last:
+            self._last[symbol] = now
+
+
+class Guards:
+    """The four automatic triggers of one ESS.
+
+    Args:
+        config: their limits.
+        equity_e8: the equity drawdown is measured from (initial cash).
+    """
+
+    __slots__ = ("drawdown", "errors", "flash_crash", "stale")
+
+    def __init__(self, config: EssConfig, equity_e8: int) -> None:
+        self.drawdown = DrawdownGuard(config.drawdown_limit_ppm, equity_e8)
+        self.flash_crash = FlashCrashGuard(config.flash_crash_drop_ppm,
+                                           config.flash_crash_window_ns)
+        self.errors = ErrorBurstGuard(config.error_burst_count, config.error_burst_window_ns)
+        self.stale = StaleDataGuard(config.stale_after_ns)
+
+    def rebase(self, equity_e8: int, now: int) -> None:
+        """After a reset: measure afresh, so the condition that tripped needs to happen
+        again (or still hold for a full limit) to trip again."""
+        self.drawdown.rebase(equity_e8)
+        self.flash_crash.clear()
+        self.errors.clear()
+        self.stale.restart(now)
+
+
+def pct_to_ppm(pct: float) -> int:
+    """A percentage as parts per million (10.0 -> 100_000), rounded to the nearest."""
+    return round(pct * 10_000)
