@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cdb import __version__
+from cdb.cli_ess import ess_app
 from cdb.config import load_settings
 from cdb.errors import CdbError, ConfigError
 from cdb.observability import logging as cdb_logging
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 audit_app = typer.Typer(help="Follow events through the pipeline.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+app.add_typer(ess_app, name="ess")
 console = Console()
 err = Console(stderr=True)
 

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cdb.errors import ConfigError
 from cdb.events import SCALE
+from cdb.risk.ess import EssConfig, pct_to_ppm
 from cdb.risk.limits import RiskLimits
 from cdb.strategies.base import StrategyParams
 
@@ -50,6 +51,15 @@ class Settings(BaseSettings):
     redis_sentinels: str = ""
     """Comma-separated ``host:port`` of Redis Sentinels; with it, ``redis_master``."""
     redis_master: str = "mymaster"
+    redis_socket_timeout_s: float = Field(5.0, gt=0)
+    """Longest wait for one Redis reply (a blackholed Redis fails after this)."""
+    redis_retries: int = Field(1, ge=0)
+    """redis-py retries of one command on a connection error, spaced by the backoff."""
+    redis_min_replicas: int = Field(0, ge=0)
+    """With replicas (Sentinel): a publish counts only once this many replicas have it
+    (WAIT); otherwise it is buffered and retried, so a failover loses nothing."""
+    redis_replica_timeout_s: float = Field(1.0, gt=0)
+    """How long a publish waits for REDIS_MIN_REPLICAS."""
 
     postgres_host: str | None = None
     postgres_port: int = Field(5432, ge=1, le=65535)
@@ -73,6 +83,19 @@ class Settings(BaseSettings):
     risk_max_orders_per_window: int = Field(10, ge=1)
     risk_rate_window_s: float = Field(10.0, gt=0)
     risk_initial_cash: float = Field(100_000.0, gt=0)
+
+    ess_drawdown_limit_pct: float = Field(10.0, gt=0, le=100)
+    """The ESS trips when equity is more than this below its peak."""
+    ess_flash_crash_pct: float = Field(15.0, gt=0, le=100)
+    ess_flash_crash_window_s: float = Field(60.0, gt=0)
+    """The ESS trips when a price falls at least ESS_FLASH_CRASH_PCT within this."""
+    ess_error_burst_count: int = Field(5, ge=1)
+    ess_error_burst_window_s: float = Field(60.0, gt=0)
+    """The ESS trips on ESS_ERROR_BURST_COUNT exchange errors or rejections within this."""
+    ess_stale_data_s: float = Field(30.0, ge=0)
+    """The ESS trips when a symbol has had no trade for longer (0: never)."""
+    ess_cooldown_s: float = Field(300.0, ge=0)
+    """A reset is refused until this long after the trip."""
 
     paper_taker_fee_bps: int = Field(10, ge=0, le=1000)
     paper_maker_fee_bps: int = Field(2, ge=0, le=1000)
@@ -98,6 +121,29 @@ class Settings(BaseSettings):
     """Consumer name in the groups (default: service-hostname); stable across restarts."""
     cdb_claim_idle_s: float = Field(30.0, gt=0)
     cdb_drain_timeout_s: float = Field(10.0, gt=0)
+
+    cdb_backoff_base_s: float = Field(1.0, gt=0)
+    """Retries wait 1, 2, 4, 8, 16 ... s (this, doubling), less up to CDB_BACKOFF_JITTER."""
+    cdb_backoff_cap_s: float = Field(30.0, gt=0)
+    """Longest wait between retries."""
+    cdb_backoff_jitter: float = Field(0.2, ge=0, le=1)
+    """Fraction of each wait taken off at random, so processes do not retry in step."""
+    cdb_breaker_failures: int = Field(3, ge=1)
+    """Consecutive Redis failures that open the circuit breaker."""
+    cdb_breaker_open_s: float = Field(60.0, gt=0)
+    """How long the breaker stays open before one trial call (half-open)."""
+    cdb_buffer_dir: str = ""
+    """Directory of the producers' disk buffers (default $XDG_STATE_HOME/cdb, else
+    ~/.local/state/cdb); one file per namespace and instance. Keep it on a volume."""
+    cdb_buffer_path: str = ""
+    """The disk buffer file itself (overrides CDB_BUFFER_DIR; one process per file)."""
+    cdb_buffer_max_events: int = Field(1_000_000, ge=1)
+    cdb_buffer_max_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    """Bounds of the disk buffer; at either one CDB_BUFFER_FULL_POLICY applies."""
+    cdb_buffer_full_policy: Literal["block", "reject"] = "block"
+    """block: publishers wait for the flush (nothing dropped); reject: publish fails."""
+    cdb_db_write_timeout_s: float = Field(30.0, gt=0)
+    """db_writer gives up one write after this (a blackholed database) and retries."""
 
     cdb_api_token: SecretStr | None = None
     binance_api_key: SecretStr | None = None
@@ -130,6 +176,17 @@ class Settings(BaseSettings):
             max_open_orders=self.risk_max_open_orders,
             max_orders_per_window=self.risk_max_orders_per_window,
             rate_window_ns=round(self.risk_rate_window_s * 1e9),
+        )
+
+    def ess_config(self) -> EssConfig:
+        return EssConfig(
+            drawdown_limit_ppm=pct_to_ppm(self.ess_drawdown_limit_pct),
+            flash_crash_drop_ppm=pct_to_ppm(self.ess_flash_crash_pct),
+            flash_crash_window_ns=round(self.ess_flash_crash_window_s * 1e9),
+            error_burst_count=self.ess_error_burst_count,
+            error_burst_window_ns=round(self.ess_error_burst_window_s * 1e9),
+            stale_after_ns=round(self.ess_stale_data_s * 1e9),
+            cooldown_ns=round(self.ess_cooldown_s * 1e9),
         )
 
     def port_of(self, service: str) -> int:

@@ -7,8 +7,11 @@
     ├── InputError                unreadable input file, unknown strategy id (exit 2)
     ├── DecodeError               one malformed message or row; counted and skipped/parked
     ├── BusError                  the event bus failed an operation
-    │   └── BusClosedError        used after close, or closed while waiting
+    │   ├── BusClosedError        used after close, or closed while waiting
+    │   ├── CircuitOpenError      not even tried: the breaker in front of Redis is open
+    │   └── BufferFullError       the disk buffer is full and its policy is to refuse
     ├── StoreError                the database failed an operation
+    ├── DataRejectedError         the database refused an event's data (not retried; parked)
     ├── VenueError                the exchange refused or failed a request
     └── LifecycleError            a component used in the wrong state (reuse, double start)
 
@@ -61,8 +64,31 @@ class BusClosedError(BusError):
     """The bus was closed."""
 
 
+class CircuitOpenError(BusError):
+    """The circuit breaker is open: the operation was not tried.
+
+    Args:
+        retry_after: seconds until the breaker lets one trial through.
+    """
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class BufferFullError(BusError):
+    """The disk buffer is full and its policy is ``reject``."""
+
+
 class StoreError(CdbError):
     """The database failed an operation."""
+
+
+class DataRejectedError(CdbError):
+    """The database refused the data of an event (a constraint, a value out of range).
+
+    Not an infrastructure failure: retrying cannot help, so the event is parked.
+    """
 
 
 class VenueError(CdbError):

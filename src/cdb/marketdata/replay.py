@@ -45,8 +45,9 @@ from cdb.events import SCALE, Trade, trade_event_id
 
 Layout = Literal["trades", "aggTrades"]
 
-_CHUNK: Final = 16 * 1024
-"""Bytes read per step; large enough to amortise per-chunk work, small enough to be flat."""
+_CHUNK: Final = 32 * 1024
+"""Bytes decoded per step. Small on purpose: the working set of a step (text, JSON,
+rows, trades) then stays in CPU cache; 512 KiB steps measured a third slower."""
 _SNIFF: Final = 64 * 1024
 _MAX_LINE: Final = 4 * _CHUNK
 """A longer line means a wrong file; refusing it keeps memory bounded."""
@@ -172,12 +173,19 @@ class ReplaySource:
         streams = [_FileReader(f, self).chunks() for f in self.files]
         merged = streams[0] if len(streams) == 1 else _merge(streams)
         size = self.batch_size
+        pending: list[Trade] = []
         for chunk in merged:
-            if len(chunk) <= size:
+            if not pending and len(chunk) == size:
                 yield chunk
-            else:
-                for start in range(0, len(chunk), size):
-                    yield chunk[start : start + size]
+                continue
+            pending += chunk
+            if len(pending) >= size:
+                cut = len(pending) - len(pending) % size
+                for start in range(0, cut, size):
+                    yield pending[start : start + size]
+                del pending[:cut]
+        if pending:
+            yield pending
 
     def _record(self, path: str, line: int, reason: str) -> None:
         stats = self.stats
@@ -291,7 +299,11 @@ def _sniff(path: Path, *, symbol: str | None, layout: Layout | None) -> ReplayFi
             f"(expected {' or '.join(map(str, _WIDTHS[layout]))})"
         )
     return ReplayFile(
-        path=str(path), symbol=symbol, layout=layout, header=header, columns=columns,
+        path=str(path),
+        symbol=symbol,
+        layout=layout,
+        header=header,
+        columns=columns,
         zipped=_is_zip(path),
     )
 
@@ -527,8 +539,16 @@ class _FileReader:
             i = prefix + str(tid)
             add(
                 make(
-                    id=i, ts=r.t * unit, correlation_id=i, causation_id=i, source=source,
-                    venue=venue, symbol=symbol, trade_id=tid, price_e8=price, qty_e8=qty,
+                    id=i,
+                    ts=r.t * unit,
+                    correlation_id=i,
+                    causation_id=i,
+                    source=source,
+                    venue=venue,
+                    symbol=symbol,
+                    trade_id=tid,
+                    price_e8=price,
+                    qty_e8=qty,
                     buyer_maker=r.bm,
                 )
             )
@@ -577,8 +597,17 @@ class _FileReader:
             i = trade_event_id(venue, symbol, tid)
             out.append(
                 Trade(
-                    id=i, ts=ts, correlation_id=i, causation_id=i, source=source, venue=venue,
-                    symbol=symbol, trade_id=tid, price_e8=price, qty_e8=qty, buyer_maker=maker,
+                    id=i,
+                    ts=ts,
+                    correlation_id=i,
+                    causation_id=i,
+                    source=source,
+                    venue=venue,
+                    symbol=symbol,
+                    trade_id=tid,
+                    price_e8=price,
+                    qty_e8=qty,
+                    buyer_maker=maker,
                 )
             )
             stats.decoded += 1

@@ -15,10 +15,13 @@ count is fixed and the timing random) the price trends 3.5 to 6 % up or down ove
 lookback therefore sees about ``bursts_per_hour`` signals per symbol per hour; bursts
 keep 60 s clear of any shape on the same symbol so shapes stay exact.
 
-Determinism: everything derives from ``seed`` through one ``random.Random`` per symbol
-(seeded with the seed and the symbol), so the same seed gives the same trades and
-``batch_size`` does not change them.
-Nothing reads the clock: time starts at ``start_ns``.
+``trades_per_s`` is the rate of the whole feed, shared out by the specs' weights.
+
+Determinism: everything derives from ``seed`` through ``random.Random`` instances
+seeded with the seed and the symbol (one for the walk, one for the bursts), so the
+same seed gives the same trades, ``batch_size`` does not change them, and a shape
+leaves the trades well before it unchanged. Nothing reads the clock: time starts at
+``start_ns``.
 """
 
 from __future__ import annotations
@@ -128,18 +131,60 @@ class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True):
 DEFAULT_SPECS: Final = {
     s.symbol: s
     for s in (
-        SymbolSpec(symbol="BTCUSDT", price=42_000.0, tick_e8=1_000_000, lot_e8=1_000,
-                   weight=0.5, vol=0.5, notional=450.0),
-        SymbolSpec(symbol="ETHUSDT", price=2_300.0, tick_e8=1_000_000, lot_e8=10_000,
-                   weight=0.3, vol=0.65, notional=300.0),
-        SymbolSpec(symbol="SOLUSDT", price=100.0, tick_e8=1_000_000, lot_e8=100_000,
-                   weight=0.2, vol=0.9, notional=250.0),
-        SymbolSpec(symbol="BNBUSDT", price=310.0, tick_e8=10_000_000, lot_e8=100_000,
-                   weight=0.15, vol=0.6, notional=200.0),
-        SymbolSpec(symbol="XRPUSDT", price=0.62, tick_e8=10_000, lot_e8=100_000_000,
-                   weight=0.15, vol=0.8, notional=150.0),
-        SymbolSpec(symbol="DOGEUSDT", price=0.09, tick_e8=1_000, lot_e8=100_000_000,
-                   weight=0.15, vol=0.9, notional=150.0),
+        SymbolSpec(
+            symbol="BTCUSDT",
+            price=42_000.0,
+            tick_e8=1_000_000,
+            lot_e8=1_000,
+            weight=0.5,
+            vol=0.5,
+            notional=450.0,
+        ),
+        SymbolSpec(
+            symbol="ETHUSDT",
+            price=2_300.0,
+            tick_e8=1_000_000,
+            lot_e8=10_000,
+            weight=0.3,
+            vol=0.65,
+            notional=300.0,
+        ),
+        SymbolSpec(
+            symbol="SOLUSDT",
+            price=100.0,
+            tick_e8=1_000_000,
+            lot_e8=100_000,
+            weight=0.2,
+            vol=0.9,
+            notional=250.0,
+        ),
+        SymbolSpec(
+            symbol="BNBUSDT",
+            price=310.0,
+            tick_e8=10_000_000,
+            lot_e8=100_000,
+            weight=0.15,
+            vol=0.6,
+            notional=200.0,
+        ),
+        SymbolSpec(
+            symbol="XRPUSDT",
+            price=0.62,
+            tick_e8=10_000,
+            lot_e8=100_000_000,
+            weight=0.15,
+            vol=0.8,
+            notional=150.0,
+        ),
+        SymbolSpec(
+            symbol="DOGEUSDT",
+            price=0.09,
+            tick_e8=1_000,
+            lot_e8=100_000_000,
+            weight=0.15,
+            vol=0.9,
+            notional=150.0,
+        ),
     )
 }
 """Specs of well-known symbols; any other symbol gets ``generic_spec``."""
@@ -147,8 +192,15 @@ DEFAULT_SPECS: Final = {
 
 def generic_spec(symbol: str) -> SymbolSpec:
     """The spec of a symbol without a default: price 100, tick 0.01, lot 0.001."""
-    return SymbolSpec(symbol=symbol, price=100.0, tick_e8=1_000_000, lot_e8=100_000,
-                      weight=0.15, vol=0.8, notional=200.0)
+    return SymbolSpec(
+        symbol=symbol,
+        price=100.0,
+        tick_e8=1_000_000,
+        lot_e8=100_000,
+        weight=0.15,
+        vol=0.8,
+        notional=200.0,
+    )
 
 
 class SyntheticSource:
@@ -190,6 +242,9 @@ class SyntheticSource:
         names = [s.symbol for s in specs]
         if not specs or len(set(names)) != len(names):
             raise InputError(f"symbols must be non-empty and distinct, got {names}")
+        for s in specs:
+            if min(s.price, s.tick_e8, s.lot_e8, s.weight, s.notional) <= 0 or s.vol < 0:
+                raise InputError(f"{s}: price, tick, lot, weight and notional must be > 0")
         if duration_s < 0 or trades_per_s <= 0 or batch_size < 1 or bursts_per_hour < 0:
             raise InputError(
                 "duration_s must be >= 0, trades_per_s > 0, batch_size >= 1 and "
@@ -211,22 +266,8 @@ class SyntheticSource:
 
     def batches(self) -> Iterator[list[Trade]]:
         """Yield the trades in event-time order, ``batch_size`` at most per batch."""
-        total_weight = sum(s.weight for s in self.specs)
         end_ns = self.start_ns + int(self.duration_s * _NS)
-        paths = [
-            _Path(
-                spec,
-                rate=self.trades_per_s * spec.weight / total_weight,
-                rng=random.Random(f"cdb.synthetic:{self.seed}:{spec.symbol}"),
-                start_ns=self.start_ns,
-                end_ns=end_ns,
-                segments=_segments(spec, self, random.Random(f"cdb.bursts:{self.seed}:{sym}")),
-                venue=self.venue,
-                source=self.source,
-            )
-            for spec in self.specs
-            for sym in [spec.symbol]
-        ]
+        paths = [self._path(spec) for spec in self.specs]
         # Blocks of about one batch keep memory flat and amortise the per-block merge.
         block_ns = int(max(_BLOCK_S_MIN, self.batch_size / self.trades_per_s) * _NS)
         size = self.batch_size
@@ -244,6 +285,21 @@ class SyntheticSource:
                 del pending[:size]
         if pending:
             yield pending
+
+    def _path(self, spec: SymbolSpec) -> _Path:
+        # Separate generators for the walk and the bursts: shapes displace bursts, and
+        # that must not reshuffle the walk, or a shape would change the trades before it.
+        walk_rng = random.Random(f"cdb.synthetic:{self.seed}:{spec.symbol}")
+        burst_rng = random.Random(f"cdb.bursts:{self.seed}:{spec.symbol}")
+        return _Path(
+            spec,
+            rate=self.trades_per_s * spec.weight / sum(s.weight for s in self.specs),
+            rng=walk_rng,
+            start_ns=self.start_ns,
+            segments=_segments(spec, self, burst_rng),
+            venue=self.venue,
+            source=self.source,
+        )
 
 
 _ts = attrgetter("ts")
@@ -314,9 +370,7 @@ def _segments(spec: SymbolSpec, source: SyntheticSource, rng: random.Random) -> 
         mode = max((mo for a, b, mo in modes if a <= mid < b), default=_WALK)
         a = base * _overlay(active, t)
         b = (base * _overlay(active, nxt) - a) / ((nxt - t) * _NS)
-        yield _Segment(
-            source.start_ns + int(t * _NS), source.start_ns + int(nxt * _NS), mode, a, b
-        )
+        yield _Segment(source.start_ns + int(t * _NS), source.start_ns + int(nxt * _NS), mode, a, b)
         t = nxt
         for ramp in [r for r in active if r[-1][0] <= t]:
             base *= ramp[-1][1]
@@ -339,14 +393,16 @@ def _shape_plan(
         hold = max(_HOLD_MIN_S, 0.2 * d)
         if shape.kind == "flash_crash":
             low = (1 - m) * (1 - edge)
-            ramps.append([(at, 1.0), (at + d, low), (at + d + hold, low),
-                          (at + 3 * d + hold, 1 - m / 2)])
+            ramps.append(
+                [(at, 1.0), (at + d, low), (at + d + hold, low), (at + 3 * d + hold, 1 - m / 2)]
+            )
             modes.append((at, at + d + hold, _FROZEN))
             busy.append((at, at + 3 * d + hold))
         elif shape.kind == "spike":
             high = (1 + m) * (1 + edge)
-            ramps.append([(at, 1.0), (at + d, high), (at + d + hold, high),
-                          (at + 2 * d + hold, 1.0)])
+            ramps.append(
+                [(at, 1.0), (at + d, high), (at + d + hold, high), (at + 2 * d + hold, 1.0)]
+            )
             modes.append((at, at + d + hold, _FROZEN))
             busy.append((at, at + 2 * d + hold))
         elif shape.kind == "gap":
@@ -398,8 +454,15 @@ class _Path:
     """One symbol's trades: its walk, its clock and its segments."""
 
     def __init__(
-        self, spec: SymbolSpec, *, rate: float, rng: random.Random, start_ns: int,
-        end_ns: int, segments: Iterator[_Segment], venue: str, source: str,
+        self,
+        spec: SymbolSpec,
+        *,
+        rate: float,
+        rng: random.Random,
+        start_ns: int,
+        segments: Iterator[_Segment],
+        venue: str,
+        source: str,
     ) -> None:
         self.spec = spec
         self.rng = rng
@@ -417,7 +480,6 @@ class _Path:
         self.sizes = [lots * math.log(1.0 - u) ** 2 / 2 for u in levels]
         self.walk = spec.price
         self.t_ns = start_ns + self.gaps[rng.getrandbits(_BITS)]
-        self.end_ns = end_ns
         self.segments = segments
         self.seg: _Segment | None = next(segments, None)
         self.trade_id = 1_000_000 + rng.randrange(1_000_000)
@@ -471,8 +533,20 @@ class _Path:
             tid += 1
             i = prefix + str(tid)
             # A down-tick is a sell hitting the bid, so the buyer was the maker.
-            add(make(id=i, ts=t, correlation_id=i, causation_id=i, source=source,
-                     venue=venue, symbol=symbol, trade_id=tid, price_e8=price, qty_e8=qty,
-                     buyer_maker=k < _HALF))
+            add(
+                make(
+                    id=i,
+                    ts=t,
+                    correlation_id=i,
+                    causation_id=i,
+                    source=source,
+                    venue=venue,
+                    symbol=symbol,
+                    trade_id=tid,
+                    price_e8=price,
+                    qty_e8=qty,
+                    buyer_maker=k < _HALF,
+                )
+            )
             t += gaps[bits(_BITS)]
         self.t_ns, self.walk, self.trade_id, self.last_price = t, walk, tid, price

@@ -1,31 +1,288 @@
-"""Redis connections for the distributed mode, built on redis-py's own retry/backoff."""
+"""Redis for the distributed mode: connections that retry with backoff, follow a
+Sentinel failover, and sit behind a circuit breaker with a disk buffer for producers.
+
+::
+
+    client = make_redis(settings)                    # redis-py Retry + Backoff; Sentinel
+    bus = make_bus(settings, client, service="ws", instance="ws-1", groups=CONSUMERS)
+    await bus.start()                                # flushes what a crash left on disk
+    health.add("redis", redis_probe(bus, client), critical=False)
+
+Three layers, each doing one thing:
+
+- redis-py's own ``Retry`` with cdb's ``Backoff`` retries one command on a connection
+  error (``REDIS_RETRIES`` times: a dropped idle connection, a failover under way);
+  with Sentinel, redis-py asks the sentinels for the master on every new connection
+  and drops connections to a demoted master.
+- The ``CircuitBreaker`` counts commands that still failed; after
+  ``CDB_BREAKER_FAILURES`` in a row nothing is sent to Redis for ``CDB_BREAKER_OPEN_S``,
+  then one trial.
+- The ``BufferedBus`` keeps producers going meanwhile: events go to the disk buffer
+  and are flushed, in order, before new ones, once Redis answers again; the flush is
+  paced by ``BacklogGate`` so it never pushes a stream past what its consumer groups
+  can read before ``MAXLEN`` trims it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cdb.bus.keys import Namespace
-from cdb.bus.redis_streams import RedisStreamsBus
+from cdb.bus.buffered import BufferedBus, guarded
+from cdb.bus.disk_buffer import DiskBuffer
+from cdb.bus.keys import STREAM_MAXLEN, Namespace
+from cdb.bus.redis_streams import (
+    _CHUNK,
+    _PUBLISH_SHA,
+    RedisStreamsBus,
+    _msgpack_array_header,
+)
 from cdb.config import Settings
+from cdb.errors import BusError, CircuitOpenError, ConfigError
+from cdb.resilience.backoff import Backoff
+from cdb.resilience.breaker import CircuitBreaker
+
+FLUSH_HIGH_WATER = STREAM_MAXLEN // 2
+"""The flush waits while a consumer group is this far behind (well under MAXLEN)."""
 
 
-def make_redis(settings: Settings) -> aioredis.Redis:
-    """An asyncio Redis client with redis-py's own retry and exponential backoff."""
-    # An empty password (set on purpose) means a Redis without AUTH.
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    return aioredis.Redis(
-        host=settings.redis_host or "127.0.0.1", port=settings.redis_port, db=settings.redis_db,
-        password=password or None, decode_responses=False, socket_timeout=5.0,
-        socket_connect_timeout=3.0, health_check_interval=15,
-        retry=Retry(ExponentialWithJitterBackoff(cap=30.0, base=1.0), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+def backoff_of(settings: Settings) -> Backoff:
+    """The configured backoff policy (CDB_BACKOFF_*)."""
+    if settings.cdb_backoff_cap_s < settings.cdb_backoff_base_s:
+        raise ConfigError([
+            f"CDB_BACKOFF_CAP_S: must be at least CDB_BACKOFF_BASE_S "
+            f"({settings.cdb_backoff_base_s}), got {settings.cdb_backoff_cap_s}"
+        ])
+    return Backoff(
+        base=settings.cdb_backoff_base_s, cap=settings.cdb_backoff_cap_s,
+        jitter=settings.cdb_backoff_jitter,
     )
 
 
-def make_bus(settings: Settings, client: aioredis.Redis) -> RedisStreamsBus:
-    """The distributed bus of this process (namespaced by SERVICE_INSTANCE_NAME)."""
-    return RedisStreamsBus(client, Namespace(settings.service_instance_name), owns_client=True)
+def breaker_of(settings: Settings, name: str = "redis") -> CircuitBreaker:
+    """The configured circuit breaker (CDB_BREAKER_*)."""
+    return CircuitBreaker(
+        name, failures=settings.cdb_breaker_failures, open_s=settings.cdb_breaker_open_s
+    )
+
+
+def sentinel_addresses(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` as pairs (port 26379 when left out).
+
+    Raises:
+        ConfigError: an address that is not ``host[:port]``.
+    """
+    out: list[tuple[str, int]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "26379")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError([f"REDIS_SENTINELS: {item!r} is not host:port"])
+        out.append((host, int(port)))
+    return out
+
+
+def make_redis(settings: Settings, *, backoff: Backoff | None = None) -> aioredis.Redis:
+    """An asyncio Redis client with redis-py's own retry (cdb's backoff policy); through
+    the Sentinels of ``REDIS_SENTINELS`` when set. Close it with ``close_redis``."""
+    # An empty password (set on purpose) means a Redis without AUTH.
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    timeout = settings.redis_socket_timeout_s
+    common: dict[str, Any] = {
+        "db": settings.redis_db, "password": password or None, "decode_responses": False,
+        "socket_timeout": timeout, "socket_connect_timeout": min(timeout, 3.0),
+        "health_check_interval": 15,
+        "retry": Retry(backoff or backoff_of(settings), retries=settings.redis_retries),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+    if settings.redis_sentinels:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinel_addresses(settings.redis_sentinels),
+            sentinel_kwargs={
+                "socket_timeout": timeout, "socket_connect_timeout": min(timeout, 3.0),
+            },
+            **common,
+        )
+        client: aioredis.Redis = sentinel.master_for(
+            settings.redis_master, redis_class=aioredis.Redis
+        )
+        return client
+    return aioredis.Redis(host=settings.redis_host or "127.0.0.1", port=settings.redis_port,
+                          **common)
+
+
+async def close_redis(client: aioredis.Redis) -> None:
+    """Close ``client``, and its Sentinel connections when it has any."""
+    pool = client.connection_pool
+    try:
+        await client.aclose()
+    finally:
+        if isinstance(pool, SentinelConnectionPool):
+            await pool.sentinel_manager.aclose()
+
+
+class ReplicatedStreamsBus(RedisStreamsBus):
+    """A Redis Streams bus whose publish returns only once ``min_replicas`` replicas
+    have the events (``WAIT`` on the connection that wrote them).
+
+    Replication is asynchronous: what a master accepted just before a failover may
+    never reach the replica promoted in its place. With this, such a publish fails
+    (the replica stopped acknowledging), the buffered bus keeps the events and
+    publishes them again to the new master; consumers absorb the copy.
+
+    Args:
+        min_replicas: replicas that must confirm every publish.
+        replica_timeout: how long to wait for them (s).
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, namespace: Namespace, *, min_replicas: int,
+        replica_timeout: float = 1.0, **kwargs: Any,
+    ) -> None:
+        super().__init__(client, namespace, **kwargs)
+        self.min_replicas = min_replicas
+        self._wait_ms = max(1, int(replica_timeout * 1000))
+
+    async def _publish(self, key: str, channel: str, payloads: list[bytes]) -> None:
+        # The parent's pipeline, plus WAIT in the same round trip: WAIT counts the
+        # writes of its own connection, and a pipeline runs on one connection.
+        pipe = self.client.pipeline(transaction=False)
+        for i in range(0, len(payloads), _CHUNK):
+            chunk = payloads[i : i + _CHUNK]
+            header = _msgpack_array_header(len(chunk)) if channel else b""
+            pipe.execute_command(
+                "EVALSHA", _PUBLISH_SHA, 1, key, self.maxlen, channel, header, *chunk
+            )
+        pipe.execute_command("WAIT", self.min_replicas, self._wait_ms)
+        results = await pipe.execute()
+        confirmed = int(results[-1])
+        if confirmed < self.min_replicas:
+            raise BusError(
+                f"publish of {len(payloads)} events to {key}: {confirmed} of "
+                f"{self.min_replicas} replicas confirmed within {self._wait_ms} ms"
+            )
+
+
+class BacklogGate:
+    """Paces a buffer flush: creates the consumer groups of a topic when they are
+    missing (Redis restarted empty) and waits while one of them is ``high_water``
+    events behind.
+
+    Args:
+        bus: the Redis Streams bus the flush publishes to.
+        breaker: the bus's breaker; every call goes through it.
+        groups: topic -> the consumer groups that read it.
+        high_water: most events a group may have unread before the flush waits.
+        poll: wait between two looks at the backlog (s).
+    """
+
+    def __init__(
+        self, bus: RedisStreamsBus, breaker: CircuitBreaker, groups: Mapping[str, Sequence[str]],
+        *, high_water: int = FLUSH_HIGH_WATER, poll: float = 0.05,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._bus = bus
+        self._breaker = breaker
+        self._groups = {topic: tuple(names) for topic, names in groups.items()}
+        self._high_water = high_water
+        self._poll = poll
+        self._sleep = sleep
+
+    async def __call__(self, topic: str, n: int) -> None:
+        groups = self._groups.get(topic)
+        if not groups:
+            return
+        for group in groups:
+            sub = self._bus.subscribe([topic], group, "flush")
+            await guarded(self._breaker, sub.ensure_groups)
+        while True:
+            backlog = 0
+            for group in groups:
+                pending = await guarded(self._breaker, partial(self._bus.pending, topic, group))
+                backlog = max(backlog, pending)
+            if backlog == 0 or backlog + n <= self._high_water:
+                return
+            await self._sleep(self._poll)
+
+
+def buffer_path(settings: Settings, service: str, instance: str) -> Path:
+    """Where the disk buffer of this instance lives (CDB_BUFFER_PATH, CDB_BUFFER_DIR)."""
+    if settings.cdb_buffer_path:
+        return Path(settings.cdb_buffer_path)
+    if settings.cdb_buffer_dir:
+        directory = Path(settings.cdb_buffer_dir)
+    else:
+        state = os.environ.get("XDG_STATE_HOME")
+        directory = (Path(state) if state else Path.home() / ".local" / "state") / "cdb"
+    namespace = settings.service_instance_name or "default"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{namespace}.{instance or service}")
+    return directory / f"{name}.buffer.sqlite"
+
+
+def make_bus(
+    settings: Settings, client: aioredis.Redis, *, service: str = "", instance: str = "",
+    groups: Mapping[str, Sequence[str]] | None = None, breaker: CircuitBreaker | None = None,
+    backoff: Backoff | None = None,
+) -> BufferedBus[RedisStreamsBus]:
+    """The distributed bus of this process: Redis Streams (namespaced by
+    SERVICE_INSTANCE_NAME) behind a breaker, with a disk buffer. Not started: ``await
+    bus.start()``. Closing it closes ``client``.
+
+    Args:
+        groups: topic -> consumer groups reading it, to pace the flush after an outage
+            and to create groups Redis lost; topics left out are flushed unpaced.
+    """
+    breaker = breaker or breaker_of(settings)
+    backoff = backoff or backoff_of(settings)
+    namespace = Namespace(settings.service_instance_name)
+    inner: RedisStreamsBus
+    if settings.redis_min_replicas:
+        inner = ReplicatedStreamsBus(
+            client, namespace, min_replicas=settings.redis_min_replicas,
+            replica_timeout=settings.redis_replica_timeout_s,
+        )
+    else:
+        inner = RedisStreamsBus(client, namespace)
+    buffer = DiskBuffer(
+        buffer_path(settings, service, instance), max_events=settings.cdb_buffer_max_events,
+        max_bytes=settings.cdb_buffer_max_bytes,
+    )
+    gate = BacklogGate(inner, breaker, groups) if groups else None
+    return BufferedBus(
+        inner, buffer, breaker=breaker, backoff=backoff,
+        full_policy=settings.cdb_buffer_full_policy, gate=gate,
+        drain_timeout=min(5.0, settings.cdb_drain_timeout_s / 2), service=service,
+        instance=instance, on_close=partial(close_redis, client),
+    )
+
+
+def redis_probe(bus: BufferedBus[Any], client: aioredis.Redis) -> Callable[[], Awaitable[None]]:
+    """The health probe of Redis: a PING through the bus's breaker. While the breaker
+    is open it reports that (and how much is buffered) without touching Redis."""
+
+    async def probe() -> None:
+        try:
+            await bus.breaker.call(client.ping, failing=(RedisError, OSError))
+        except CircuitOpenError as exc:
+            raise CircuitOpenError(
+                f"{exc}; {bus.buffered} events buffered on disk", exc.retry_after
+            ) from None
+        except (RedisError, OSError) as exc:
+            if bus.buffered:
+                raise BusError(f"{exc}; {bus.buffered} events buffered on disk") from exc
+            raise
+
+    return probe

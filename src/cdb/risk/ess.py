@@ -94,6 +94,8 @@ class Alarm(msgspec.Struct, frozen=True, kw_only=True):
 
     reason: str
     detail: str
+    cause_id: str = ""
+    """The event that revealed it (a trade, a fill, an alert), for the audit chain."""
 
 
 class ResetRefused(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,7 +132,8 @@ class EmergencyStop:
         if self.state.halted:
             return None
         self.state = EssState(
-            state=HALTED, reason=alarm.reason, detail=alarm.detail, actor=actor, since_ns=now
+            state=HALTED, reason=alarm.reason, detail=alarm.detail, actor=actor,
+            since_ns=self._after_last(now),
         )
         self.history.append(self.state)
         return self.state
@@ -153,7 +156,13 @@ class EmergencyStop:
                 retry_after_ns=left,
             )
         return EssState(state=ACTIVE, reason=RESET, detail=why.strip(), actor=actor.strip(),
-                        since_ns=now)
+                        since_ns=self._after_last(now))
+
+    def _after_last(self, now: int) -> int:
+        # The latest change is the state: a change must sort after the one before it
+        # even when this clock is behind the record (a simulated run restarting at its
+        # start time after a change stamped later, by another run or by hand).
+        return max(now, self.state.since_ns + 1)
 
     def apply(self, state: EssState) -> None:
         """Take ``state`` (a planned reset, or one adopted from another instance)."""
@@ -241,19 +250,21 @@ class FlashCrashGuard:
             if highs:
                 top = highs[0][1]
                 if (top - price) * PPM >= drop * top and alarm is None:
-                    alarm = self._alarm(symbol, highs[0][0], top, ts, price)
+                    alarm = self._alarm(symbol, highs[0][0], top, trade)
                 while highs and highs[-1][1] <= price:
                     highs.pop()
             highs.append((ts, price))
         return alarm
 
-    def _alarm(self, symbol: str, t0: int, top: int, t1: int, price: int) -> Alarm:
+    def _alarm(self, symbol: str, t0: int, top: int, trade: Trade) -> Alarm:
+        price = trade.price_e8
         share = (top - price) * 100 / top
         return Alarm(
             reason=FLASH_CRASH,
-            detail=f"{symbol} fell {share:.2f} % within {(t1 - t0) / NS:.1f} s "
+            detail=f"{symbol} fell {share:.2f} % within {(trade.ts - t0) / NS:.1f} s "
             f"({fmt_e8(top)} -> {fmt_e8(price)}; limit {self.drop_ppm / 10_000:g} % in "
             f"{self.window_ns / NS:g} s)",
+            cause_id=trade.id,
         )
 
     def clear(self) -> None:

@@ -16,15 +16,19 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from cdb.bus.keys import MARKET_DATA
+from cdb.bus.base import Bus
+from cdb.bus.buffered import BufferedBus
+from cdb.bus.keys import ALL_STREAMS, MARKET_DATA
 from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.clock import NS_PER_S, WallClock
 from cdb.config import Settings
+from cdb.errors import BusError
 from cdb.events import SCALE, Trade
 from cdb.marketdata.replay import ReplaySource
 from cdb.marketdata.synthetic import START_NS, SyntheticSource
 from cdb.observability.health import Health
-from cdb.resilience.redis import make_bus, make_redis
+from cdb.resilience.redis import backoff_of, make_bus, make_redis, redis_probe
+from cdb.risk.persistence import DatabaseEssStore, LayeredEssStore, RedisEssStore
 from cdb.runtime.http import HttpServer, build_app
 from cdb.runtime.service import Service, ServiceContext, ServiceHost
 from cdb.services.db_writer import DbWriterService
@@ -40,6 +44,14 @@ SERVICES = ("ws", "signal", "risk", "execution", "db_writer")
 DOWNSTREAM_OF_MARKET_DATA = ("signal", "risk", "execution")
 LAG_HIGH_WATER = 5_000
 """ws waits while a consumer group of market data is this far behind (< MAXLEN)."""
+CONSUMER_GROUPS = {
+    topic: tuple(
+        cls.name for cls in (SignalService, RiskService, ExecutionService, DbWriterService)
+        if topic in cls.inputs
+    )
+    for topic in ALL_STREAMS
+}
+"""Topic -> the consumer groups that read it: the disk buffer's flush is paced by them."""
 
 
 class LagPacer:
@@ -50,7 +62,7 @@ class LagPacer:
     in-memory bus gives for free.
     """
 
-    def __init__(self, bus: RedisStreamsBus, speed: float | None) -> None:
+    def __init__(self, bus: Bus, speed: float | None) -> None:
         self._bus = bus
         self._speed = speed
         self._anchor: tuple[float, int] | None = None
@@ -69,7 +81,13 @@ class LagPacer:
             return
         self._since_check = 0
         while True:
-            lag = max([await self._bus.pending(MARKET_DATA, g) for g in DOWNSTREAM_OF_MARKET_DATA])
+            try:
+                lag = max([await self._bus.pending(MARKET_DATA, g)
+                           for g in DOWNSTREAM_OF_MARKET_DATA])
+            except BusError:
+                # Redis is unreachable: trades go to the bounded disk buffer, whose
+                # flush is paced by the consumer groups once Redis is back.
+                return
             if lag < LAG_HIGH_WATER:
                 return
             await asyncio.sleep(0.005)
@@ -98,7 +116,7 @@ def parse_speed(text: str) -> float | None:
 
 
 async def build_service(
-    name: str, settings: Settings, bus: RedisStreamsBus, health: Health
+    name: str, settings: Settings, bus: BufferedBus[RedisStreamsBus], health: Health
 ) -> tuple[Service, Store | None]:
     """The service object of ``name`` over the distributed seams."""
     instance = settings.cdb_consumer or f"{name}-{socket.gethostname()}"
@@ -106,7 +124,7 @@ async def build_service(
     if name == "ws":
         # Groups exist before the first trade, so trimming never drops unread events.
         for group in DOWNSTREAM_OF_MARKET_DATA:
-            sub = bus.subscribe([MARKET_DATA], group, instance)
+            sub = bus.inner.subscribe([MARKET_DATA], group, instance)
             await sub.ensure_groups()
         pacer = LagPacer(bus, parse_speed(settings.ws_speed))
         return WsService(ctx, _source(settings, instance), pacer), None
@@ -114,8 +132,20 @@ async def build_service(
         params = settings.strategy_params()
         return SignalService(ctx, load_strategy(params), params.strategy_id), None
     if name == "risk":
-        return RiskService(ctx, settings.risk_limits(),
-                           round(settings.risk_initial_cash * SCALE)), None
+        # The ESS state lives in Redis and is recorded in Postgres; a restart reads both
+        # (the newer wins), so risk needs the database at start.
+        url, schema = settings.postgres_url(), settings.postgres_schema()
+        await migrate(url, schema=schema)
+        store = Store(url, schema=schema)
+        await store.__aenter__()
+        health.add("postgres", store.ping, critical=False)
+        shared = RedisEssStore(bus.inner.client, bus.inner.namespace)
+        token = settings.cdb_api_token.get_secret_value() if settings.cdb_api_token else None
+        return RiskService(
+            ctx, settings.risk_limits(), round(settings.risk_initial_cash * SCALE),
+            ess=settings.ess_config(), ess_store=LayeredEssStore(shared, DatabaseEssStore(store)),
+            ess_watch=shared, api_token=token,
+        ), store
     if name == "execution":
         venue = PaperVenue(
             taker_fee_bps=settings.paper_taker_fee_bps, maker_fee_bps=settings.paper_maker_fee_bps,
@@ -127,25 +157,27 @@ async def build_service(
         await migrate(url, schema=schema)
         store = Store(url, schema=schema)
         await store.__aenter__()
-        health.add("postgres", store.ping)
-        return DbWriterService(ctx, store), store
+        writer = DbWriterService(
+            ctx, store, backoff=backoff_of(settings), write_timeout=settings.cdb_db_write_timeout_s
+        )
+        # Degraded, not down, while it waits: it holds its batch and retries.
+        health.add("postgres", writer.probe, critical=False)
+        return writer, store
     raise ValueError(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
 
 
 async def run_service(name: str, settings: Settings) -> None:
     """Run service ``name`` until SIGTERM/SIGINT, then drain and exit."""
+    instance = settings.cdb_consumer or f"{name}-{socket.gethostname()}"
     client = make_redis(settings)
-    bus = make_bus(settings, client)
-    health = Health(name, settings.cdb_consumer or f"{name}-{socket.gethostname()}",
-                    settings.environment)
-
-    async def ping_redis() -> None:
-        await client.ping()
-
-    health.add("redis", ping_redis)
+    bus = make_bus(settings, client, service=name, instance=instance, groups=CONSUMER_GROUPS)
+    await bus.start()  # flushes first what a crash left in the disk buffer
+    health = Health(name, instance, settings.environment)
+    # Degraded, not down, while Redis is unreachable: producers buffer, consumers hold.
+    health.add("redis", redis_probe(bus, client), critical=False)
     service, store = await build_service(name, settings, bus, health)
     pid = os.getpid()
-    health.details = lambda: {"pid": pid, **service.status()}
+    health.details = lambda: {"pid": pid, **service.status(), **bus.status()}
     host = ServiceHost(service, claim_idle=settings.cdb_claim_idle_s)
     app = build_app(health, extra=service.routes())
     http = HttpServer(app, settings.bind_host, settings.port_of(name))

@@ -23,6 +23,8 @@ from cdb.config import Settings
 from cdb.events import SCALE, Trade
 from cdb.marketdata.replay import ReplaySource
 from cdb.marketdata.synthetic import Shape, SyntheticSource
+from cdb.risk.ess import EssState
+from cdb.risk.persistence import DatabaseEssStore
 from cdb.runtime.service import Service, ServiceContext, ServiceHost
 from cdb.services.db_writer import DbWriterService
 from cdb.services.execution import ExecutionService
@@ -82,6 +84,10 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     wall_seconds: float
     db_url: str
     rows: dict[str, int]
+    ess: EssState = msgspec.field(default_factory=EssState)
+    """The ESS at the end of the run (state, reason, detail, actor, since_ns)."""
+    ess_trips: list[EssState] = msgspec.field(default_factory=list)
+    """Every trip during the run, oldest first."""
 
 
 def _fmt(value_e8: int) -> str:
@@ -159,8 +165,11 @@ class EmbeddedPipeline:
             signal = SignalService(
                 self._ctx("signal"), self._strategy, self._strategy_params.strategy_id
             )
+            token = s.cdb_api_token.get_secret_value() if s.cdb_api_token else None
+            # No Redis here: the database's ess_changes table carries the ESS across runs.
             risk = RiskService(
-                self._ctx("risk"), s.risk_limits(), round(s.risk_initial_cash * SCALE)
+                self._ctx("risk"), s.risk_limits(), round(s.risk_initial_cash * SCALE),
+                ess=s.ess_config(), ess_store=DatabaseEssStore(store), api_token=token,
             )
             venue = PaperVenue(
                 taker_fee_bps=s.paper_taker_fee_bps, maker_fee_bps=s.paper_maker_fee_bps,
@@ -230,4 +239,6 @@ class EmbeddedPipeline:
             wall_seconds=round(time.monotonic() - self._wall_start, 3),
             db_url=self.options.db_url,
             rows=rows,
+            ess=risk.ess.state,
+            ess_trips=risk.ess.trips(),
         )

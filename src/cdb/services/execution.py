@@ -12,7 +12,7 @@ import msgspec
 from fastapi import APIRouter, Response
 
 from cdb.bus.keys import FILLS, MARKET_DATA, ORDERS
-from cdb.events import AnyEvent, Fill, Order, Trade
+from cdb.events import AnyEvent, CancelOrders, Fill, Order, OrderUpdate, Trade
 from cdb.observability import metrics
 from cdb.runtime.service import Service, ServiceContext
 from cdb.venues.base import Execution, Venue
@@ -30,8 +30,14 @@ class ExecutionService(Service):
         self.fills = 0
         self.orders = 0
         self._fills_metric = metrics.fills_total.labels(ctx.name, ctx.instance)
+        self.cancelled = 0
+        self._filled: dict[str, int] = {}
+        """Cumulative filled quantity of orders not yet done, for cancel reports."""
+        self._unreported: list[AnyEvent] = []
+        """Cancels done on the venue whose report is not published yet."""
 
     async def handle(self, topic: str, events: list[AnyEvent]) -> None:
+        cancels: list[CancelOrders] = []
         if topic == MARKET_DATA:
             trades: list[Trade] = events  # type: ignore[assignment]
             executions = await self.venue.on_trades(trades)
@@ -41,8 +47,12 @@ class ExecutionService(Service):
                 if isinstance(order, Order):
                     self.orders += 1
                     executions.extend(await self.venue.submit(order))
+                elif isinstance(order, CancelOrders):
+                    cancels.append(order)
         if executions:
             await self._publish(executions)
+        for command in cancels:
+            await self._cancel(command)
 
     async def _publish(self, executions: list[Execution]) -> None:
         source = self.ctx.instance
@@ -59,8 +69,39 @@ class ExecutionService(Service):
             for x in executions
         ]
         await self.ctx.publish(FILLS, fills)
+        filled = self._filled
+        for x in executions:
+            if x.status == "PARTIALLY_FILLED":
+                filled[x.order.id] = x.cum_qty_e8
+            else:
+                filled.pop(x.order.id, None)
         self.fills += len(fills)
         self._fills_metric.inc(len(fills))
+
+    async def _cancel(self, command: CancelOrders) -> None:
+        """Cancel the open orders ``command`` names and report each as CANCELED (risk
+        frees them; the database records them). A command delivered twice finds them
+        gone and reports nothing twice; a report that failed to publish goes with the
+        retry."""
+        updates = self._unreported
+        for order in self.venue.open_orders():
+            if command.symbol and order.symbol != command.symbol:
+                continue
+            if command.keep_reduce_only and order.reduce_only:
+                continue
+            if not await self.venue.cancel(order.id):
+                continue
+            updates.append(OrderUpdate(
+                id=f"{order.id}-x", ts=command.ts, correlation_id=order.correlation_id,
+                causation_id=command.id, source=self.ctx.instance, order_id=order.id,
+                client_order_id=order.client_order_id, symbol=order.symbol, status="CANCELED",
+                reason=command.reason, filled_qty_e8=self._filled.pop(order.id, 0),
+            ))
+        if updates:
+            self.ctx.log.warning("orders cancelled", count=len(updates), reason=command.reason)
+            await self.ctx.publish(FILLS, updates)
+            self.cancelled += len(updates)
+            self._unreported = []
 
     def routes(self) -> list[APIRouter]:
         router = APIRouter()

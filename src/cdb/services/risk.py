@@ -1,22 +1,87 @@
-"""risk: turns each signal into an order or a rejection with its reason.
+"""risk: turns each signal into an order or a rejection with its reason, and runs the
+emergency stop system (ESS).
 
 State (portfolio, open orders, order rate) is updated from fills and marks; the
 decision itself is ``cdb.risk.limits.decide``, a pure function. Order and rejection
 ids derive from the signal id, so a signal delivered twice (after a crash, a
 reclaim) yields the same order id, which execution and the database deduplicate.
+
+The ESS (``cdb.risk.ess``, pure) is fed here: trades (flash crash, stale data,
+drawdown at the new marks), fills (drawdown), order rejections and exchange-error
+alerts (error burst), and the operator (API). When it trips, in this order: the
+state is HALTED in memory (no new non-reducing order from the next decision on), it
+is saved (Redis and the database), execution is told to cancel open orders, the
+change is recorded (``EssChange`` on ``stream.risk_events``) and an alert goes out.
+What could not be saved or published is kept and retried, so a trip is never lost to
+a passing outage. A reset is saved before it takes effect: if it cannot be made
+durable it is refused, and a restart never finds an ACTIVE that was not recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from typing import ClassVar
+from datetime import UTC, datetime
+from typing import ClassVar, Final
 
-from cdb.bus.keys import FILLS, MARKET_DATA, ORDERS, RISK_EVENTS, SIGNALS
-from cdb.events import AnyEvent, Fill, Order, OrderUpdate, RiskDecision, Signal, Trade
+import msgspec
+from fastapi import APIRouter
+from prometheus_client import Counter, Gauge
+
+from cdb.bus.keys import ALERTS_STREAM, FILLS, MARKET_DATA, ORDERS, RISK_EVENTS, SIGNALS
+from cdb.events import (
+    Alert,
+    AnyEvent,
+    CancelOrders,
+    EssChange,
+    Fill,
+    Level,
+    Order,
+    OrderUpdate,
+    RiskDecision,
+    Signal,
+    Trade,
+    fmt_e8,
+)
 from cdb.observability import metrics
+from cdb.risk.ess import (
+    MANUAL,
+    NS,
+    STALE_DATA,
+    Alarm,
+    EmergencyStop,
+    EssConfig,
+    EssState,
+    Guards,
+    ResetRefused,
+)
 from cdb.risk.limits import Approval, OrderRate, RiskLimits, decide
+from cdb.risk.persistence import EssStore
 from cdb.risk.portfolio import Portfolio
 from cdb.runtime.service import Service, ServiceContext
+
+# Alert codes risk publishes.
+ESS_TRIPPED: Final = "ess_tripped"
+ESS_RESET: Final = "ess_reset"
+ESS_RESTORED: Final = "ess_restored"
+# Alert codes other services publish that feed the ESS: an exchange error counts
+# towards a burst; a stale feed (detected by the market data source) trips at once.
+EXCHANGE_ERROR_PREFIXES: Final = ("exchange_", "venue_", "binance_")
+STALE_FEED_CODES: Final = frozenset({"stale_feed", "market_data_stale"})
+
+_L = ("service", "instance")
+ess_trips = Counter(
+    "cdb_ess_trips", "ESS trips, by reason", (*_L, "reason"), registry=metrics.REGISTRY
+)
+ess_changed = Gauge(
+    "cdb_ess_changed_timestamp_seconds",
+    "When the ESS last changed state (seconds since the epoch, clock time)", _L,
+    registry=metrics.REGISTRY,
+)
+ess_info = Gauge(
+    "cdb_ess_state_info", "1 for the ESS state and the reason of its last change",
+    (*_L, "state", "reason"), registry=metrics.REGISTRY,
+)
 
 
 def client_order_id(order_id: str) -> str:
@@ -24,43 +89,203 @@ def client_order_id(order_id: str) -> str:
     return "cdb-" + hashlib.blake2b(order_id.encode(), digest_size=12).hexdigest()
 
 
+def is_exchange_error(alert: Alert) -> bool:
+    """Whether ``alert`` reports an exchange error (counted towards an error burst)."""
+    return alert.level != "info" and alert.code.startswith(EXCHANGE_ERROR_PREFIXES)
+
+
+def iso(ns: int) -> str:
+    """A clock time (ns) as ISO 8601 UTC."""
+    return datetime.fromtimestamp(ns / NS, tz=UTC).isoformat(timespec="milliseconds")
+
+
 class RiskService(Service):
-    """Applies limits (and the emergency stop) to signals."""
+    """Applies limits and the emergency stop to signals.
+
+    Args:
+        ctx: bus, clock and identity.
+        limits: the risk limits.
+        initial_cash_e8: the portfolio's cash at start (drawdown is measured from it).
+        ess: when the ESS trips by itself, and its cooldown.
+        ess_store: where the ESS state survives restarts (None: it does not).
+        ess_watch: where other instances' changes show up, polled while running
+            (Redis in the distributed mode; None when this is the only instance).
+        api_token: the bearer token the API's mutating endpoints require (None:
+            they refuse everyone).
+        tick_s: how often (clock time) the ESS checks for stale data and other
+            instances' changes when no event arrives; not in simulated time, where
+            time only moves with events and the checks run with them.
+    """
 
     name: ClassVar[str] = "risk"
     # Fills first, then marks, then signals: decisions see the freshest portfolio.
-    inputs: ClassVar[tuple[str, ...]] = (FILLS, MARKET_DATA, SIGNALS)
+    inputs: ClassVar[tuple[str, ...]] = (FILLS, MARKET_DATA, SIGNALS, ALERTS_STREAM)
 
-    def __init__(self, ctx: ServiceContext, limits: RiskLimits, initial_cash_e8: int) -> None:
+    def __init__(
+        self, ctx: ServiceContext, limits: RiskLimits, initial_cash_e8: int, *,
+        ess: EssConfig | None = None, ess_store: EssStore | None = None,
+        ess_watch: EssStore | None = None, api_token: str | None = None,
+        tick_s: float = 1.0,
+    ) -> None:
         super().__init__(ctx)
         self.limits = limits
         self.book = Portfolio(cash_e8=initial_cash_e8)
         self.rate = OrderRate(limits.rate_window_ns)
-        self.halted = False
+        self.ess_config = ess or EssConfig()
+        self.ess = EmergencyStop(self.ess_config)
+        self.guards = Guards(self.ess_config, initial_cash_e8)
+        self.api_token = api_token
         self.orders = 0
         self.rejections: dict[str, int] = {}
         self._decided: set[str] = set()
+        self._ess_store = ess_store
+        self._ess_watch = ess_watch
+        self._tick_s = tick_s
+        self._unsaved: tuple[EssState, EssChange] | None = None
+        self._last_save_try = 0
+        self._outbox: list[tuple[str, list[AnyEvent]]] = []
+        self._flush_lock = asyncio.Lock()
+        self._reset_lock = asyncio.Lock()
         labels = (ctx.name, ctx.instance)
+        self._labels = labels
         self._pending = metrics.risk_pending_orders.labels(*labels)
         self._exposure = metrics.risk_total_exposure.labels(*labels)
         self._orders = metrics.orders_submitted.labels(*labels)
         self._equity = metrics.equity.labels(*labels)
+        self._halted_gauge = metrics.ess_state.labels(*labels)
+        self._changed_gauge = ess_changed.labels(*labels)
+        self._info_labels: tuple[str, str] | None = None
+        self._show_ess()
+
+    @property
+    def halted(self) -> bool:
+        return self.ess.halted
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Come back in the state persisted before; HALTED means HALTED."""
+        if self._ess_store is None:
+            return
+        state = await self._ess_store.load()
+        if state is None or state == self.ess.state:
+            return
+        self.ess.apply(state)
+        self._show_ess()
+        if state.halted:
+            self.ctx.log.warning("ESS restored HALTED", reason=state.reason, detail=state.detail,
+                                 since=iso(state.since_ns))
+            now = self.ctx.clock.now()
+            # A crash between the trip and its cancel command must not leave orders open.
+            self._outbox.append((ORDERS, [self._cancel_command(now, state, "")]))
+            self._outbox.append((ALERTS_STREAM, [self._alert(
+                now, "warning", ESS_RESTORED,
+                f"risk restarted HALTED (tripped {iso(state.since_ns)} for {state.reason}: "
+                f"{state.detail}); reset by hand after the cooldown", "",
+            )]))
+            await self._flush()
+
+    async def produce(self) -> None:
+        """The ESS's own timer: stale data and other instances' changes, between events."""
+        if self.ctx.clock.simulated:
+            return
+        while True:
+            await self.ctx.clock.sleep(self._tick_s)
+            try:
+                await self.tick()
+            except Exception:
+                self.ctx.log.exception("ESS tick failed; trying again at the next")
+
+    async def tick(self) -> None:
+        """One timer check: retry what is unsaved, adopt a newer shared state, look for
+        stale data."""
+        await self._flush()
+        if self._ess_watch is not None:
+            shared = await self._ess_watch.load()
+            current = self.ess.state
+            if (shared is not None and shared.since_ns > current.since_ns
+                    and shared.state != current.state):
+                self._adopt(shared)
+        if not self.halted:
+            alarm = self.guards.stale.check(self.ctx.clock.now())
+            if alarm is not None:
+                await self.trip(alarm, self.ctx.instance)
+
+    async def on_stop(self) -> None:
+        await self._flush()
+
+    # -- events ------------------------------------------------------------------------
 
     async def handle(self, topic: str, events: list[AnyEvent]) -> None:
+        if self._outbox or self._unsaved is not None:
+            await self._flush()
+        alarm: Alarm | None = None
         if topic == MARKET_DATA:
-            marks: dict[str, int] = {}
-            for trade in events:
-                marks[trade.symbol] = trade.price_e8  # type: ignore[union-attr]
-            self.book.on_marks(marks)
+            alarm = self._on_trades(events)
         elif topic == FILLS:
-            for event in events:
-                if isinstance(event, Fill):
-                    self.book.on_fill(event)
-                elif isinstance(event, OrderUpdate):
-                    self.book.on_order_update(event)
+            alarm = self._on_fills(events)
+        elif topic == ALERTS_STREAM:
+            alarm = self._on_alerts(events)
         elif topic == SIGNALS:
             await self._decide([e for e in events if isinstance(e, Signal)])
+        if alarm is not None and not self.halted:
+            await self.trip(alarm, self.ctx.instance)
         self._update_gauges()
+
+    def _on_trades(self, events: list[AnyEvent]) -> Alarm | None:
+        now = self.ctx.clock.now()
+        guards = self.guards
+        # Stale is judged before these trades count as seen: the batch that ends a
+        # silence is what reveals it in simulated time.
+        stale = guards.stale.check(now)
+        marks: dict[str, int] = {}
+        for trade in events:
+            marks[trade.symbol] = trade.price_e8  # type: ignore[union-attr]
+        guards.stale.seen(marks, now)
+        crash = guards.flash_crash.on_trades(events)  # type: ignore[arg-type]
+        self.book.on_marks(marks)
+        drawdown = guards.drawdown.check(self.book.equity_e8())
+        cause = events[-1].id if events else ""
+        for alarm in (crash, drawdown, stale):
+            if alarm is not None:
+                return alarm if alarm.cause_id else msgspec.structs.replace(alarm, cause_id=cause)
+        return None
+
+    def _on_fills(self, events: list[AnyEvent]) -> Alarm | None:
+        now = self.ctx.clock.now()
+        alarm: Alarm | None = None
+        for event in events:
+            if isinstance(event, Fill):
+                self.book.on_fill(event)
+            elif isinstance(event, OrderUpdate):
+                self.book.on_order_update(event)
+                if event.status == "REJECTED":
+                    burst = self.guards.errors.on_error(
+                        event.ts, now, f"order {event.client_order_id} rejected: {event.reason}"
+                    )
+                    if burst is not None and alarm is None:
+                        alarm = msgspec.structs.replace(burst, cause_id=event.id)
+        drawdown = self.guards.drawdown.check(self.book.equity_e8())
+        if alarm is None and drawdown is not None:
+            alarm = msgspec.structs.replace(drawdown, cause_id=events[-1].id)
+        return alarm
+
+    def _on_alerts(self, events: list[AnyEvent]) -> Alarm | None:
+        now = self.ctx.clock.now()
+        alarm: Alarm | None = None
+        for alert in events:
+            if not isinstance(alert, Alert) or alert.source == self.ctx.instance:
+                continue
+            found: Alarm | None = None
+            if alert.code in STALE_FEED_CODES and alert.ts >= now - self.ess_config.stale_after_ns:
+                found = Alarm(reason=STALE_DATA, detail=f"{alert.source}: {alert.message}")
+            elif is_exchange_error(alert):
+                found = self.guards.errors.on_error(
+                    alert.ts, now, f"{alert.code} from {alert.source}: {alert.message}"
+                )
+            if found is not None and alarm is None:
+                alarm = msgspec.structs.replace(found, cause_id=alert.id)
+        return alarm
 
     async def _decide(self, signals: list[Signal]) -> None:
         orders: list[AnyEvent] = []
@@ -102,17 +327,214 @@ class RiskService(Service):
         if rejections:
             await self.ctx.publish(RISK_EVENTS, rejections)
 
+    # -- the emergency stop ------------------------------------------------------------
+
+    async def trip(self, alarm: Alarm, actor: str) -> EssState | None:
+        """HALT for ``alarm`` (a guard's, or an operator's with ``MANUAL``); the new
+        state, or None when it was HALTED already."""
+        now = self.ctx.clock.now()
+        state = self.ess.trip(now, alarm, actor)
+        if state is None:
+            return None
+        self.ctx.log.error("ESS tripped: HALTED", reason=alarm.reason, detail=alarm.detail,
+                           actor=actor)
+        ess_trips.labels(*self._labels, alarm.reason).inc()
+        self._show_ess()
+        change = self._change_event(state, alarm.cause_id)
+        self._unsaved = (state, change)
+        self._last_save_try = 0
+        self._outbox.append((ORDERS, [self._cancel_command(now, state, change.id)]))
+        self._outbox.append((RISK_EVENTS, [change]))
+        self._outbox.append((ALERTS_STREAM, [self._alert(
+            now, "critical", ESS_TRIPPED,
+            f"ESS HALTED by {actor}: {alarm.reason}: {alarm.detail}", change.id,
+        )]))
+        await self._flush_soon()
+        return state
+
+    async def trip_manually(self, actor: str, why: str) -> EssState | None:
+        """An operator's trip (API, CLI)."""
+        return await self.trip(Alarm(reason=MANUAL, detail=why), actor)
+
+    async def reset(self, actor: str, why: str) -> EssState | ResetRefused:
+        """An operator's reset: refused while ACTIVE or within the cooldown; otherwise
+        saved first, then applied.
+
+        Raises:
+            Exception: the store failed; the ESS stays HALTED.
+        """
+        async with self._reset_lock:
+            now = self.ctx.clock.now()
+            plan = self.ess.plan_reset(now, actor, why)
+            if isinstance(plan, ResetRefused):
+                return plan
+            change = self._change_event(plan, "")
+            if self._ess_store is not None:
+                await self._ess_store.save(plan, change)
+            # The reset supersedes a trip still unsaved (the bus records that one).
+            self._unsaved = None
+            self.ess.apply(plan)
+            self.guards.rebase(self.book.equity_e8(), now)
+            self._show_ess()
+            self.ctx.log.warning("ESS reset: ACTIVE", actor=plan.actor, why=plan.detail)
+            self._outbox.append((RISK_EVENTS, [change]))
+            self._outbox.append((ALERTS_STREAM, [self._alert(
+                now, "info", ESS_RESET, f"ESS reset to ACTIVE by {plan.actor}: {plan.detail}",
+                change.id,
+            )]))
+            await self._flush_soon()
+            return plan
+
+    def _adopt(self, state: EssState) -> None:
+        """Take a change another instance made (it saved and announced it)."""
+        self.ess.apply(state)
+        if not state.halted:
+            self.guards.rebase(self.book.equity_e8(), self.ctx.clock.now())
+        self._show_ess()
+        self.ctx.log.warning("ESS state adopted from another instance", state=state.state,
+                             reason=state.reason, actor=state.actor)
+
+    def _change_event(self, state: EssState, cause: str) -> EssChange:
+        ts = state.since_ns
+        change_id = self.ctx.ids.next(ts)
+        return EssChange(
+            id=change_id, ts=ts, correlation_id=cause or change_id, causation_id=cause,
+            source=self.ctx.instance, state=state.state, reason=state.reason,
+            actor=state.actor, detail=state.detail,
+        )
+
+    def _cancel_command(self, now: int, state: EssState, cause: str) -> CancelOrders:
+        command_id = self.ctx.ids.next(now)
+        return CancelOrders(
+            id=command_id, ts=now, correlation_id=cause or command_id, causation_id=cause,
+            source=self.ctx.instance, reason=f"ESS HALTED: {state.reason}",
+        )
+
+    def _alert(self, now: int, level: Level, code: str, message: str, cause: str) -> Alert:
+        alert_id = self.ctx.ids.next(now)
+        return Alert(
+            id=alert_id, ts=now, correlation_id=cause or alert_id, causation_id=cause,
+            source=self.ctx.instance, level=level, code=code, message=message,
+        )
+
+    async def _flush(self) -> None:
+        """Save the ESS state if unsaved, then publish what waits, in order.
+
+        A failed save is retried at most once per second of clock time (a dead store
+        must not slow every batch down); a failed publish raises, so the batch in hand
+        is retried and the outbox goes first then.
+        """
+        async with self._flush_lock:
+            pending = self._unsaved
+            now = self.ctx.clock.now()
+            if (pending is not None and self._ess_store is not None
+                    and (not self._last_save_try or now - self._last_save_try >= NS)):
+                self._last_save_try = now
+                try:
+                    await self._ess_store.save(*pending)
+                except Exception as exc:
+                    self.ctx.log.error("ESS state not saved; retrying", error=str(exc))
+                else:
+                    if self._unsaved is pending:
+                        self._unsaved = None
+            elif self._ess_store is None:
+                self._unsaved = None
+            outbox = self._outbox
+            while outbox:
+                topic, events = outbox[0]
+                await self.ctx.publish(topic, events)
+                outbox.pop(0)
+
+    async def _flush_soon(self) -> None:
+        """Flush now if the bus lets us; else the next batch or tick does (the change
+        itself has happened: it must not be undone by a failed publish)."""
+        try:
+            await self._flush()
+        except Exception as exc:
+            self.ctx.log.error("ESS change not published yet; retrying", error=str(exc))
+
+    def _show_ess(self) -> None:
+        state = self.ess.state
+        self._halted_gauge.set(1 if state.halted else 0)
+        self._changed_gauge.set(state.since_ns / NS)
+        labels = (state.state, state.reason or "start")
+        if labels != self._info_labels:
+            if self._info_labels is not None:
+                ess_info.remove(*self._labels, *self._info_labels)
+            ess_info.labels(*self._labels, *labels).set(1)
+            self._info_labels = labels
+
+    # -- views -------------------------------------------------------------------------
+
     def _update_gauges(self) -> None:
         self._pending.set(len(self.book.open_orders))
         self._exposure.set(self.book.exposure_e8() / 1e8)
         self._equity.set(self.book.equity_e8() / 1e8)
+
+    def ess_status(self) -> dict[str, object]:
+        """The ESS for people and probes: state, why, since when, cooldown, trips."""
+        state = self.ess.state
+        left = self.ess.cooldown_left_ns(self.ctx.clock.now())
+        return {
+            "state": state.state,
+            "reason": state.reason,
+            "detail": state.detail,
+            "actor": state.actor,
+            "since": iso(state.since_ns) if state.since_ns else None,
+            "since_ns": state.since_ns,
+            "cooldown_s": self.ess_config.cooldown_ns / NS,
+            "cooldown_left_s": round(left / NS, 3),
+            "saved": self._unsaved is None,
+            "trips": [
+                {"reason": t.reason, "detail": t.detail, "actor": t.actor,
+                 "at": iso(t.since_ns), "ts": t.since_ns}
+                for t in self.ess.trips()
+            ],
+        }
+
+    def risk_state(self) -> dict[str, object]:
+        """Positions, exposure (as the limits see it) and the limits, for the API."""
+        book, lim = self.book, self.limits
+        symbols = sorted(set(book.positions) | {o.symbol for o in book.open_orders.values()})
+        return {
+            "positions": {
+                s: {"qty": fmt_e8(book.position(s)), "mark": fmt_e8(book.mark(s)),
+                    "exposure": fmt_e8(book.symbol_exposure_e8(s))}
+                for s in symbols
+            },
+            "exposure": fmt_e8(book.exposure_e8()),
+            "equity": fmt_e8(book.equity_e8()),
+            "cash": fmt_e8(book.cash_e8),
+            "peak_equity": fmt_e8(book.peak_equity_e8),
+            "max_drawdown_pct": f"{book.max_drawdown_bp / 100:.2f}",
+            "open_orders": len(book.open_orders),
+            "orders": self.orders,
+            "rejections": dict(sorted(self.rejections.items())),
+            "limits": {
+                "order_notional": fmt_e8(lim.order_notional_e8),
+                "max_order_notional": fmt_e8(lim.max_order_notional_e8),
+                "max_position": fmt_e8(lim.max_position_e8),
+                "max_exposure": fmt_e8(lim.max_exposure_e8),
+                "max_open_orders": lim.max_open_orders,
+                "max_orders_per_window": lim.max_orders_per_window,
+                "rate_window_s": lim.rate_window_ns / NS,
+            },
+            "ess": self.ess_status(),
+        }
+
+    def routes(self) -> list[APIRouter]:
+        from cdb.services.risk_api import build_router
+
+        return [build_router(self)]
 
     def status(self) -> dict[str, object]:
         return {
             "orders": self.orders,
             "rejections": dict(self.rejections),
             "open_orders": len(self.book.open_orders),
+            "exposure": fmt_e8(self.book.exposure_e8()),
             "halted": self.halted,
+            "ess": self.ess_status(),
         }
 
 

@@ -83,11 +83,19 @@ def write_sample_csv(
     source can tell the symbol and layout from it.
     """
     source = SyntheticSource(
-        seed=seed, symbols=(symbol,), duration_s=rows / trades_per_s * 1.5 + 60,
-        trades_per_s=trades_per_s, venue="binance", batch_size=_LINES_PER_WRITE,
+        seed=seed,
+        symbols=(symbol,),
+        duration_s=rows / trades_per_s * 1.5 + 60,
+        trades_per_s=trades_per_s,
+        venue="binance",
+        batch_size=_LINES_PER_WRITE,
     )
     written = write_trades_csv(
-        path, _take(source.batches(), rows), layout=layout, header=header, zip=zip,
+        path,
+        _take(source.batches(), rows),
+        layout=layout,
+        header=header,
+        zip=zip,
         time_unit=time_unit,
     )
     if written < rows:
@@ -129,18 +137,34 @@ def _blocks(trades: Iterable[Trade], layout: Layout, divisor: int) -> Iterator[t
         if layout == "trades":
             # price * qty // SCALE is mul_e8 for positive numbers.
             rows = [
-                _TRADE_ROW % (
-                    t.trade_id, t.price_e8 // s, t.price_e8 % s, t.qty_e8 // s, t.qty_e8 % s,
-                    quote // s, quote % s, t.ts // divisor, maker[t.buyer_maker],
+                _TRADE_ROW
+                % (
+                    t.trade_id,
+                    t.price_e8 // s,
+                    t.price_e8 % s,
+                    t.qty_e8 // s,
+                    t.qty_e8 % s,
+                    quote // s,
+                    quote % s,
+                    t.ts // divisor,
+                    maker[t.buyer_maker],
                 )
                 for t in chunk
                 for quote in (t.price_e8 * t.qty_e8 // s,)
             ]
         else:
             rows = [
-                _AGG_ROW % (
-                    t.trade_id, t.price_e8 // s, t.price_e8 % s, t.qty_e8 // s, t.qty_e8 % s,
-                    t.trade_id, t.trade_id, t.ts // divisor, maker[t.buyer_maker],
+                _AGG_ROW
+                % (
+                    t.trade_id,
+                    t.price_e8 // s,
+                    t.price_e8 % s,
+                    t.qty_e8 // s,
+                    t.qty_e8 % s,
+                    t.trade_id,
+                    t.trade_id,
+                    t.ts // divisor,
+                    maker[t.buyer_maker],
                 )
                 for t in chunk
             ]

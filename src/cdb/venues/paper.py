@@ -47,8 +47,9 @@ class PaperVenue:
         self._taker = taker_fee_bps
         self._maker = maker_fee_bps
         self._slip = slippage_bps
-        self._recent: dict[str, deque[Trade]] = {}
-        self._memory = memory
+        # One tape for all symbols: extending it is a single C call per batch, and the
+        # rare order that arrives late scans it for its own symbol.
+        self._recent: deque[Trade] = deque(maxlen=memory)
         self._resting: dict[str, dict[str, _Resting]] = {}
         self._by_client_id: dict[str, _Resting] = {}
         self.ledger: list[Execution] = []
@@ -59,12 +60,10 @@ class PaperVenue:
             return []  # a resend of a known order never trades twice
         resting = _Resting(order)
         self._by_client_id[order.client_order_id] = resting
-        recent = self._recent.get(order.symbol)
-        execs: list[Execution] = []
-        if recent:
-            # The late-arrival path: trades after the order that were already seen.
-            after = (t for t in recent if _after(t, order))
-            execs = self._match(resting, after)
+        # The late-arrival path: trades after the order that were already seen.
+        symbol = order.symbol
+        after = (t for t in self._recent if t.symbol == symbol and _after(t, order))
+        execs = self._match(resting, after)
         if resting.filled_e8 < order.qty_e8:
             self._resting.setdefault(order.symbol, {})[order.id] = resting
         return execs
@@ -77,13 +76,7 @@ class PaperVenue:
         return True
 
     async def on_trades(self, trades: Sequence[Trade]) -> list[Execution]:
-        recent = self._recent
-        memory = self._memory
-        for trade in trades:
-            buf = recent.get(trade.symbol)
-            if buf is None:
-                buf = recent[trade.symbol] = deque(maxlen=memory)
-            buf.append(trade)
+        self._recent.extend(trades)
         if not self._resting:
             return []
         execs: list[Execution] = []

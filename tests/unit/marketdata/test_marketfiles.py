@@ -20,9 +20,15 @@ def synthetic(seconds: int = 60) -> list[Trade]:
 
 
 @pytest.mark.parametrize("layout", ["trades", "aggTrades"])
-@pytest.mark.parametrize(("header", "zipped", "unit"), [
-    (False, False, "ms"), (True, False, "us"), (False, True, "us"), (True, True, "ms"),
-])
+@pytest.mark.parametrize(
+    ("header", "zipped", "unit"),
+    [
+        (False, False, "ms"),
+        (True, False, "us"),
+        (False, True, "us"),
+        (True, True, "ms"),
+    ],
+)
 def test_round_trip(
     tmp_path: Path, layout: Layout, header: bool, zipped: bool, unit: TimeUnit
 ) -> None:

@@ -53,8 +53,16 @@ def read_all(source: ReplaySource) -> list[Trade]:
 def trade(tid: int, ts_ms: int, price_e8: int, qty_e8: int, maker: bool) -> Trade:
     i = trade_event_id("binance", "BTCUSDT", tid)
     return Trade(
-        id=i, ts=ts_ms * 1_000_000, correlation_id=i, causation_id=i, source="ws",
-        venue="binance", symbol="BTCUSDT", trade_id=tid, price_e8=price_e8, qty_e8=qty_e8,
+        id=i,
+        ts=ts_ms * 1_000_000,
+        correlation_id=i,
+        causation_id=i,
+        source="ws",
+        venue="binance",
+        symbol="BTCUSDT",
+        trade_id=tid,
+        price_e8=price_e8,
+        qty_e8=qty_e8,
         buyer_maker=maker,
     )
 
@@ -152,8 +160,13 @@ def test_malformed_rows_are_counted_recorded_with_line_numbers_and_skipped(
     stats = source.stats
     assert (stats.rows, stats.decoded, stats.malformed) == (10, 3, 7)
     assert [(e.line, e.reason.split()[0]) for e in stats.errors] == [
-        (3, "price"), (4, "6"), (6, "price"), (7, "qty"), (8, "is_buyer_maker"),
-        (9, "trade"), (11, "time"),
+        (3, "price"),
+        (4, "6"),
+        (6, "price"),
+        (7, "qty"),
+        (8, "is_buyer_maker"),
+        (9, "trade"),
+        (11, "time"),
     ]
     assert all(e.path == str(path) for e in stats.errors)
 
@@ -183,8 +196,9 @@ def test_one_bad_row_in_a_large_file_costs_only_that_row(tmp_path: Path) -> None
 def test_several_files_merge_in_time_order(tmp_path: Path) -> None:
     trades = [
         t
-        for batch in SyntheticSource(seed=3, symbols=("BTCUSDT", "ETHUSDT"), duration_s=120,
-                                     venue="binance").batches()
+        for batch in SyntheticSource(
+            seed=3, symbols=("BTCUSDT", "ETHUSDT"), duration_s=120, venue="binance"
+        ).batches()
         for t in batch
     ]
     paths = []

@@ -152,8 +152,10 @@ def test_stale_on_every_symbol_stops_the_feed_then_it_resumes() -> None:
 
 
 def test_shapes_are_plain_data_as_a_scenario_file_gives_them() -> None:
-    raw = b'{"kind": "flash_crash", "symbol": "BTCUSDT", "at_s": 100, "duration_s": 10,' \
-          b' "magnitude_pct": 20}'
+    raw = (
+        b'{"kind": "flash_crash", "symbol": "BTCUSDT", "at_s": 100, "duration_s": 10,'
+        b' "magnitude_pct": 20}'
+    )
     shape = msgspec.json.decode(raw, type=Shape)
     assert shape == flash_crash("BTCUSDT", at=100, drop_pct=20, over_s=10)
     assert msgspec.convert(msgspec.to_builtins(shape), Shape) == shape
@@ -192,3 +194,12 @@ def test_no_global_randomness_and_no_clock(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(time, "time", forbidden)
     monkeypatch.setattr(time, "time_ns", forbidden)
     assert generate(duration_s=30, shapes=[flash_crash("BTCUSDT", 5, 10, 2)])
+
+
+def test_a_shape_leaves_the_trades_well_before_it_unchanged() -> None:
+    """So a scenario can add a shape without changing the market leading up to it."""
+    plain = generate(duration_s=400, bursts_per_hour=30)
+    shaped = generate(duration_s=400, bursts_per_hour=30, shapes=[gap("*", 300, 10, 5)])
+    cut = START_NS + 150 * NS
+    assert [t for t in shaped if t.ts < cut] == [t for t in plain if t.ts < cut]
+    assert shaped != plain

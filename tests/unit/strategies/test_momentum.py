@@ -1,6 +1,10 @@
 """Momentum: signals on a threshold move within the lookback, with enough volume."""
 
+from collections import deque
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cdb.errors import InputError
 from cdb.events import SCALE, Trade, trade_event_id
@@ -71,3 +75,51 @@ def test_strategies_are_plugins_and_an_unknown_id_is_a_clear_error() -> None:
     assert isinstance(load(StrategyParams(strategy_id="momentum")), MomentumStrategy)
     with pytest.raises(InputError, match=r"unknown strategy 'nope'.*momentum"):
         load(StrategyParams(strategy_id="nope"))
+
+
+def reference(trades: list[Trade], threshold_bp: int, min_volume_e16: int,
+              lookback_ns: int) -> list[tuple[int, str, int]]:
+    """The strategy's definition, trade by trade with no shortcut."""
+    windows: dict[str, deque[tuple[int, int, int]]] = {}
+    out = []
+    for t in trades:
+        w = windows.setdefault(t.symbol, deque())
+        w.append((t.ts, t.price_e8, t.price_e8 * t.qty_e8))
+        while w[0][0] < t.ts - lookback_ns:
+            w.popleft()
+        start = w[0][1]
+        move = t.price_e8 - start
+        if sum(x[2] for x in w) >= min_volume_e16 and abs(move) * 10_000 >= threshold_bp * start:
+            out.append((t.trade_id, "BUY" if move > 0 else "SELL", move * 10_000 // start))
+            w.clear()
+            w.append((t.ts, t.price_e8, t.price_e8 * t.qty_e8))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 20), st.integers(-250, 250), st.integers(1, 50),
+                  st.sampled_from(["BTCUSDT", "ETHUSDT"])),
+        min_size=1, max_size=300,
+    ),
+    cuts=st.lists(st.integers(1, 60), max_size=10),
+)
+def test_the_fast_path_gives_exactly_the_signals_of_the_definition(
+    steps: list[tuple[int, int, int, str]], cuts: list[int]
+) -> None:
+    """Whatever the prices, timing, symbols and batch boundaries."""
+    trades, t, prices = [], 0.0, {"BTCUSDT": 10_000, "ETHUSDT": 10_000}
+    for n, (dt, dp, qty, sym) in enumerate(steps, start=1):
+        t += dt
+        prices[sym] = max(1, prices[sym] + dp)
+        trades.append(trade(n, prices[sym] / 100, qty=qty, t=t, sym=sym))
+    s = strategy(threshold=3.0, volume=1000.0, lookback=60.0)
+    got, at = [], 0
+    for size in [*cuts, len(trades)]:
+        got += s.on_trades(trades[at : at + size])
+        at += size
+        if at >= len(trades):
+            break
+    expected = reference(trades, 300, 1000 * SCALE * SCALE, 60 * S)
+    assert [(i.trade.trade_id, i.side, i.move_bp) for i in got] == expected

@@ -1,0 +1,369 @@
+"""The embedded target: ``EmbeddedPipeline`` in this process, in lockstep with the
+scenario.
+
+The pipeline is the one ``cdb run`` runs (same services, in-memory bus, SQLite,
+paper venue, simulated clock), with three hooks: the market is the scenario's
+synthetic market (its shapes included), each paced batch advances the scenario's
+``LockstepClock``, and the bus is a ``ChaosBus`` that can pause a consumer group and
+carries the fault-injection switches (``Sabotage``). A scenario of minutes of market
+time runs in seconds and the same seed gives the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import msgspec
+from prometheus_client import generate_latest
+
+from cdb.bus.keys import ALL_STREAMS, DEAD_LETTER_SUFFIX
+from cdb.bus.memory import MemoryBus, MemorySubscription
+from cdb.chaos.clock import LockstepClock
+from cdb.chaos.registry import Unavailable
+from cdb.chaos.targets.base import GROUPS_OF, Plan, Target, scenario_env
+from cdb.chaos.targets.db import SqlReader, snapshot
+from cdb.config import Settings, load_settings
+from cdb.events import AnyEvent, Trade
+from cdb.marketdata.synthetic import START_NS, SyntheticSource
+from cdb.observability import metrics
+from cdb.runtime.embedded import EmbeddedPipeline, RunOptions
+
+RECORDER_GROUP = "chaos.recorder"
+
+
+class Rule(msgspec.Struct, kw_only=True):
+    """One switch: drop or duplicate every ``every``-th event published on ``topic``."""
+
+    topic: str
+    action: Literal["drop", "duplicate"]
+    every: int = 1
+    seen: int = 0
+    affected: int = 0
+
+
+class Sabotage:
+    """Fault-injection switches on the embedded bus.
+
+    They make the pipeline violate an invariant on purpose (a fill that never reaches
+    the database, an order sent twice): a scenario that uses one must fail, which is
+    how the coordinator shows it can say no.
+    """
+
+    def __init__(self) -> None:
+        self.rules: list[Rule] = []
+
+    def add(self, rule: Rule) -> Rule:
+        self.rules.append(rule)
+        return rule
+
+    def remove(self, rule: Rule) -> None:
+        if rule in self.rules:
+            self.rules.remove(rule)
+
+    def apply(self, topic: str, events: Sequence[AnyEvent]) -> list[AnyEvent]:
+        out = list(events)
+        for rule in self.rules:
+            if rule.topic != topic:
+                continue
+            kept: list[AnyEvent] = []
+            for event in out:
+                rule.seen += 1
+                hit = rule.seen % rule.every == 0
+                if hit and rule.action == "drop":
+                    rule.affected += 1
+                    continue
+                kept.append(event)
+                if hit and rule.action == "duplicate":
+                    rule.affected += 1
+                    kept.append(msgspec.structs.replace(event, id=f"{event.id}-dup"))
+            out = kept
+        return out
+
+
+class ChaosBus(MemoryBus):
+    """The in-memory bus with paused groups and sabotage switches."""
+
+    def __init__(self, sabotage: Sabotage, capacity: int = 100_000) -> None:
+        super().__init__(capacity=capacity)
+        self.sabotage = sabotage
+        self.paused: set[str] = set()
+
+    async def publish(self, topic: str, events: Sequence[AnyEvent]) -> None:
+        if self.sabotage.rules:
+            events = self.sabotage.apply(topic, events)
+        await super().publish(topic, events)
+
+    def subscribe(self, topics: Sequence[str], group: str, consumer: str) -> MemorySubscription:
+        return _PausableSubscription(self, super().subscribe(topics, group, consumer), group)
+
+    async def wait_drained(self, exclude_groups: frozenset[str] = frozenset()) -> None:
+        await super().wait_drained(exclude_groups | frozenset(self.paused))
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+
+class _PausableSubscription(MemorySubscription):
+    """Reads nothing while its group is paused; otherwise the inner subscription."""
+
+    def __init__(self, bus: ChaosBus, inner: MemorySubscription, group: str) -> None:
+        self._chaos_bus = bus
+        self._inner = inner
+        self._group = group
+
+    async def read(self, max_events: int = 1000, timeout: float = 1.0) -> Any:
+        if self._group in self._chaos_bus.paused:
+            await asyncio.sleep(min(timeout, 0.02))
+            return []
+        return await self._inner.read(max_events, timeout)
+
+    async def ack(self, batches: Any) -> None:
+        await self._inner.ack(batches)
+
+    async def claim(self, min_idle: float, max_events: int = 1000) -> Any:
+        if self._group in self._chaos_bus.paused:
+            return []
+        return await self._inner.claim(min_idle, max_events)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class _ChaosPipeline(EmbeddedPipeline):
+    """``EmbeddedPipeline`` with the scenario's market, clock hook and bus."""
+
+    def __init__(self, settings: Settings, options: RunOptions, target: EmbeddedTarget) -> None:
+        self._chaos = target
+        super().__init__(settings, options)
+        self.bus = ChaosBus(target.switches)
+
+    def _make_source(self) -> Iterator[list[Trade]]:
+        return self._chaos.market()
+
+    async def _pace(self, batch: list[Trade]) -> None:
+        await super()._pace(batch)
+        await self._chaos.after_batch(batch)
+
+
+class EmbeddedTarget(Target):
+    """The pipeline as tasks of this process (see the module docstring)."""
+
+    mode: ClassVar[str] = "embedded"
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(plan)
+        self.clock: LockstepClock = LockstepClock()
+        self.switches = Sabotage()
+        market = plan.scenario.pipeline.market
+        self._origin_ns = START_NS + int(plan.warmup * 1e9)
+        self.recording.t_of = lambda ts: (ts - self._origin_ns) / 1e9
+        self._finishing = False
+        self._market_over = False
+        self._run: asyncio.Task[Any] | None = None
+        self._recorder: asyncio.Task[None] | None = None
+        self.db_path = plan.report_dir / "pipeline.db"
+        self.db_url = f"sqlite+aiosqlite:///{self.db_path}"
+        self._sql = SqlReader(self.db_url)
+        self._batch = max(1, round(market.trades_per_s / 10))
+        self.pipeline: _ChaosPipeline | None = None
+
+    def instance_of(self, service: str) -> str:
+        return f"{self.namespace}.{service}"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        plan = self.plan
+        env = {**os.environ, **scenario_env(plan.scenario, plan.seed), **plan.env}
+        self.recording.env = {k: v for k, v in env.items() if k not in os.environ or
+                              os.environ[k] != v}
+        settings = load_settings(environ=env)
+        plan.report_dir.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{self.db_path}{suffix}").unlink()
+        market = plan.scenario.pipeline.market
+        options = RunOptions(
+            db_url=self.db_url, seed=plan.seed, symbols=market.symbols,
+            duration_s=plan.market_duration, speed=market.speed, shapes=tuple(plan.shapes),
+            instance=self.namespace, batch_size=self._batch,
+        )
+        self.pipeline = pipeline = _ChaosPipeline(settings, options, self)
+        topics = [*ALL_STREAMS, *(s + DEAD_LETTER_SUFFIX for s in ALL_STREAMS)]
+        sub = pipeline.bus.subscribe(topics, RECORDER_GROUP, "recorder")
+        self._recorder = asyncio.create_task(self._record(sub), name="chaos.recorder")
+        self._run = asyncio.create_task(pipeline.run(), name="chaos.embedded")
+        while not hasattr(pipeline, "services"):
+            if self._run.done():
+                self._run.result()
+                raise RuntimeError("the embedded pipeline ended before it started")
+            await asyncio.sleep(0.001)
+
+    def market(self) -> Iterator[list[Trade]]:
+        """The scenario's market; ends early once the scenario is finishing."""
+        market = self.plan.scenario.pipeline.market
+        source = SyntheticSource(
+            seed=self.plan.seed, symbols=market.symbols, duration_s=self.plan.market_duration,
+            shapes=self.plan.shapes, source=self.instance_of("ws"), batch_size=self._batch,
+            trades_per_s=market.trades_per_s, bursts_per_hour=market.bursts_per_hour,
+        )
+        for batch in source.batches():
+            if self._finishing:
+                return
+            yield batch
+        self._market_over = True
+        self.clock.close()
+
+    async def after_batch(self, batch: list[Trade]) -> None:
+        await self.clock.advance(self.recording.t_of(batch[-1].ts))
+
+    async def _record(self, sub: MemorySubscription) -> None:
+        assert self.pipeline is not None
+        bus = self.pipeline.bus
+        while True:
+            batches = await sub.read(100_000, 0.05)
+            for batch in batches:
+                self.recording.on_events(batch.topic, batch.events)
+            if batches:
+                await sub.ack(batches)
+            elif bus.is_closed:
+                return
+
+    async def finish(self) -> None:
+        self._finishing = True
+        self.clock.leave()
+        if self._run is not None:
+            summary = await self._run
+            self.summary = msgspec.to_builtins(summary)
+        self.clock.close()
+        if self._recorder is not None:
+            await asyncio.wait([self._recorder], timeout=5)
+        self.recording.db = await snapshot(self.db_url)
+        self.recording.ledger = self.ledger()
+        self.recording.ledger_source = "paper venue (in process)"
+
+    async def stop(self) -> None:
+        self._finishing = True
+        self.clock.close()
+        for task in (self._run, self._recorder):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self._sql.close()
+
+    # -- observation -------------------------------------------------------------------
+
+    def _service(self, service: str) -> Any:
+        if self.pipeline is None or service not in getattr(self.pipeline, "services", {}):
+            raise Unavailable(f"service {service!r} is not running in this pipeline")
+        return self.pipeline.services[service]
+
+    async def health(self, service: str) -> dict[str, Any]:
+        svc = self._service(service)
+        status = "healthy"
+        detail = ""
+        if self._run is None or self._run.done():
+            status, detail = "unhealthy", "the pipeline has stopped"
+        elif self.pipeline is not None and service in self.pipeline.bus.paused:
+            status, detail = "unhealthy", "paused by the scenario"
+        return {"service": service, "instance": self.instance_of(service), "status": status,
+                "detail": detail, "details": svc.status()}
+
+    async def metrics_text(self, service: str) -> str:
+        self._service(service)
+        return generate_latest(metrics.REGISTRY).decode()
+
+    async def sql(self, query: str) -> list[dict[str, Any]]:
+        return await self._sql.query(query)
+
+    async def lag(self) -> dict[str, dict[str, int]]:
+        assert self.pipeline is not None
+        bus = self.pipeline.bus
+        out: dict[str, dict[str, int]] = {}
+        for group, topics in GROUPS_OF.items():
+            if group not in self.services:
+                continue
+            for topic in topics:
+                out.setdefault(topic, {})[group] = await bus.pending(topic, group)
+        return out
+
+    async def stream_info(self, stream: str) -> dict[str, Any]:
+        assert self.pipeline is not None
+        bus = self.pipeline.bus
+        groups = {g: await bus.pending(stream, g) for g, topics in GROUPS_OF.items()
+                  if stream in topics and g in self.services}
+        return {"stream": stream, "entries_added": bus.published.get(stream, 0),
+                "length": bus.published.get(stream, 0), "groups": groups,
+                "dead_lettered": self.recording.dead_letters.get(stream, 0)}
+
+    async def publish(self, topic: str, events: list[AnyEvent]) -> None:
+        assert self.pipeline is not None
+        await self.pipeline.bus.publish(topic, events)
+
+    def now_ns(self) -> int:
+        assert self.pipeline is not None
+        return self.pipeline.clock.now()
+
+    # -- ESS: duck-typed until issue 5 settles its in-process API ----------------------
+
+    def _ess_object(self) -> Any:
+        ess = getattr(self._service("risk"), "ess", None)
+        if ess is None:
+            raise Unavailable("the risk service has no ESS yet (issue 5)")
+        return ess
+
+    async def ess(self) -> dict[str, Any]:
+        ess = self._ess_object()
+        state = getattr(ess, "state", None)
+        state = getattr(state, "value", state)
+        return {"state": str(state).upper(), "reason": str(getattr(ess, "reason", "") or "")}
+
+    async def ess_command(self, command: str, reason: str, actor: str) -> dict[str, Any]:
+        ess = self._ess_object()
+        method = getattr(ess, command, None)
+        if method is None:
+            raise Unavailable(f"the ESS has no {command}() (issue 5)")
+        try:
+            result = method(reason=reason, actor=actor)
+        except TypeError as exc:
+            raise Unavailable(f"the ESS {command}() takes other arguments: {exc}") from exc
+        if asyncio.iscoroutine(result):
+            result = await result
+        return {"result": repr(result), **await self.ess()}
+
+    # -- controls ----------------------------------------------------------------------
+
+    async def pause_service(self, service: str) -> str:
+        self._service(service)
+        if service == "ws":
+            raise Unavailable("in embedded mode ws drives the simulated clock and cannot be "
+                              "paused; use a stale market shape")
+        assert self.pipeline is not None
+        self.pipeline.bus.paused.add(service)
+        return f"consumer group {service} stopped reading"
+
+    async def resume_service(self, service: str) -> str:
+        assert self.pipeline is not None
+        self.pipeline.bus.paused.discard(service)
+        return f"consumer group {service} reads again"
+
+    def sabotage(self) -> Sabotage:
+        return self.switches
+
+    def ledger(self) -> list[dict[str, Any]] | None:
+        if self.pipeline is None or not hasattr(self.pipeline, "venue"):
+            return None
+        return [
+            {"order_id": x.order.id, "client_order_id": x.order.client_order_id,
+             "venue_fill_id": x.venue_fill_id, "ts": x.ts, "price_e8": x.price_e8,
+             "qty_e8": x.qty_e8, "status": x.status, "cum_qty_e8": x.cum_qty_e8,
+             "symbol": x.order.symbol, "side": x.order.side}
+            for x in self.pipeline.venue.ledger
+        ]

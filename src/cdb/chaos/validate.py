@@ -1,0 +1,358 @@
+"""Validation of scenario files: every problem, with its JSON path and line.
+
+Three passes, each reporting all it finds: the YAML itself (syntax with line and
+column, duplicate keys), the JSON Schema (with messages rewritten to say what to do:
+the unknown key and the closest known one, the missing one of several keys, what a
+duration looks like), then what a schema cannot say (step names unique, references
+to steps and probes that exist, services and symbols the pipeline has, faults
+available in the scenario's modes). ``${name}`` in strings is replaced from
+``configuration`` first (Chaos Toolkit style; a whole-string reference keeps the
+value's type).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
+from pathlib import Path as FilePath
+from typing import Any, Final, Literal
+
+import msgspec
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from cdb.chaos import model, schema, source
+from cdb.chaos.registry import ACTIONS, DURATION_PATTERN, FAULTS, INVARIANTS, PROBES
+from cdb.chaos.source import Located, Path, Position, json_path
+from cdb.chaos.timeline import TimelineError, expand, names, resolve
+
+Severity = Literal["error", "warning"]
+_REF: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """One thing wrong with a scenario."""
+
+    path: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+    severity: Severity = "error"
+
+    def render(self, file: str = "") -> str:
+        where = f"{file}:" if file else ""
+        if self.line is not None:
+            where += f"{self.line}:{self.column or 1}:"
+        return f"{where} {self.severity}: {self.path}: {self.message}".lstrip()
+
+
+class Result(msgspec.Struct, frozen=True, kw_only=True):
+    """What validation found; ``scenario`` is set when there is no error."""
+
+    file: str
+    problems: tuple[Problem, ...]
+    scenario: model.Scenario | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(schema.build())
+
+
+def validate_file(path: str | FilePath) -> Result:
+    """Validate the scenario file at ``path``."""
+    file = str(path)
+    try:
+        text = FilePath(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return Result(file=file, problems=(Problem(path="$", message=f"cannot read: {exc}"),))
+    return validate_text(text, file)
+
+
+def validate_text(text: str, file: str = "<scenario>") -> Result:
+    """Validate scenario ``text`` (``file`` names it in messages)."""
+    try:
+        located = source.load(text)
+    except source.YamlSyntaxError as exc:
+        pos = exc.position
+        return Result(file=file, problems=(Problem(
+            path="$", message=f"invalid YAML: {exc.message}",
+            line=pos.line if pos else None, column=pos.column if pos else None),))
+    problems = [_at(p.path, p.message, p.position) for p in located.problems]
+    if not isinstance(located.data, dict):
+        got = "an empty file" if located.data is None else type(located.data).__name__
+        problems.append(_at("$", f"a scenario is a mapping (title: ..., timeline: ...), "
+                                 f"not {got}", located.position(())))
+        return Result(file=file, problems=tuple(problems))
+    data, subst = _substitute(located)
+    problems += subst
+    problems += sorted(_schema_problems(data, located), key=_order)
+    if any(p.severity == "error" for p in problems):
+        return Result(file=file, problems=tuple(problems))
+    scenario = model.build(data, file)
+    problems += _semantic_problems(scenario, located)
+    ok = not any(p.severity == "error" for p in problems)
+    return Result(file=file, problems=tuple(problems), scenario=scenario if ok else None)
+
+
+def _order(p: Problem) -> tuple[int, int, str]:
+    return (p.line or 0, p.column or 0, p.message)
+
+
+def _at(path: str, message: str, pos: Position | None, severity: Severity = "error") -> Problem:
+    return Problem(path=path, message=message, line=pos.line if pos else None,
+                   column=pos.column if pos else None, severity=severity)
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+def _substitute(located: Located) -> tuple[dict[str, Any], list[Problem]]:
+    data: dict[str, Any] = located.data
+    problems: list[Problem] = []
+    config: dict[str, Any] = {}
+    raw = data.get("configuration")
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            if isinstance(value, dict) and value.get("type") == "env":
+                env_key = str(value.get("key", ""))
+                if env_key in os.environ:
+                    config[key] = os.environ[env_key]
+                elif "default" in value:
+                    config[key] = value["default"]
+                else:
+                    problems.append(_at(
+                        json_path(("configuration", key)),
+                        f"environment variable {env_key} is not set and has no default",
+                        located.position(("configuration", key))))
+            else:
+                config[key] = value
+    out = {k: v for k, v in data.items()}
+    for path, text in list(source.walk_strings(data)):
+        if not path or path[0] == "configuration" or "${" not in text:
+            continue
+        missing = [m for m in _REF.findall(text) if m not in config]
+        if missing:
+            problems.append(_at(json_path(path), "unknown configuration "
+                                + ", ".join(f"${{{m}}}" for m in missing), located.position(path)))
+            continue
+        whole = _REF.fullmatch(text)
+        value: Any = config[whole.group(1)] if whole else _REF.sub(
+            lambda m: str(config[m.group(1)]), text)
+        _set(out, path, value)
+    return out, problems
+
+
+def _set(root: dict[str, Any], path: Path, value: Any) -> None:
+    # Copy on the way down so the loaded document stays as written.
+    node: Any = root
+    for part in path[:-1]:
+        child = node[part]
+        node[part] = dict(child) if isinstance(child, dict) else list(child)
+        node = node[part]
+    node[path[-1]] = value
+
+
+# -- schema ------------------------------------------------------------------------------
+
+
+def _schema_problems(data: dict[str, Any], located: Located) -> Iterator[Problem]:
+    for error in _validator().iter_errors(data):
+        yield from _explain(error, located)
+
+
+def _explain(error: ValidationError, located: Located) -> Iterator[Problem]:
+    path: Path = tuple(error.absolute_path)
+    where = json_path(path)
+    validator = error.validator
+    if validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list((error.schema.get("properties") or {}) if isinstance(error.schema, Mapping)
+                       else [])
+        for key in error.instance:
+            if key in allowed or not isinstance(key, str):
+                continue
+            pattern_props = error.schema.get("patternProperties") if isinstance(
+                error.schema, Mapping) else None
+            if pattern_props and any(re.search(p, key) for p in pattern_props):
+                continue
+            hint = _suggest(key, allowed)
+            yield _at(json_path((*path, key)), f"unknown key {key!r}{hint}",
+                      located.position((*path, key), key=True))
+        return
+    if validator == "oneOf" and _is_exclusive(error.validator_value):
+        keys = [s["required"][0] for s in error.validator_value]
+        present = [k for k in keys if isinstance(error.instance, dict) and k in error.instance]
+        if present:
+            msg = f"has {' and '.join(present)}; give exactly one of {', '.join(keys)}"
+        else:
+            msg = f"needs one of {', '.join(keys)}"
+        yield _at(where, msg, located.position(path))
+        return
+    if validator in ("anyOf", "oneOf") and error.context:
+        # Show the alternative that got furthest (deepest path), or a summary.
+        best = max(error.context, key=lambda e: (len(e.absolute_path), -len(e.message)))
+        if len(best.absolute_path) > len(path):
+            yield from _explain(best, located)
+            return
+        yield _at(where, _anyof_message(error), located.position(path))
+        return
+    if validator == "enum":
+        options = [str(o) for o in error.validator_value]
+        value = error.instance
+        hint = _suggest(str(value), options) if isinstance(value, str) else ""
+        shown = ", ".join(options) if len(options) <= 12 else ", ".join(options[:12]) + ", ..."
+        yield _at(where, f"{value!r} is not one of: {shown}{hint}", located.position(path))
+        return
+    if validator == "pattern" and error.validator_value == DURATION_PATTERN:
+        yield _at(where, f"{error.instance!r} is not a duration: use seconds or 500ms, 5s, "
+                         "2m, 1h", located.position(path))
+        return
+    if validator == "required":
+        yield _at(where, error.message.replace("is a required property",
+                                               "is required here"), located.position(path))
+        return
+    if validator == "const" and path and path[-1] == "type":
+        yield _at(where, f"type must be {error.validator_value!r} here, not "
+                         f"{error.instance!r}", located.position(path))
+        return
+    yield _at(where, error.message, located.position(path))
+
+
+def _is_exclusive(alternatives: Any) -> bool:
+    return isinstance(alternatives, list) and all(
+        isinstance(s, dict) and list(s) == ["required"] and len(s["required"]) == 1
+        for s in alternatives
+    )
+
+
+def _anyof_message(error: ValidationError) -> str:
+    value = error.instance
+    if isinstance(error.validator_value, list) and any(
+        isinstance(s, dict) and s.get("pattern") == DURATION_PATTERN for s in error.validator_value
+    ):
+        return f"{value!r} is not a duration: use seconds or 500ms, 5s, 2m, 1h"
+    return f"{value!r} matches none of the allowed forms"
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# -- what the schema cannot say ---------------------------------------------------------
+
+
+def _semantic_problems(scenario: model.Scenario, located: Located) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def add(path_text: str, message: str, severity: Severity = "error") -> None:
+        problems.append(_at(path_text, message, _position_of(path_text, located), severity))
+
+    seen: dict[str, str] = {}
+    for name, path_text in names(scenario.timeline):
+        if name in seen:
+            add(f"{path_text}.name", f"step name {name!r} is already used at {seen[name]}")
+        else:
+            seen[name] = path_text
+    steps = expand(scenario.timeline)
+    pipe = scenario.pipeline
+    if pipe.mode not in pipe.modes:
+        add("$.pipeline.mode", f"mode {pipe.mode!r} is not among modes {list(pipe.modes)}")
+    sampled = {p.name for p in scenario.probes}
+    if len(sampled) != len(scenario.probes):
+        add("$.probes", "sampled probe names must be unique")
+    for step in steps:
+        _check_provider(step.provider, scenario, add)
+        if scenario.duration is not None and step.end > scenario.duration:
+            add(step.path, f"step {step.key!r} ends at {step.end:g}s, after the scenario's "
+                           f"duration of {scenario.duration:g}s")
+        if step.kind == "fault" and step.duration is None and step.provider.type in _HELD:
+            add(step.path, f"fault {step.provider.type!r} has no duration: it stays on "
+                           "until the end of the timeline", "warning")
+    for activity in (*scenario.method, *scenario.rollbacks):
+        _check_provider(activity.provider, scenario, add)
+    if scenario.steady_state:
+        for activity in scenario.steady_state.probes:
+            _check_provider(activity.provider, scenario, add)
+    for probe in scenario.probes:
+        _check_provider(probe.provider, scenario, add)
+    for inv in scenario.invariants:
+        if inv.type not in INVARIANTS:
+            add(inv.path, f"unknown invariant {inv.type!r}")
+    for exp in scenario.expect:
+        if exp.sampled and exp.sampled not in sampled:
+            add(f"{exp.path}.sampled", f"no sampled probe named {exp.sampled!r}"
+                + _suggest(exp.sampled, sorted(sampled)))
+        if exp.probe is not None:
+            _check_provider(exp.probe, scenario, add)
+        for key, ref in (("from", exp.start), ("until", exp.end)):
+            _check_ref(ref, steps, f"{exp.path}.{key}", add)
+    for m in scenario.measurements:
+        _check_ref(m.start, steps, f"{m.path}.from", add)
+        if m.until and m.until.sampled and m.until.sampled not in sampled:
+            add(f"{m.path}.until.sampled", f"no sampled probe named {m.until.sampled!r}")
+    for i, shape in enumerate(pipe.market.shapes):
+        if shape["symbol"] != "*" and shape["symbol"] not in pipe.market.symbols:
+            add(f"$.pipeline.market.shapes[{i}].symbol",
+                f"{shape['symbol']!r} is not a market symbol {list(pipe.market.symbols)}")
+    return problems
+
+
+_HELD: Final = frozenset({"stop", "redis_down", "postgres_down", "network", "network_down",
+                          "exchange"})
+
+
+def _check_ref(ref: model.TimeRef | None, steps: list[Any], path_text: str, add: Any) -> None:
+    if ref is None or isinstance(ref, float):
+        return
+    try:
+        resolve(ref, steps)
+    except TimelineError as exc:
+        add(path_text, str(exc))
+
+
+def _check_provider(provider: model.Provider, scenario: model.Scenario, add: Any) -> None:
+    registry = next((r for r in (FAULTS, ACTIONS, PROBES) if provider.type in r), None)
+    if registry is None:
+        return  # the schema reported it
+    entry = registry.get(provider.type)
+    pipe = scenario.pipeline
+    usable = [m for m in pipe.modes if m in entry.modes]
+    if not usable:
+        add(f"{provider.path}.type",
+            f"{entry.kind} {entry.name!r} works in {' and '.join(entry.modes)} mode only; "
+            f"this scenario runs in {', '.join(pipe.modes)} (set pipeline.modes)")
+    service = provider.params.get("service")
+    if isinstance(service, str) and service not in ("*", *pipe.services):
+        add(f"{provider.path}.service",
+            f"service {service!r} is not started by this pipeline {list(pipe.services)}")
+    symbol = provider.params.get("symbol")
+    if isinstance(symbol, str) and symbol != "*" and symbol not in pipe.market.symbols:
+        add(f"{provider.path}.symbol",
+            f"{symbol!r} is not a market symbol {list(pipe.market.symbols)}")
+
+
+def _position_of(path_text: str, located: Located) -> Position | None:
+    return located.position(_parse_path(path_text))
+
+
+_PART: Final = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]|\['([^']*)'\]")
+
+
+def _parse_path(text: str) -> Path:
+    parts: list[str | int] = []
+    for m in _PART.finditer(text):
+        if m.group(1) is not None:
+            parts.append(m.group(1))
+        elif m.group(2) is not None:
+            parts.append(int(m.group(2)))
+        else:
+            parts.append(m.group(3))
+    return tuple(parts)
