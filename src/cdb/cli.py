@@ -20,6 +20,8 @@ from rich.table import Table
 
 from cdb import __version__
 from cdb.cli_ess import ess_app
+from cdb.cli_scenario import scenario_app
+from cdb.cli_status import status as status_command
 from cdb.config import load_settings
 from cdb.errors import CdbError, ConfigError
 from cdb.observability import logging as cdb_logging
@@ -30,7 +32,11 @@ app = typer.Typer(
 )
 audit_app = typer.Typer(help="Follow events through the pipeline.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+db_app = typer.Typer(help="Operate the database of record.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 app.add_typer(ess_app, name="ess")
+app.add_typer(scenario_app, name="scenario")
+app.command(name="status")(status_command)
 console = Console()
 err = Console(stderr=True)
 
@@ -225,6 +231,54 @@ def up(
     from cdb.runtime.up import run_up
 
     asyncio.run(run_up(redis_url, postgres_url, log_dir, console=err))
+
+
+def _db_target(db: str | None) -> tuple[str, str | None]:
+    """The database URL and schema: ``--db`` or the POSTGRES_* settings."""
+    settings = load_settings()
+    if db:
+        return _sqlite_url(db), settings.postgres_schema()
+    if not settings.postgres_host and settings.database_url is None:
+        raise ConfigError(["POSTGRES_HOST: set it (or DATABASE_URL, or pass --db URL)"])
+    return settings.postgres_url(), settings.postgres_schema()
+
+
+DbOption = Annotated[
+    str | None, typer.Option("--db", help="Database URL (default: from POSTGRES_* settings).")
+]
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = None) -> None:
+    """Apply the migrations up to the newest (idempotent)."""
+    from cdb.storage.store import migrate
+
+    url, schema = _db_target(db)
+    _ensure_sqlite_dir(url)
+    asyncio.run(migrate(url, schema=schema))
+    err.print(f"database at head{f' (schema {schema})' if schema else ''}")
+
+
+@db_app.command("backup")
+def db_backup(file: Annotated[Path, typer.Argument(help="Dump file to write.")],
+              db: DbOption = None) -> None:
+    """Dump the database (this namespace's schema) with pg_dump -Fc."""
+    from cdb.storage.backup import backup
+
+    url, schema = _db_target(db)
+    asyncio.run(backup(url, file, schema))
+    err.print(f"backup written to {file}")
+
+
+@db_app.command("restore")
+def db_restore(file: Annotated[Path, typer.Argument(help="Dump made by cdb db backup.")],
+               db: DbOption = None) -> None:
+    """Restore a dump into an empty database with pg_restore."""
+    from cdb.storage.backup import restore
+
+    url, _ = _db_target(db)
+    asyncio.run(restore(url, file))
+    err.print(f"restored {file}")
 
 
 @app.command()

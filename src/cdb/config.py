@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     cdb_port_db_writer: int | None = Field(None, ge=1, le=65535)
     """Per-service port overrides (several pipelines on one host, tests)."""
 
+    cdb_shard: str = ""
+    """Shard of a stateful service (signal, risk): its own consumer group."""
+    cdb_shard_symbols: str = ""
+    """Comma-separated symbols this shard owns (empty: all)."""
+
     cdb_consumer: str = ""
     """Consumer name in the groups (default: service-hostname); stable across restarts."""
     cdb_claim_idle_s: float = Field(30.0, gt=0)
@@ -145,6 +150,24 @@ class Settings(BaseSettings):
     cdb_db_write_timeout_s: float = Field(30.0, gt=0)
     """db_writer gives up one write after this (a blackholed database) and retries."""
 
+    cdb_grpc_port: int | None = Field(None, ge=0, le=65535)
+    """Port of the gRPC health service (grpc.health.v1) of a service process; off when
+    unset. Under ``cdb up`` give each service its own: CDB_GRPC_PORT_<SERVICE>."""
+    cdb_grpc_port_ws: int | None = Field(None, ge=0, le=65535)
+    cdb_grpc_port_signal: int | None = Field(None, ge=0, le=65535)
+    cdb_grpc_port_risk: int | None = Field(None, ge=0, le=65535)
+    cdb_grpc_port_execution: int | None = Field(None, ge=0, le=65535)
+    cdb_grpc_port_db_writer: int | None = Field(None, ge=0, le=65535)
+    cdb_metrics_port: int | None = Field(None, ge=1, le=65535)
+    """``cdb run``: serve /metrics and /health of the embedded pipeline on this port."""
+    cdb_monitor_interval_s: float = Field(5.0, gt=0)
+    """Seconds between health checks and stream samples (cdb_redis_up, consumer lag)."""
+    cdb_discovery_ttl_s: float = Field(15.0, gt=0)
+    """An instance whose discovery heartbeat is older than this is shown as gone."""
+    cdb_advertise_host: str = ""
+    """Host other machines reach this instance at (discovery); default: BIND_HOST, or
+    the host name when binding every interface."""
+
     cdb_api_token: SecretStr | None = None
     binance_api_key: SecretStr | None = None
     binance_api_secret: SecretStr | None = None
@@ -159,6 +182,9 @@ class Settings(BaseSettings):
 
     def symbols(self) -> tuple[str, ...]:
         return tuple(s.strip().upper() for s in self.ws_symbols.split(",") if s.strip())
+
+    def shard_symbols(self) -> tuple[str, ...]:
+        return tuple(s.strip().upper() for s in self.cdb_shard_symbols.split(",") if s.strip())
 
     def postgres_schema(self) -> str | None:
         """Postgres schema of this namespace (None: the default schema)."""
@@ -198,6 +224,12 @@ class Settings(BaseSettings):
         if service == "signal" and "SIGNAL_PORT" in os.environ:
             return self.signal_port
         return SERVICE_PORTS[service]
+
+    def grpc_port_of(self, service: str) -> int | None:
+        """gRPC health port of ``service``: CDB_GRPC_PORT_<SERVICE>, then CDB_GRPC_PORT;
+        None: off."""
+        override: int | None = getattr(self, f"cdb_grpc_port_{service}", None)
+        return override if override is not None else self.cdb_grpc_port
 
     def redis_url(self) -> str:
         """``redis://`` URL of the configured Redis (password included; never log it)."""

@@ -83,13 +83,14 @@ class LockstepClock:
     """Scenario time driven by ``advance`` (the simulated market).
 
     Args:
+        start: scenario time before the first ``advance`` (minus the warm-up).
         quiet_timeout: wall seconds ``advance`` waits for woken tasks to settle; a
             task that blocks longer (waiting for something only market time brings)
             is let go with a warning instead of freezing the run.
     """
 
-    def __init__(self, quiet_timeout: float = 30.0) -> None:
-        self._now = float("-inf")
+    def __init__(self, start: float = 0.0, quiet_timeout: float = 30.0) -> None:
+        self._now = start
         self._waiters: list[tuple[float, int, asyncio.Future[None], asyncio.Task[Any] | None]] = []
         self._seq = itertools.count()
         self._busy: set[asyncio.Task[Any]] = set()

@@ -112,6 +112,7 @@ class Recording:
         """Entries seen per stream (duplicates included)."""
         self.ids: dict[str, Counter[str]] = {}
         self.dead_letters: Counter[str] = Counter()
+        self.dead_letter_ids: set[str] = set()
         self.samples: dict[str, list[Sample]] = {}
         self.activities: list[Activity] = []
         self.notes: list[str] = []
@@ -128,8 +129,9 @@ class Recording:
         """Record events read from ``topic`` (dead-letter topics are counted)."""
         if topic.endswith(DEAD_LETTER_SUFFIX):
             base = topic[: -len(DEAD_LETTER_SUFFIX)]
-            for _ in events:
+            for event in events:
                 self.dead_letters[base] += 1
+                self.dead_letter_ids.add(event.id)
             return
         ids = self.ids.setdefault(topic, Counter())
         for event in events:

@@ -98,6 +98,7 @@ def validate_text(text: str, file: str = "<scenario>") -> Result:
         return Result(file=file, problems=tuple(problems))
     scenario = model.build(data, file)
     problems += _semantic_problems(scenario, located)
+    problems = list(dict.fromkeys(problems))  # a repeated step reports once
     ok = not any(p.severity == "error" for p in problems)
     return Result(file=file, problems=tuple(problems), scenario=scenario if ok else None)
 

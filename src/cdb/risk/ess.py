@@ -164,6 +164,11 @@ class EmergencyStop:
         # start time after a change stamped later, by another run or by hand).
         return max(now, self.state.since_ns + 1)
 
+    def restore(self, state: EssState) -> None:
+        """Start from ``state`` as persisted (after a restart): not a change of this
+        process, so not in ``history``."""
+        self.state = state
+
     def apply(self, state: EssState) -> None:
         """Take ``state`` (a planned reset, or one adopted from another instance)."""
         self.state = state
@@ -341,6 +346,11 @@ class StaleDataGuard:
             detail=f"no {symbol} trade for {(now - last) / NS:.1f} s "
             f"(limit {after / NS:g} s)",
         )
+
+    def forget(self) -> None:
+        """Stop watching every symbol until it trades again (the source said it ended:
+        a replay that finished is not a stale feed)."""
+        self._last.clear()
 
     def restart(self, now: int) -> None:
         """Start every symbol's silence afresh: after a reset a feed still silent trips

@@ -27,6 +27,7 @@ from cdb.events import SCALE, Trade
 from cdb.marketdata.replay import ReplaySource
 from cdb.marketdata.synthetic import START_NS, SyntheticSource
 from cdb.observability.health import Health
+from cdb.observability.observer import ServiceObserver, prepare_process
 from cdb.resilience.redis import backoff_of, make_bus, make_redis, redis_probe
 from cdb.risk.persistence import DatabaseEssStore, LayeredEssStore, RedisEssStore
 from cdb.runtime.http import HttpServer, build_app
@@ -42,6 +43,8 @@ from cdb.venues.paper import PaperVenue
 
 SERVICES = ("ws", "signal", "risk", "execution", "db_writer")
 DOWNSTREAM_OF_MARKET_DATA = ("signal", "risk", "execution")
+SHARDED = frozenset({"signal", "risk"})
+"""Services keeping per-symbol state: each shard owns a disjoint set of symbols."""
 LAG_HIGH_WATER = 5_000
 """ws waits while a consumer group of market data is this far behind (< MAXLEN)."""
 CONSUMER_GROUPS = {
@@ -120,7 +123,12 @@ async def build_service(
 ) -> tuple[Service, Store | None]:
     """The service object of ``name`` over the distributed seams."""
     instance = settings.cdb_consumer or f"{name}-{socket.gethostname()}"
-    ctx = ServiceContext(name=name, instance=instance, bus=bus, clock=WallClock())
+    sharded = name in SHARDED
+    ctx = ServiceContext(
+        name=name, instance=instance, bus=bus, clock=WallClock(),
+        shard=settings.cdb_shard if sharded else "",
+        symbols=frozenset(settings.shard_symbols()) if sharded else frozenset(),
+    )
     if name == "ws":
         # Groups exist before the first trade, so trimming never drops unread events.
         for group in DOWNSTREAM_OF_MARKET_DATA:
@@ -169,6 +177,7 @@ async def build_service(
 async def run_service(name: str, settings: Settings) -> None:
     """Run service ``name`` until SIGTERM/SIGINT, then drain and exit."""
     instance = settings.cdb_consumer or f"{name}-{socket.gethostname()}"
+    prepare_process(settings, name, instance)  # log identity, secrets masked everywhere
     client = make_redis(settings)
     bus = make_bus(settings, client, service=name, instance=instance, groups=CONSUMER_GROUPS)
     await bus.start()  # flushes first what a crash left in the disk buffer
@@ -181,6 +190,8 @@ async def run_service(name: str, settings: Settings) -> None:
     host = ServiceHost(service, claim_idle=settings.cdb_claim_idle_s)
     app = build_app(health, extra=service.routes())
     http = HttpServer(app, settings.bind_host, settings.port_of(name))
+    observer = ServiceObserver(settings, health, bus, inputs=service.inputs,
+                               http_port=settings.port_of(name))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -189,10 +200,12 @@ async def run_service(name: str, settings: Settings) -> None:
     try:
         await host.start()
         health.ready = True
+        await observer.start()  # monitor, discovery heartbeat, gRPC health
         service.ctx.log.info("ready", port=settings.port_of(name))
         await stop.wait()
     finally:
         health.ready = False
+        await observer.stop()
         await host.stop(timeout=settings.cdb_drain_timeout_s)
         await http.stop()
         if store is not None:

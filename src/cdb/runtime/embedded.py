@@ -23,8 +23,11 @@ from cdb.config import Settings
 from cdb.events import SCALE, Trade
 from cdb.marketdata.replay import ReplaySource
 from cdb.marketdata.synthetic import Shape, SyntheticSource
+from cdb.observability import metrics
+from cdb.observability.health import Health
 from cdb.risk.ess import EssState
 from cdb.risk.persistence import DatabaseEssStore
+from cdb.runtime.http import HttpServer, build_app
 from cdb.runtime.service import Service, ServiceContext, ServiceHost
 from cdb.services.db_writer import DbWriterService
 from cdb.services.execution import ExecutionService
@@ -51,6 +54,9 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     shapes: tuple[Shape, ...] = ()
     instance: str = "embedded"
     batch_size: int = 1000
+    metrics_port: int | None = None
+    """Serve /metrics and /health of the whole pipeline on this port (default
+    CDB_METRICS_PORT; None: no HTTP)."""
 
 
 class Progress(msgspec.Struct, kw_only=True):
@@ -181,6 +187,9 @@ class EmbeddedPipeline:
             hosts = [ServiceHost(svc) for svc in services]
             self.venue = venue
             self.services = {svc.name: svc for svc in services}
+            http = self._http(store, services)
+            if http is not None:
+                await http.start()
             ticker = asyncio.create_task(self._tick(on_progress), name="embedded.progress")
             try:
                 for host in hosts:
@@ -192,11 +201,30 @@ class EmbeddedPipeline:
                 for host in reversed(hosts):
                     await host.stop()
                 await self.bus.close()
+                if http is not None:
+                    await http.stop()
             self._refresh_progress()
             if on_progress is not None:
                 on_progress(self.progress)
             rows = await store.counts()
         return self._summary(ws, signal, risk, execution, rows)
+
+    def _http(self, store: Store, services: list[Service]) -> HttpServer | None:
+        """/metrics and /health of the five services on one port, when asked for."""
+        port = self.options.metrics_port or self.settings.cdb_metrics_port
+        if port is None:
+            return None
+        health = Health("embedded", self.options.instance, self.settings.environment)
+        health.add("database", store.ping)
+        health.details = lambda: {
+            "progress": msgspec.to_builtins(self.progress),
+            **{svc.name: svc.status() for svc in services},
+        }
+        health.ready = True
+        for svc in services:
+            metrics.prime(svc.name, svc.ctx.instance, topics=svc.inputs)
+        routes = [r for svc in services for r in svc.routes()]
+        return HttpServer(build_app(health, extra=routes), self.settings.bind_host, port)
 
     def _refresh_progress(self) -> None:
         p, svc = self.progress, self.services

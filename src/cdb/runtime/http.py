@@ -86,8 +86,10 @@ class HttpServer:
     """uvicorn serving ``app`` on ``host:port`` as a task of the current loop."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        # log_config=None: uvicorn's loggers propagate to the root logger, which
+        # observability.logging.configure renders as JSON like every other line.
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                lifespan="off")
+                                lifespan="off", log_config=None)
         self._server = _QuietServer(config)
         self._task: asyncio.Task[None] | None = None
 

@@ -21,11 +21,12 @@ import structlog
 from fastapi import APIRouter
 
 from cdb.bus.base import Batch, Bus, Subscription
-from cdb.bus.keys import ALERTS_STREAM, DEAD_LETTER_SUFFIX
+from cdb.bus.keys import ALERTS_STREAM, DEAD_LETTER_SUFFIX, ORDERS
 from cdb.clock import Clock
 from cdb.errors import BusError, LifecycleError, StoreError
 from cdb.events import Alert, AnyEvent, IdGen, Level
 from cdb.observability import metrics
+from cdb.observability.logging import handling
 
 
 class State(enum.Enum):
@@ -45,9 +46,16 @@ class ServiceContext:
         instance: this instance's name (consumer name, event ``source``).
     """
 
-    def __init__(self, *, name: str, instance: str, bus: Bus, clock: Clock) -> None:
+    def __init__(
+        self, *, name: str, instance: str, bus: Bus, clock: Clock, shard: str = "",
+        symbols: frozenset[str] = frozenset(),
+    ) -> None:
         self.name = name
         self.instance = instance
+        self.group = f"{name}.{shard}" if shard else name
+        """Consumer group: shared by the instances of a service, one per shard."""
+        self.symbols = symbols
+        """Symbols this instance owns (empty: all); other symbols' events are skipped."""
         self.bus = bus
         self.clock = clock
         self.ids = IdGen(instance)
@@ -59,6 +67,11 @@ class ServiceContext:
         if not events:
             return
         await self.bus.publish(topic, events)
+        if topic == ORDERS and not self.clock.simulated:
+            now = self.clock.now()
+            latency = metrics.tick_to_order.labels(self.name, self.instance)
+            for event in events:
+                latency.observe((now - event.ts) / 1e9)
         child = self._published.get(topic)
         if child is None:
             child = self._published[topic] = metrics.events_published.labels(
@@ -80,6 +93,15 @@ class ServiceContext:
         self.log.warning("alert", code=code, level=level, message=message)
         await self.publish(ALERTS_STREAM, [event])
         return event
+
+
+def _owned(batches: list[Batch], symbols: frozenset[str]) -> list[Batch]:
+    """The batches with only the events of ``symbols`` (a shard's share)."""
+    out = []
+    for batch in batches:
+        mine = [e for e in batch.events if getattr(e, "symbol", None) in symbols]
+        out.append(Batch(batch.topic, mine, batch.token))
+    return out
 
 
 async def _shielded_ack(sub: Subscription, batches: list[Batch]) -> None:
@@ -201,7 +223,7 @@ class ServiceHost:
 
     async def _consume(self) -> None:
         ctx = self.ctx
-        sub = ctx.bus.subscribe(self.service.inputs, ctx.name, ctx.instance)
+        sub = ctx.bus.subscribe(self.service.inputs, ctx.group, ctx.instance)
         # Claim at once: a restarted consumer picks up what its predecessor left pending.
         last_claim = float("-inf")
         outage = _Outage(ctx, "bus")
@@ -219,7 +241,11 @@ class ServiceHost:
                 outage.recovered()
                 if not batches:
                     continue
-                await self._process(batches)
+                # A shard handles only its symbols; acking the whole read acknowledges
+                # the other symbols' events, which other shards' groups receive.
+                owned = _owned(batches, ctx.symbols) if ctx.symbols else batches
+                with handling(owned):  # log lines carry the events' correlation ids
+                    await self._process(owned)
                 # The ack is the commit point of the batch: never cancelled half-way.
                 await self._retrying(partial(_shielded_ack, sub, batches))
         finally:
@@ -270,7 +296,8 @@ class ServiceHost:
                 raise
             except Exception as exc:
                 metrics.events_parked.labels(ctx.name, ctx.instance, batch.topic).inc()
-                ctx.log.exception("event parked", topic=batch.topic, event_id=event.id)
+                ctx.log.exception("event parked", topic=batch.topic, event_id=event.id,
+                                  correlation_id=event.correlation_id)
                 await ctx.publish(batch.topic + DEAD_LETTER_SUFFIX, [event])
                 await ctx.alert(
                     "warning", "event_parked",

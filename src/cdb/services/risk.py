@@ -68,6 +68,9 @@ ESS_RESTORED: Final = "ess_restored"
 # towards a burst; a stale feed (detected by the market data source) trips at once.
 EXCHANGE_ERROR_PREFIXES: Final = ("exchange_", "venue_", "binance_")
 STALE_FEED_CODES: Final = frozenset({"stale_feed", "market_data_stale"})
+# A finite source (replay, synthetic with a duration) that ended says so with this
+# code: the silence after it is not a stale feed.
+MARKET_DATA_END_CODES: Final = frozenset({"market_data_end"})
 
 _L = ("service", "instance")
 ess_trips = Counter(
@@ -170,7 +173,7 @@ class RiskService(Service):
         state = await self._ess_store.load()
         if state is None or state == self.ess.state:
             return
-        self.ess.apply(state)
+        self.ess.restore(state)
         self._show_ess()
         if state.halted:
             self.ctx.log.warning("ESS restored HALTED", reason=state.reason, detail=state.detail,
@@ -277,7 +280,9 @@ class RiskService(Service):
             if not isinstance(alert, Alert) or alert.source == self.ctx.instance:
                 continue
             found: Alarm | None = None
-            if alert.code in STALE_FEED_CODES and alert.ts >= now - self.ess_config.stale_after_ns:
+            if alert.code in MARKET_DATA_END_CODES:
+                self.guards.stale.forget()
+            elif alert.code in STALE_FEED_CODES and alert.ts >= now - self.ess_config.stale_after_ns:
                 found = Alarm(reason=STALE_DATA, detail=f"{alert.source}: {alert.message}")
             elif is_exchange_error(alert):
                 found = self.guards.errors.on_error(

@@ -52,6 +52,7 @@ from prometheus_client import Counter, Gauge
 from cdb.errors import ConfigError, VenueError
 from cdb.events import Level, Order, OrderStatus, Trade, fmt_e8, mul_e8, parse_e8
 from cdb.observability import metrics
+from cdb.resilience.backoff import Backoff
 from cdb.venues.base import Execution
 from cdb.venues.limiter import Sleep, WindowLimiter
 
@@ -276,6 +277,10 @@ class _Tracked:
     venue_id: int = 0
     cum_e8: int = 0
     fill_ids: set[str] = field(default_factory=set)
+    sends: int = 0
+    sent_at: float = float("-inf")
+    """When it was last sent (clock); a not-found answer proves absence only after
+    ``resolve_window_s`` from then."""
 
 
 # the ccxt client -----------------------------------------------------------------------
@@ -292,7 +297,7 @@ def _exchange_class() -> Any:
         ) from exc
     from ccxt.base.errors import BaseError
 
-    class CdbBinance(ccxt_async.binance):  # type: ignore[misc,name-defined]
+    class CdbBinance(ccxt_async.binance):  # type: ignore[misc]
         """Tags every ccxt error with Binance's code, HTTP status and Retry-After, and
         reports the venue's weight count: ccxt maps 418 and 429 alike and drops headers."""
 
@@ -339,7 +344,7 @@ def classify(exc: BaseException) -> tuple[Kind, int | None, float | None]:
     rate limit on one map and an invalid order on another), then the HTTP status, then
     ccxt's class.
     """
-    import ccxt
+    from ccxt.base import errors as ccxt
 
     status: int | None = getattr(exc, "cdb_status", None)
     code: int | None = getattr(exc, "cdb_code", None)
@@ -402,7 +407,8 @@ class BinanceVenue:
         self.alert = alert
         self._key, self._secret = api_key, api_secret
         self._clock, self._sleep, self._now_ns = clock, sleep, now_ns
-        self._rng = rng or random.Random()
+        self._backoff_policy = Backoff(config.backoff_base_s, config.backoff_cap_s, jitter=0.5,
+                                       rng=rng)
         self._weights = WindowLimiter(
             config.weight_limit, config.weight_window_s, margin_s=config.weight_margin_s,
             name="request weight", clock=clock, sleep=sleep,
@@ -504,6 +510,13 @@ class BinanceVenue:
         after = self._now_ns() // _MS
         self._exchange.options["timeDifference"] = (before + after) // 2 - int(body["serverTime"])
 
+    async def balances(self) -> dict[str, tuple[int, int]]:
+        """``(free, locked)`` e8 of every asset of the account (weight 20)."""
+        await self.start()
+        body = await self._request("GET", "account", {})
+        return {str(b["asset"]): (parse_e8(str(b["free"])), parse_e8(str(b["locked"])))
+                for b in body.get("balances", [])}
+
     async def ping(self) -> None:
         """Health probe: one ``/api/v3/ping``; raises ``VenueError`` when unreachable."""
         await self.start()
@@ -525,9 +538,7 @@ class BinanceVenue:
                 "request is sent until then", until=self._banned_until)
 
     def _backoff(self, attempt: int) -> float:
-        cfg = self.config
-        ceiling = min(cfg.backoff_cap_s, cfg.backoff_base_s * 2 ** max(0, attempt - 1))
-        return ceiling * (0.5 + self._rng.random() / 2)
+        return self._backoff_policy.compute(attempt)
 
     async def _request(
         self, method: str, path: str, params: dict[str, str], *, outcome_matters: bool = False,
@@ -540,16 +551,13 @@ class BinanceVenue:
                 instead of being retried (order placement).
             retries: retries on 5xx/timeouts (default ``max_retries``).
         """
-        cfg = self.config
         weight = _WEIGHTS[(method, path)]
         if path == "openOrders" and "symbol" not in params:
             weight = 80
         elif path == "myTrades" and "orderId" in params:
             weight = 5
         api = ["public" if path in _PUBLIC else "private"]
-        max_retries = cfg.max_retries if retries is None else retries
-        failures = limited = 0
-        resynced = False
+        tries = _Tries(self.config.max_retries if retries is None else retries)
         while True:
             self._check_ban()
             await self._weights.acquire(weight)
@@ -557,44 +565,48 @@ class BinanceVenue:
                 await self._orders.acquire(1)
             try:
                 result = await self._exchange.request(path, api, method, dict(params))
-                requests_total.labels(*self._labels, path, "ok").inc()
-                return result
             except Exception as exc:
                 kind, code, retry_after = classify(exc)
                 requests_total.labels(*self._labels, path, kind).inc()
-                if kind == "ban":
-                    await self._banned(retry_after, exc)
-                elif kind == "rate_limit":
-                    limited += 1
-                    if limited > cfg.max_rate_limit_retries:
-                        await self._alert("warning", "venue_rate_limited",
-                                          f"{self.name} {method} {path}: still rate limited "
-                                          f"after {limited - 1} backoffs: {exc}")
-                        raise VenueRateLimitedError(
-                            f"{self.name} {method} {path}: rate limited: {exc}", code=code,
-                            retry_after_s=retry_after) from exc
-                    delay = retry_after if retry_after is not None else self._backoff(limited)
-                    _log.warning("rate limited; backing off", venue=self.name, path=path,
-                                 code=code, delay_s=round(delay, 3))
-                    self._weights.pause(delay)
-                    if code == -1015:
-                        self._orders.pause(delay)
-                    continue
-                elif kind == "clock" and not resynced:
-                    resynced = True
-                    await self._sync_time()
-                    continue
-                elif kind == "unknown":
-                    if outcome_matters:
-                        raise _OutcomeUnknown(str(exc)) from exc
-                    failures += 1
-                    if failures > max_retries:
-                        raise VenueUnavailableError(
-                            f"{self.name} {method} {path}: failed {failures} times: {exc}"
-                        ) from exc
-                    await self._sleep(self._backoff(failures))
-                    continue
-                raise _mapped(kind, code, exc, params) from exc
+                if kind == "unknown" and outcome_matters:
+                    raise _OutcomeUnknown(str(exc)) from exc
+                await self._recover(f"{method} {path}", kind, code, retry_after, exc, tries)
+                if kind not in ("rate_limit", "clock", "unknown"):
+                    raise _mapped(kind, code, exc, params) from exc
+            else:
+                requests_total.labels(*self._labels, path, "ok").inc()
+                return result
+
+    async def _recover(self, what: str, kind: Kind, code: int | None,
+                       retry_after: float | None, exc: Exception, tries: _Tries) -> None:
+        """Wait out a failure worth retrying, or raise when retrying cannot help."""
+        if kind == "ban":
+            await self._banned(retry_after, exc)
+        elif kind == "rate_limit":
+            tries.limited += 1
+            if tries.limited > self.config.max_rate_limit_retries:
+                await self._alert("warning", "venue_rate_limited",
+                                  f"{self.name} {what}: still rate limited after "
+                                  f"{tries.limited - 1} backoffs: {exc}")
+                raise VenueRateLimitedError(f"{self.name} {what}: rate limited: {exc}",
+                                            code=code, retry_after_s=retry_after) from exc
+            delay = retry_after if retry_after is not None else self._backoff(tries.limited)
+            _log.warning("rate limited; backing off", venue=self.name, request=what, code=code,
+                         delay_s=round(delay, 3))
+            self._weights.pause(delay)  # every caller waits, not just this one
+            if code == -1015:
+                self._orders.pause(delay)
+        elif kind == "clock":
+            if tries.resynced:
+                raise _mapped(kind, code, exc, {}) from exc
+            tries.resynced = True
+            await self._sync_time()
+        elif kind == "unknown":
+            tries.failures += 1
+            if tries.failures > tries.retries:
+                raise VenueUnavailableError(
+                    f"{self.name} {what}: failed {tries.failures} times: {exc}") from exc
+            await self._sleep(self._backoff(tries.failures))
 
     async def _banned(self, retry_after: float | None, exc: Exception) -> None:
         seconds = retry_after if retry_after is not None else 120.0
@@ -624,28 +636,37 @@ class BinanceVenue:
                 unknown and resolved by a later poll or ``reconcile``, never resent.
             VenueBannedError, VenueRateLimitedError: not placed; a redelivery may retry.
         """
-        cid = order.client_order_id
-        if cid in self._by_cid:
+        tracked = self._by_cid.get(order.client_order_id)
+        if tracked is not None and tracked.status != "UNKNOWN":
             return self._take_backlog()  # a resend of a known order never trades twice
         await self.start()
-        tracked = _Tracked(order)
-        self._by_cid[cid] = tracked
-        self._by_oid[order.id] = tracked
+        if tracked is None:
+            tracked = self._track(order, "PENDING")
         try:
-            found = None
-            if order.ts < self.started_ns:
-                found = await self._lookup(order)  # a predecessor may have sent it
-            body = found if found is not None else await self._place(tracked)
+            body = None
+            if tracked.status == "UNKNOWN":
+                body = await self._resolve(tracked)
+            elif order.ts < self.started_ns:
+                body = await self._lookup(order)  # a predecessor may have sent it
+            if body is None:
+                body = await self._place(tracked)
         except VenueRejectedError as exc:
             self._close(tracked, "REJECTED", str(exc))
             raise
-        except OrderUnknownError:
-            tracked.status = "UNKNOWN"
+        except (VenueBannedError, VenueRateLimitedError, VenueAuthError):
+            if tracked.status != "UNKNOWN":
+                self._forget(tracked)  # refused for sure, never placed: a redelivery may retry
             raise
         except BaseException:
-            self._forget(tracked)  # not placed: a redelivery may try again
+            tracked.status = "UNKNOWN"  # sent or not, only a look-up may tell now
             raise
         return self._take_backlog() + await self._adopt(tracked, body)
+
+    def _track(self, order: Order, status: Literal["PENDING", "UNKNOWN"]) -> _Tracked:
+        tracked = _Tracked(order, status=status)
+        self._by_cid[order.client_order_id] = tracked
+        self._by_oid[order.id] = tracked
+        return tracked
 
     async def cancel(self, order_id: str) -> bool:
         """Cancel an open order by cdb order id; False when it was not open."""
@@ -660,7 +681,8 @@ class BinanceVenue:
             body = await self._query(tracked.order)  # filled or gone meanwhile: learn which
             self._backlog.extend(await self._adopt(tracked, body))
             return False
-        self._backlog.extend(await self._adopt(tracked, body, reason="cancelled"))
+        # The caller reports a cancel it asked for; only fills found here are new.
+        self._backlog.extend(await self._adopt(tracked, body, report=False))
         return True
 
     async def on_trades(self, trades: Sequence[Trade]) -> list[Execution]:
@@ -695,9 +717,12 @@ class BinanceVenue:
             try:
                 body = await self._query(tracked.order)
             except _NotFound:
-                if tracked.status == "UNKNOWN":
-                    continue  # still not there; reconcile decides, never a blind resend
-                self._close(tracked, "EXPIRED", "vanished from the venue")
+                if tracked.status != "UNKNOWN":
+                    self._close(tracked, "EXPIRED", "vanished from the venue")
+                elif self._clock() - tracked.sent_at >= self.config.resolve_window_s:
+                    # Proven absent: closed, not sent late at a price decided long ago.
+                    unknown_orders_total.labels(*self._labels, "absent").inc()
+                    self._close(tracked, "EXPIRED", "never reached the venue")
                 continue
             except VenueError as exc:
                 _log.warning("poll failed", venue=self.name, error=str(exc))
@@ -733,9 +758,13 @@ class BinanceVenue:
     async def _place(self, tracked: _Tracked) -> Any:
         order = tracked.order
         params = self._order_params(order)
-        sends = 0
         while True:
-            sends += 1
+            if tracked.sends >= self.config.max_sends:
+                raise OrderUnknownError(
+                    f"{self.name}: {order.client_order_id} not placed after {tracked.sends} "
+                    "sends", client_order_id=order.client_order_id)
+            tracked.sends += 1
+            tracked.sent_at = self._clock()
             try:
                 return await self._request("POST", "order", params, outcome_matters=True)
             except _OutcomeUnknown as exc:
@@ -745,15 +774,9 @@ class BinanceVenue:
             except _Duplicate:
                 pass  # open on the venue already: adopt it
             tracked.status = "UNKNOWN"
-            found = await self._resolve(order)
+            found = await self._resolve(tracked)
             if found is not None:
-                unknown_orders_total.labels(*self._labels, "adopted").inc()
                 return found
-            unknown_orders_total.labels(*self._labels, "absent").inc()
-            if sends >= self.config.max_sends:
-                raise OrderUnknownError(
-                    f"{self.name}: {order.client_order_id} not placed after {sends} sends",
-                    client_order_id=order.client_order_id)
             _log.info("order proven absent; sending it once more", venue=self.name,
                       client_order_id=order.client_order_id)
 
@@ -769,16 +792,21 @@ class BinanceVenue:
         except _NotFound:
             return None
 
-    async def _resolve(self, order: Order) -> Any:
+    async def _resolve(self, tracked: _Tracked) -> Any:
         """Find an order of unknown outcome: its venue record, or None once a not-found
-        answer comes after ``resolve_window_s`` (it never reached the matching engine)."""
+        answer comes ``resolve_window_s`` after its last send (it never reached the
+        matching engine)."""
         cfg = self.config
+        order = tracked.order
         started = self._clock()
         while True:
             try:
-                return await self._query(order)
+                found = await self._query(order)
+                unknown_orders_total.labels(*self._labels, "adopted").inc()
+                return found
             except _NotFound:
-                if self._clock() - started >= cfg.resolve_window_s:
+                if self._clock() - tracked.sent_at >= cfg.resolve_window_s:
+                    unknown_orders_total.labels(*self._labels, "absent").inc()
                     return None
             except (VenueUnavailableError, VenueRateLimitedError) as exc:
                 if self._clock() - started >= cfg.resolve_give_up_s:
@@ -791,7 +819,8 @@ class BinanceVenue:
                         client_order_id=order.client_order_id) from exc
             await self._sleep(cfg.resolve_interval_s)
 
-    async def _adopt(self, tracked: _Tracked, body: Any, reason: str = "") -> list[Execution]:
+    async def _adopt(self, tracked: _Tracked, body: Any, *, report: bool = True
+                     ) -> list[Execution]:
         """Take the venue's record of an order: its status and any fills not yet reported."""
         order = tracked.order
         tracked.venue_id = int(body["orderId"])
@@ -805,7 +834,7 @@ class BinanceVenue:
             fills = [_trade_row(r) for r in rows]
         executions = self._executions(tracked, fills, status)
         if status in _FINAL:
-            self._close(tracked, status, reason or f"{status.lower()} on the venue")
+            self._close(tracked, status, f"{status.lower()} on the venue", report=report)
         elif tracked.status in ("PENDING", "UNKNOWN", "NEW", "PARTIALLY_FILLED"):
             tracked.status = status
         return executions
@@ -833,10 +862,11 @@ class BinanceVenue:
         tracked.cum_e8 = max(tracked.cum_e8, cum)
         return out
 
-    def _close(self, tracked: _Tracked, status: OrderStatus, reason: str) -> None:
+    def _close(self, tracked: _Tracked, status: OrderStatus, reason: str, *,
+               report: bool = True) -> None:
         previous = tracked.status
         tracked.status = status
-        if status != "FILLED" and previous not in _FINAL:
+        if report and status != "FILLED" and previous not in _FINAL:
             self.updates.append(VenueUpdate(order=tracked.order, status=status, reason=reason,
                                             filled_qty_e8=tracked.cum_e8, ts=self._now_ns()))
 
@@ -859,11 +889,7 @@ class BinanceVenue:
         report = ReconcileReport()
         known = {o.client_order_id: o for o in orders}
         for cid, order in known.items():
-            tracked = self._by_cid.get(cid)
-            if tracked is None:
-                tracked = _Tracked(order, status="UNKNOWN")
-                self._by_cid[cid] = tracked
-                self._by_oid[order.id] = tracked
+            tracked = self._by_cid.get(cid) or self._track(order, "UNKNOWN")
             tracked.fill_ids.update(f for f in known_fill_ids
                                     if f.startswith(f"{order.symbol}-"))
             try:
@@ -890,6 +916,14 @@ class BinanceVenue:
                   not_on_venue=len(report.not_on_venue), unknown_open=len(report.unknown_open),
                   missing_fills=len(report.missing_fills), unresolved=len(report.unresolved))
         return report
+
+
+@dataclass(slots=True)
+class _Tries:
+    retries: int
+    failures: int = 0
+    limited: int = 0
+    resynced: bool = False
 
 
 class _Duplicate(VenueRejectedError):

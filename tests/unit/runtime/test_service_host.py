@@ -69,3 +69,40 @@ async def test_a_host_cannot_be_started_twice() -> None:
         with pytest.raises(LifecycleError):
             await h.start()
     assert h.state is State.STOPPED
+
+
+async def test_a_shard_handles_only_its_symbols_in_its_own_group() -> None:
+    from cdb.events import SCALE, Trade
+
+    class Seen(Service):
+        name: ClassVar[str] = "signal"
+        inputs: ClassVar[tuple[str, ...]] = ("md",)
+
+        def __init__(self, ctx: ServiceContext) -> None:
+            super().__init__(ctx)
+            self.symbols: list[str] = []
+
+        async def handle(self, topic: str, events: list[AnyEvent]) -> None:
+            self.symbols += [e.symbol for e in events]  # type: ignore[union-attr]
+
+    bus = MemoryBus()
+    shards = []
+    for shard, symbols in (("a", {"BTCUSDT"}), ("b", {"ETHUSDT", "SOLUSDT"})):
+        ctx = ServiceContext(name="signal", instance=f"signal-{shard}", bus=bus,
+                             clock=SimClock(), shard=shard, symbols=frozenset(symbols))
+        shards.append((Seen(ctx), ctx))
+    trades = [
+        Trade(id=str(i), ts=i, correlation_id=str(i), causation_id=str(i), source="t",
+              venue="v", symbol=sym, trade_id=i, price_e8=SCALE, qty_e8=SCALE)
+        for i, sym in enumerate(["BTCUSDT", "ETHUSDT", "SOLUSDT", "BTCUSDT"])
+    ]
+    hosts = [ServiceHost(svc, poll=0.01) for svc, _ in shards]
+    for h in hosts:
+        await h.start()
+    await bus.publish("md", trades)
+    await asyncio.wait_for(bus.wait_drained(), 2)
+    for h in hosts:
+        await h.stop()
+    assert shards[0][0].symbols == ["BTCUSDT", "BTCUSDT"]
+    assert shards[1][0].symbols == ["ETHUSDT", "SOLUSDT"]
+    assert {ctx.group for _, ctx in shards} == {"signal.a", "signal.b"}

@@ -130,20 +130,6 @@ class Fault:
         return Effect(took_effect=True, evidence="; ".join(self.evidence) or "applied")
 
 
-class Action:
-    """Base of actions (no undo, no effect check): ``run`` returns its output."""
-
-    def __init__(self, ctx: StepContext, params: dict[str, Any]) -> None:
-        self.ctx = ctx
-        self.p = Params(params)
-
-    def plan(self, plan: Plan) -> None:
-        """Add what the pipeline needs before it starts (default: nothing)."""
-
-    async def run(self) -> Any:
-        raise NotImplementedError
-
-
 def require_mode(ctx: StepContext, mode: str, what: str) -> None:
     if ctx.mode != mode:
         raise Unavailable(f"{what} needs {mode} mode (this run is {ctx.mode})")

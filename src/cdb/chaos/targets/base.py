@@ -104,6 +104,10 @@ class Target(abc.ABC):
         self.clock: ScenarioClock
         self.summary: dict[str, Any] = {}
 
+    def instance_of(self, service: str) -> str:
+        """The instance name of a service (its metrics' ``instance`` label)."""
+        return f"{self.namespace}.{service}"
+
     # -- lifecycle ---------------------------------------------------------------------
 
     @abc.abstractmethod

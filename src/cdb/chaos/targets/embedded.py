@@ -158,7 +158,7 @@ class EmbeddedTarget(Target):
 
     def __init__(self, plan: Plan) -> None:
         super().__init__(plan)
-        self.clock: LockstepClock = LockstepClock()
+        self.clock: LockstepClock = LockstepClock(start=-plan.warmup)
         self.switches = Sabotage()
         market = plan.scenario.pipeline.market
         self._origin_ns = START_NS + int(plan.warmup * 1e9)
@@ -172,9 +172,6 @@ class EmbeddedTarget(Target):
         self._sql = SqlReader(self.db_url)
         self._batch = max(1, round(market.trades_per_s / 10))
         self.pipeline: _ChaosPipeline | None = None
-
-    def instance_of(self, service: str) -> str:
-        return f"{self.namespace}.{service}"
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -311,32 +308,28 @@ class EmbeddedTarget(Target):
         assert self.pipeline is not None
         return self.pipeline.clock.now()
 
-    # -- ESS: duck-typed until issue 5 settles its in-process API ----------------------
+    # -- ESS (the risk service's own API, in process) ----------------------------------
 
-    def _ess_object(self) -> Any:
-        ess = getattr(self._service("risk"), "ess", None)
-        if ess is None:
-            raise Unavailable("the risk service has no ESS yet (issue 5)")
-        return ess
+    def _risk(self) -> Any:
+        risk = self._service("risk")
+        if not hasattr(risk, "ess_status"):
+            raise Unavailable("the risk service has no ESS (issue 5)")
+        return risk
 
     async def ess(self) -> dict[str, Any]:
-        ess = self._ess_object()
-        state = getattr(ess, "state", None)
-        state = getattr(state, "value", state)
-        return {"state": str(state).upper(), "reason": str(getattr(ess, "reason", "") or "")}
+        status: dict[str, Any] = self._risk().ess_status()
+        return status
 
     async def ess_command(self, command: str, reason: str, actor: str) -> dict[str, Any]:
-        ess = self._ess_object()
-        method = getattr(ess, command, None)
-        if method is None:
-            raise Unavailable(f"the ESS has no {command}() (issue 5)")
-        try:
-            result = method(reason=reason, actor=actor)
-        except TypeError as exc:
-            raise Unavailable(f"the ESS {command}() takes other arguments: {exc}") from exc
-        if asyncio.iscoroutine(result):
-            result = await result
-        return {"result": repr(result), **await self.ess()}
+        risk = self._risk()
+        if command == "trip":
+            changed = await risk.trip_manually(actor, reason)
+            return {"changed": changed is not None, **risk.ess_status()}
+        result = await risk.reset(actor, reason)
+        if type(result).__name__ == "ResetRefused":
+            return {"changed": False, "refused": getattr(result, "reason", ""),
+                    "detail": getattr(result, "detail", ""), **risk.ess_status()}
+        return {"changed": True, **risk.ess_status()}
 
     # -- controls ----------------------------------------------------------------------
 

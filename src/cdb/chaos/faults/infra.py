@@ -1,0 +1,102 @@
+"""Faults on the infrastructure: the throwaway Redis and PostgreSQL go down.
+
+``redis_down`` stops Redis (``stop``: SIGTERM, its AOF keeps the data; ``kill``: a
+crash; ``pause``: SIGSTOP, connections hang) and ``postgres_down`` stops PostgreSQL
+(``stop`` fast, ``kill`` immediate); the undo starts them again on the same port.
+The effect is checked from outside: the port refuses connections (or hangs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from cdb.chaos.faults.base import Fault
+from cdb.chaos.journal import Effect
+from cdb.chaos.registry import FAULTS, P
+
+
+async def port_state(host: str, port: int, timeout: float = 1.0) -> str:
+    """``open``, ``refused`` or ``hangs`` (no answer within ``timeout``)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except TimeoutError:
+        return "hangs"
+    except OSError:
+        return "refused"
+    writer.close()
+    return "open"
+
+
+async def redis_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether a Redis at host:port answers (anything) to a PING within ``timeout``."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (TimeoutError, OSError):
+        return False
+    try:
+        writer.write(b"PING\r\n")
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(64), timeout)
+        return bool(data)
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        writer.close()
+
+
+@FAULTS.register("redis_down", summary="take the pipeline's Redis down (stop, kill or "
+                 "pause); started again on undo",
+                 params={"mode": P.string("stop (SIGTERM), kill (crash) or pause (SIGSTOP)",
+                                          enum=["stop", "kill", "pause"])},
+                 modes=("distributed",))
+class RedisDown(Fault):
+    async def apply(self) -> Any:
+        server = self.ctx.target.infra("redis")
+        mode = self.p.str("mode", "stop")
+        if mode == "pause":
+            server.pause()
+        else:
+            await asyncio.to_thread(server.stop, kill=mode == "kill")
+        self.evidence.append(f"redis on port {server.port}: {mode}")
+        return self.evidence[-1]
+
+    async def effect(self) -> Effect:
+        server = self.ctx.target.infra("redis")
+        answers = await redis_answers(server.host, server.port, timeout=0.5)
+        if answers:
+            return Effect(took_effect=False, evidence=f"redis on port {server.port} still "
+                                                       "answers")
+        return Effect(took_effect=True, evidence=f"redis on port {server.port} does not answer")
+
+    async def undo(self) -> Any:
+        server = self.ctx.target.infra("redis")
+        if self.p.str("mode", "stop") == "pause":
+            server.resume()
+        else:
+            await asyncio.to_thread(server.start)
+        return f"redis on port {server.port} is back"
+
+
+@FAULTS.register("postgres_down", summary="take the pipeline's PostgreSQL down (stop or "
+                 "kill); started again on undo",
+                 params={"mode": P.string("stop (fast shutdown) or kill (immediate)",
+                                          enum=["stop", "kill"])},
+                 modes=("distributed",))
+class PostgresDown(Fault):
+    async def apply(self) -> Any:
+        server = self.ctx.target.infra("postgres")
+        await asyncio.to_thread(server.stop, kill=self.p.str("mode", "stop") == "kill")
+        self.evidence.append(f"postgres on port {server.port} stopped")
+        return self.evidence[-1]
+
+    async def effect(self) -> Effect:
+        server = self.ctx.target.infra("postgres")
+        state = await port_state(server.host, server.port, 0.5)
+        return Effect(took_effect=state != "open",
+                      evidence=f"postgres port {server.port} {state}")
+
+    async def undo(self) -> Any:
+        server = self.ctx.target.infra("postgres")
+        await asyncio.to_thread(server.start)
+        return f"postgres on port {server.port} is back"

@@ -1,0 +1,210 @@
+"""Measurements (times to detect, to trip, to recover) and expectations, computed from
+the recording.
+
+A measurement runs from a point on the timeline (``from``) until a condition first
+holds: an event recorded (``trip``: the ESS going HALTED), a sampled probe within its
+tolerance, or the pipeline healthy again with no lag (``recover``). ``detect`` is the
+first sign the pipeline noticed: an alert, an ESS trip, or a service not healthy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cdb.chaos import tolerance as tol
+from cdb.chaos.checks import CheckContext
+from cdb.chaos.journal import Sample
+from cdb.chaos.model import Condition, Expectation, Measurement
+from cdb.chaos.probes import matches
+from cdb.chaos.timeline import TimelineError, resolve
+from cdb.chaos.verdict import Assertion
+
+HEALTH = "__health__"
+LAG = "__lag__"
+ESS = "__ess__"
+
+_TABLES = {"signal": "signals", "order": "orders", "fill": "fills",
+           "risk_decision": "risk_decisions", "order_update": "order_updates",
+           "alert": "alerts", "ess_change": "ess_changes"}
+
+
+def _event_times(ctx: CheckContext, kind: str, match: dict[str, Any]) -> list[float]:
+    rows = ctx.union(_TABLES[kind], kind)
+    return sorted(ctx.t_of(r["ts"]) for r in rows if all(r.get(k) == v for k, v in
+                                                          match.items()))
+
+
+def _healthy_times(ctx: CheckContext) -> list[float]:
+    lag = {s.t: s.value for s in ctx.recording.samples.get(LAG, []) if s.error is None}
+    out = []
+    for s in ctx.recording.samples.get(HEALTH, []):
+        if s.error is None and isinstance(s.value, dict) and s.value.get("status") == "healthy":
+            lag_value = lag.get(s.t)
+            if isinstance(lag_value, dict) and lag_value.get("total") == 0:
+                out.append(s.t)
+    return out
+
+
+def _unhealthy_times(ctx: CheckContext) -> list[float]:
+    return [s.t for s in ctx.recording.samples.get(HEALTH, [])
+            if s.error is None and isinstance(s.value, dict) and s.value.get("status") != "healthy"]
+
+
+def _sample_times(samples: list[Sample], tolerance: Any) -> tuple[list[float], str]:
+    times, error = [], ""
+    for s in samples:
+        if s.error is not None:
+            error = s.error
+            continue
+        try:
+            if tol.met(tolerance, s.value):
+                times.append(s.t)
+        except tol.ToleranceError as exc:
+            error = str(exc)
+    return times, error
+
+
+def _condition_times(ctx: CheckContext, until: Condition) -> tuple[list[float], str]:
+    if until.event:
+        return _event_times(ctx, until.event, until.match), ""
+    if until.sampled:
+        samples = ctx.recording.samples.get(until.sampled, [])
+        times, error = _sample_times(samples, until.tolerance)
+        if not times and samples and all(s.error for s in samples):
+            return [], error or "every sample failed"
+        return times, ""
+    return _healthy_times(ctx), ""
+
+
+def measure(m: Measurement, ctx: CheckContext) -> Assertion:
+    """One measurement as an assertion (``measured`` in seconds)."""
+
+    def result(status: str, detail: str, measured: float | None = None) -> Assertion:
+        return Assertion(name=m.name, category="measurement", status=status,  # type: ignore[arg-type]
+                         detail=detail, measured=measured, bound=m.max, path=m.path)
+
+    try:
+        start = resolve(m.start, ctx.steps, ctx.ended)
+    except TimelineError as exc:
+        return result("unknown", str(exc))
+    until = m.until
+    error = ""
+    if until is not None:
+        times, error = _condition_times(ctx, until)
+        what = _describe(until)
+    elif m.kind == "trip":
+        if "ess" in ctx.missing:
+            return result("unknown", "the ESS is not available, so no trip can be observed")
+        times, what = _event_times(ctx, "ess_change", {"state": "HALTED"}), "the ESS HALTED"
+    elif m.kind == "detect":
+        times = sorted([*_event_times(ctx, "alert", {}),
+                        *_event_times(ctx, "ess_change", {"state": "HALTED"}),
+                        *_unhealthy_times(ctx)])
+        what = "an alert, an ESS trip or a service not healthy"
+    else:
+        times, what = _healthy_times(ctx), "every service healthy and no lag"
+    found = next((t for t in times if t >= start), None)
+    if found is None:
+        if error:
+            return result("unknown", f"{what}: {error}")
+        if m.kind == "trip" and until is None and not ctx.finished:
+            return result("unknown", "the run did not finish")
+        if m.required:
+            return result("fail", f"{what} never happened after t={start:g}s")
+        return result("pass", f"{what} did not happen after t={start:g}s")
+    took = round(found - start, 3)
+    if m.max is not None and took > m.max:
+        return result("fail", f"{what} after {took:g}s (max {m.max:g}s)", took)
+    bound = f" (max {m.max:g}s)" if m.max is not None else ""
+    return result("pass", f"{what} after {took:g}s{bound}", took)
+
+
+def _describe(until: Condition) -> str:
+    if until.event:
+        fields = ", ".join(f"{k}={v}" for k, v in until.match.items())
+        return f"a {until.event}" + (f" with {fields}" if fields else "")
+    if until.sampled:
+        return f"{until.sampled} {tol.describe(until.tolerance)}"
+    return "every service healthy and no lag"
+
+
+def _window(exp: Expectation, ctx: CheckContext) -> tuple[float, float]:
+    start = resolve(exp.start, ctx.steps, ctx.ended) if exp.start is not None else float("-inf")
+    end = resolve(exp.end, ctx.steps, ctx.ended) if exp.end is not None else float("inf")
+    return start, end
+
+
+def expect(exp: Expectation, ctx: CheckContext, end_value: tuple[Any, str | None] | None,
+           ) -> Assertion:
+    """One expectation as an assertion. ``end_value`` is the output (or error) of its
+    probe at the end of the run, for probe expectations."""
+
+    def result(status: str, detail: str) -> Assertion:
+        return Assertion(name=exp.name, category="expectation", status=status,  # type: ignore[arg-type]
+                         detail=detail, path=exp.path)
+
+    try:
+        start, end = _window(exp, ctx)
+    except TimelineError as exc:
+        return result("unknown", str(exc))
+    if exp.probe is not None:
+        if end_value is None:
+            return result("unknown", "the probe did not run (the run ended early)")
+        value, error = end_value
+        if error is not None:
+            return result("unknown", f"the probe could not run: {error}")
+        return _judge(exp.tolerance, value, result)
+    if exp.sampled is not None:
+        samples = [s for s in ctx.recording.samples.get(exp.sampled, []) if start <= s.t <= end]
+        usable = [s for s in samples if s.error is None]
+        if not usable:
+            why = samples[-1].error if samples else "no samples in the window"
+            return result("unknown", f"{exp.sampled}: {why}")
+        try:
+            hits = [s for s in usable if tol.met(exp.tolerance, s.value)]
+        except tol.ToleranceError as exc:
+            return result("unknown", str(exc))
+        want = tol.describe(exp.tolerance)
+        n = len(usable)
+        if exp.when == "always":
+            bad = next((s for s in usable if s not in hits), None)
+            return result("pass", f"all {n} samples {want}") if bad is None else result(
+                "fail", f"at t={bad.t:g}s {exp.sampled} was {bad.value!r}, not {want}")
+        if exp.when == "never":
+            return result("pass", f"none of {n} samples {want}") if not hits else result(
+                "fail", f"at t={hits[0].t:g}s {exp.sampled} was {hits[0].value!r} ({want})")
+        if exp.when == "last":
+            return _judge(exp.tolerance, usable[-1].value, result)
+        return result("pass", f"{want} at t={hits[0].t:g}s") if hits else result(
+            "fail", f"never {want} in {n} samples (last {usable[-1].value!r})")
+    assert exp.event is not None
+    if exp.event == "ess_change" and "ess" in ctx.missing:
+        return result("unknown", "the ESS is not available, so no ESS change can be recorded")
+    rows = ctx.union(_TABLES[exp.event], exp.event)
+    count = sum(1 for r in rows if start <= ctx.t_of(r["ts"]) <= end
+                and all(r.get(k) == v for k, v in exp.match.items()))
+    wanted = exp.count if exp.count is not None else {"type": "range", "range": [1, None]}
+    try:
+        ok = tol.met(wanted, count)
+    except tol.ToleranceError as exc:
+        return result("unknown", str(exc))
+    fields = ", ".join(f"{k}={v}" for k, v in exp.match.items())
+    what = f"{count} {exp.event} event(s)" + (f" with {fields}" if fields else "")
+    return result("pass" if ok else "fail", f"{what}, wanted {tol.describe(wanted)}")
+
+
+def _judge(tolerance: Any, value: Any, result: Any) -> Assertion:
+    try:
+        ok = tol.met(tolerance, value)
+    except tol.ToleranceError as exc:
+        out: Assertion = result("unknown", str(exc))
+        return out
+    shown = repr(value)
+    if len(shown) > 200:
+        shown = shown[:200] + "..."
+    out = result("pass" if ok else "fail", f"{shown} {'meets' if ok else 'does not meet'} "
+                                          f"{tol.describe(tolerance)}")
+    return out
+
+
+__all__ = ["ESS", "HEALTH", "LAG", "expect", "matches", "measure"]

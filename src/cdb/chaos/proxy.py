@@ -1,0 +1,561 @@
+"""A fault-injecting TCP proxy with Toxiproxy's toxics and a compatible HTTP API.
+
+Hand-written on purpose: no maintained Python library provides a Toxiproxy-compatible
+proxy (the Python Toxiproxy packages are clients of the Go server, and the few
+pure-Python proxies are unmaintained and lack toxics), and the coordinator must not
+depend on a Go binary being installed. Because the API is compatible, a run can be
+pointed at a real Toxiproxy instead and the faults work unchanged.
+
+Toxics (names and attributes as Toxiproxy's):
+
+- ``latency``: ``latency`` and ``jitter`` (ms) added to each chunk, measured from its
+  arrival so a burst is delayed, not serialised;
+- ``bandwidth``: ``rate`` in KB/s;
+- ``slow_close``: ``delay`` (ms) before a closing connection is closed;
+- ``timeout``: nothing gets through; the connection is closed after ``timeout`` ms, or
+  held until the toxic is removed when it is 0 (then the held data flows);
+- ``reset_peer``: the connection is reset (TCP RST) after ``timeout`` ms;
+- ``limit_data``: the connection is closed once ``bytes`` have passed.
+
+Each toxic acts on one direction (``stream``: ``upstream`` towards the server,
+``downstream`` towards the client, the default) and on a share of the connections
+(``toxicity``, decided once per connection with a seeded random generator). A proxy
+that is disabled (``enabled: false``, the "down" fault) closes every connection and
+stops listening until it is enabled again. Toxics and proxies also report ``stats``
+(chunks and connections they acted on), a cdb extension the coordinator uses to check
+that a fault took effect.
+
+API (Toxiproxy's paths): ``GET /version``, ``GET|POST /proxies``, ``POST /populate``,
+``GET|POST|PATCH|DELETE /proxies/{proxy}``, ``GET|POST /proxies/{proxy}/toxics``,
+``GET|POST|PATCH|DELETE /proxies/{proxy}/toxics/{toxic}``, ``POST /reset``.
+Standalone: ``python -m cdb.chaos.proxy --api 127.0.0.1:8474``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import socket
+import struct
+import time
+from collections import deque
+from typing import Any, Final, Literal
+
+from fastapi import FastAPI, Request, Response
+
+from cdb import __version__
+
+Stream = Literal["upstream", "downstream"]
+ATTRIBUTES: Final[dict[str, dict[str, float]]] = {
+    "latency": {"latency": 0, "jitter": 0},
+    "bandwidth": {"rate": 0},
+    "slow_close": {"delay": 0},
+    "timeout": {"timeout": 0},
+    "reset_peer": {"timeout": 0},
+    "limit_data": {"bytes": 0},
+}
+_CHUNK: Final = 32 * 1024
+
+
+class ProxyError(ValueError):
+    """A bad request to the proxy API (status and message)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ProxyError(400, f"{text!r} is not host:port")
+    return host or "127.0.0.1", int(port)
+
+
+class Toxic:
+    """One toxic of a proxy."""
+
+    def __init__(self, name: str, kind: str, stream: Stream, toxicity: float,
+                 attributes: dict[str, float]) -> None:
+        if kind not in ATTRIBUTES:
+            raise ProxyError(400, f"unknown toxic type {kind!r}; one of {', '.join(ATTRIBUTES)}")
+        if stream not in ("upstream", "downstream"):
+            raise ProxyError(400, f"stream must be upstream or downstream, not {stream!r}")
+        if not 0 <= toxicity <= 1:
+            raise ProxyError(400, f"toxicity must be within 0 and 1, not {toxicity}")
+        unknown = set(attributes) - set(ATTRIBUTES[kind])
+        if unknown:
+            raise ProxyError(400, f"{kind} has no attribute {', '.join(sorted(unknown))}; "
+                                  f"it has {', '.join(ATTRIBUTES[kind])}")
+        self.name = name
+        self.type = kind
+        self.stream = stream
+        self.toxicity = toxicity
+        self.attributes = {**ATTRIBUTES[kind], **{k: float(v) for k, v in attributes.items()}}
+        self.chunks = 0
+        self.connections = 0
+        self.bytes = 0
+        self.removed = asyncio.Event()
+
+    def attr(self, key: str) -> float:
+        return float(self.attributes[key])
+
+    def to_json(self) -> dict[str, Any]:
+        attrs = {k: int(v) if float(v).is_integer() else v for k, v in self.attributes.items()}
+        return {"name": self.name, "type": self.type, "stream": self.stream,
+                "toxicity": self.toxicity, "attributes": attrs,
+                "stats": {"chunks": self.chunks, "connections": self.connections,
+                          "bytes": self.bytes}}
+
+
+class _Link:
+    """One proxied connection: client <-> proxy <-> upstream."""
+
+    def __init__(self, proxy: Proxy, client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                 upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        self.proxy = proxy
+        self.client = client
+        self.upstream = upstream
+        self.closed = asyncio.Event()
+        self._decisions: dict[int, bool] = {}
+        self._sent: dict[str, int] = {"upstream": 0, "downstream": 0}
+        self._timers: dict[int, asyncio.Task[None]] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def affected(self, toxic: Toxic) -> bool:
+        """Whether ``toxic`` acts on this connection (decided once, by toxicity)."""
+        key = id(toxic)
+        decided = self._decisions.get(key)
+        if decided is None:
+            decided = self._decisions[key] = self.proxy.rng.random() < toxic.toxicity
+            if decided:
+                toxic.connections += 1
+                if toxic.type in ("timeout", "reset_peer"):
+                    self._timers[key] = asyncio.create_task(self._timer(toxic),
+                                                            name="proxy.timer")
+        return decided
+
+    async def _timer(self, toxic: Toxic) -> None:
+        delay = toxic.attr("timeout") / 1000
+        if toxic.type == "timeout" and delay <= 0:
+            return  # held until removed, never closed
+        removed = asyncio.ensure_future(toxic.removed.wait())
+        try:
+            done, _ = await asyncio.wait([removed], timeout=delay)
+        finally:
+            removed.cancel()
+        if not done:
+            self.close(reset=toxic.type == "reset_peer")
+
+    def toxics(self, stream: Stream) -> list[Toxic]:
+        return [t for t in list(self.proxy.toxics.values())
+                if t.stream == stream and self.affected(t)]
+
+    def start(self) -> None:
+        for stream, (reader, _), (_, writer) in (
+            ("upstream", self.client, self.upstream), ("downstream", self.upstream, self.client),
+        ):
+            queue: asyncio.Queue[tuple[bytes, float] | None] = asyncio.Queue()
+            self.tasks.append(asyncio.create_task(self._read(reader, queue), name="proxy.read"))
+            self.tasks.append(asyncio.create_task(self._write(stream, queue, writer),  # type: ignore[arg-type]
+                                                  name="proxy.write"))
+        for stream in ("upstream", "downstream"):
+            self.toxics(stream)  # type: ignore[arg-type]  # start timers of toxics present
+
+    async def _read(self, reader: asyncio.StreamReader,
+                    queue: asyncio.Queue[tuple[bytes, float] | None]) -> None:
+        try:
+            while data := await reader.read(_CHUNK):
+                await queue.put((data, time.monotonic()))
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        await queue.put(None)
+
+    async def _write(self, stream: Stream, queue: asyncio.Queue[tuple[bytes, float] | None],
+                     writer: asyncio.StreamWriter) -> None:
+        try:
+            while (item := await queue.get()) is not None:
+                data, arrived = item
+                data = await self._through(stream, data, arrived)
+                if data is None:
+                    return
+                writer.write(data)
+                await writer.drain()
+                if self._over_limit(stream, len(data)):
+                    self.close()
+                    return
+            for toxic in self.toxics(stream):
+                if toxic.type == "slow_close":
+                    toxic.chunks += 1
+                    await asyncio.sleep(toxic.attr("delay") / 1000)
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            self.close()
+
+    async def _through(self, stream: Stream, data: bytes, arrived: float) -> bytes | None:
+        """Apply the toxics of ``stream`` to one chunk; None when the link closed."""
+        for toxic in self.toxics(stream):
+            kind = toxic.type
+            if kind == "latency":
+                jitter = toxic.attr("jitter")
+                delay = toxic.attr("latency") + (self.proxy.rng.uniform(-jitter, jitter)
+                                                 if jitter else 0.0)
+                wait = arrived + max(delay, 0.0) / 1000 - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            elif kind == "bandwidth":
+                rate = toxic.attr("rate") * 1000
+                if rate > 0:
+                    await asyncio.sleep(len(data) / rate)
+            elif kind == "timeout":
+                toxic.chunks += 1
+                await self._held(toxic)
+                if self.closed.is_set():
+                    return None
+                continue
+            elif kind == "limit_data":
+                left = int(toxic.attr("bytes")) - self._sent[stream]
+                if left <= 0:
+                    toxic.chunks += 1
+                    return None
+                if len(data) > left:
+                    data = data[:left]
+            else:
+                continue
+            toxic.chunks += 1
+            toxic.bytes += len(data)
+        return data
+
+    async def _held(self, toxic: Toxic) -> None:
+        removed = asyncio.ensure_future(toxic.removed.wait())
+        closed = asyncio.ensure_future(self.closed.wait())
+        try:
+            await asyncio.wait([removed, closed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            removed.cancel()
+            closed.cancel()
+
+    def _over_limit(self, stream: Stream, n: int) -> bool:
+        self._sent[stream] += n
+        return any(t.type == "limit_data" and self._sent[stream] >= t.attr("bytes")
+                   for t in self.toxics(stream))
+
+    def close(self, *, reset: bool = False) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        for _, writer in (self.client, self.upstream):
+            if reset:
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+                writer.transport.abort()
+            else:
+                writer.close()
+        for task in [*self.tasks, *self._timers.values()]:
+            if task is not asyncio.current_task():
+                task.cancel()
+        self.proxy.links.discard(self)
+
+
+class Proxy:
+    """One listening port forwarding to one upstream, with its toxics."""
+
+    def __init__(self, name: str, listen: str, upstream: str, *, enabled: bool = True,
+                 rng: random.Random | None = None) -> None:
+        self.name = name
+        self.listen = listen
+        self.upstream = upstream
+        self.enabled = False
+        self._want_enabled = enabled
+        self.toxics: dict[str, Toxic] = {}
+        self.links: set[_Link] = set()
+        self.rng = rng or random.Random(name)
+        self._server: asyncio.Server | None = None
+        self.accepted = 0
+        self.refused_upstream = 0
+        self.recent_errors: deque[str] = deque(maxlen=5)
+
+    async def start(self) -> None:
+        if self._want_enabled:
+            await self.enable()
+
+    async def enable(self) -> None:
+        if self._server is not None:
+            return
+        host, port = _hostport(self.listen)
+        try:
+            self._server = await asyncio.start_server(self._accept, host, port,
+                                                      reuse_address=True)
+        except OSError as exc:
+            raise ProxyError(409, f"proxy {self.name}: cannot listen on {self.listen}: "
+                                  f"{exc.strerror}") from exc
+        bound = self._server.sockets[0].getsockname()
+        self.listen = f"{host}:{bound[1]}"
+        self.enabled = True
+
+    async def disable(self) -> None:
+        self.enabled = False
+        self._want_enabled = False
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for link in list(self.links):
+            link.close()
+        if server is not None:
+            await server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        host, port = _hostport(self.upstream)
+        try:
+            up = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+        except (OSError, TimeoutError) as exc:
+            self.refused_upstream += 1
+            self.recent_errors.append(f"upstream {self.upstream}: {exc!r}")
+            writer.close()
+            return
+        link = _Link(self, (reader, writer), up)
+        self.links.add(link)
+        link.start()
+
+    def add_toxic(self, body: dict[str, Any]) -> Toxic:
+        kind = str(body.get("type", ""))
+        stream = body.get("stream") or "downstream"
+        name = str(body.get("name") or f"{kind}_{stream}")
+        if name in self.toxics:
+            raise ProxyError(409, f"toxic {name!r} already exists on {self.name}")
+        toxic = Toxic(name, kind, stream, float(body.get("toxicity", 1.0)),
+                      dict(body.get("attributes") or {}))
+        self.toxics[name] = toxic
+        for link in list(self.links):
+            link.toxics(toxic.stream)  # decide now: timers start at the toxic's addition
+        return toxic
+
+    def update_toxic(self, name: str, body: dict[str, Any]) -> Toxic:
+        toxic = self.toxic(name)
+        if "attributes" in body:
+            unknown = set(body["attributes"]) - set(ATTRIBUTES[toxic.type])
+            if unknown:
+                raise ProxyError(400, f"{toxic.type} has no attribute "
+                                      f"{', '.join(sorted(unknown))}")
+            toxic.attributes.update({k: float(v) for k, v in body["attributes"].items()})
+        if "toxicity" in body:
+            toxic.toxicity = float(body["toxicity"])
+        return toxic
+
+    def remove_toxic(self, name: str) -> None:
+        toxic = self.toxic(name)
+        del self.toxics[name]
+        toxic.removed.set()
+
+    def toxic(self, name: str) -> Toxic:
+        try:
+            return self.toxics[name]
+        except KeyError:
+            raise ProxyError(404, f"toxic {name!r} not found on {self.name}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "listen": self.listen, "upstream": self.upstream,
+                "enabled": self.enabled, "toxics": [t.to_json() for t in self.toxics.values()],
+                "stats": {"connections": len(self.links), "accepted": self.accepted,
+                          "upstream_failures": self.refused_upstream}}
+
+
+class ProxyServer:
+    """Proxies by name, and the HTTP API that drives them.
+
+    Args:
+        seed: seeds every proxy's random generator (toxicity, jitter).
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.proxies: dict[str, Proxy] = {}
+        self.seed = seed
+        self.app = self._build_app()
+
+    async def create(self, name: str, listen: str, upstream: str,
+                     enabled: bool = True) -> Proxy:
+        if not name:
+            raise ProxyError(400, "a proxy needs a name")
+        if name in self.proxies:
+            raise ProxyError(409, f"proxy {name!r} already exists")
+        _hostport(upstream)
+        proxy = Proxy(name, listen, upstream, enabled=enabled,
+                      rng=random.Random(f"{self.seed}:{name}"))
+        await proxy.start()
+        self.proxies[name] = proxy
+        return proxy
+
+    def get(self, name: str) -> Proxy:
+        try:
+            return self.proxies[name]
+        except KeyError:
+            raise ProxyError(404, f"proxy {name!r} not found") from None
+
+    async def update(self, name: str, body: dict[str, Any]) -> Proxy:
+        proxy = self.get(name)
+        if "upstream" in body:
+            _hostport(str(body["upstream"]))
+            proxy.upstream = str(body["upstream"])
+        if "listen" in body and str(body["listen"]) != proxy.listen:
+            was = proxy.enabled
+            await proxy.disable()
+            proxy.listen = str(body["listen"])
+            if was:
+                await proxy.enable()
+        if "enabled" in body:
+            if body["enabled"]:
+                await proxy.enable()
+            else:
+                await proxy.disable()
+        return proxy
+
+    async def delete(self, name: str) -> None:
+        proxy = self.get(name)
+        await proxy.disable()
+        del self.proxies[name]
+
+    async def reset(self) -> None:
+        """Every proxy enabled, every toxic removed (Toxiproxy's ``POST /reset``)."""
+        for proxy in self.proxies.values():
+            for toxic in list(proxy.toxics):
+                proxy.remove_toxic(toxic)
+            await proxy.enable()
+
+    async def close(self) -> None:
+        for proxy in list(self.proxies.values()):
+            await proxy.disable()
+        self.proxies.clear()
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(title="cdb fault proxy (Toxiproxy API)", version=__version__)
+
+        def ok(body: Any, status: int = 200) -> Response:
+            import json
+
+            return Response(json.dumps(body), status, media_type="application/json")
+
+        async def body_of(request: Request) -> dict[str, Any]:
+            raw = await request.body()
+            if not raw.strip():
+                return {}
+            try:
+                import json
+
+                data = json.loads(raw)
+            except ValueError as exc:
+                raise ProxyError(400, f"body is not JSON: {exc}") from exc
+            if not isinstance(data, dict):
+                raise ProxyError(400, "body must be a JSON object")
+            return data
+
+        @app.exception_handler(ProxyError)
+        async def proxy_error(request: Request, exc: ProxyError) -> Response:
+            return ok({"error": str(exc), "status": exc.status}, exc.status)
+
+        @app.get("/version")
+        async def version() -> Response:
+            return Response(f"cdb-proxy {__version__}", media_type="text/plain")
+
+        @app.get("/proxies")
+        async def list_proxies() -> Response:
+            return ok({n: p.to_json() for n, p in self.proxies.items()})
+
+        @app.post("/proxies")
+        async def create(request: Request) -> Response:
+            b = await body_of(request)
+            proxy = await self.create(str(b.get("name", "")), str(b.get("listen") or
+                                                                  "127.0.0.1:0"),
+                                      str(b.get("upstream", "")), bool(b.get("enabled", True)))
+            return ok(proxy.to_json(), 201)
+
+        @app.post("/populate")
+        async def populate(request: Request) -> Response:
+            import json
+
+            items = json.loads(await request.body() or b"[]")
+            made = []
+            for item in items:
+                if item.get("name") in self.proxies:
+                    made.append(await self.update(item["name"], item))
+                else:
+                    made.append(await self.create(item["name"], item.get("listen",
+                                                                         "127.0.0.1:0"),
+                                                  item["upstream"], item.get("enabled", True)))
+            return ok({"proxies": [p.to_json() for p in made]}, 201)
+
+        @app.post("/reset")
+        async def reset() -> Response:
+            await self.reset()
+            return Response(status_code=204)
+
+        @app.get("/proxies/{name}")
+        async def get_proxy(name: str) -> Response:
+            return ok(self.get(name).to_json())
+
+        @app.api_route("/proxies/{name}", methods=["POST", "PATCH"])
+        async def update_proxy(name: str, request: Request) -> Response:
+            return ok((await self.update(name, await body_of(request))).to_json())
+
+        @app.delete("/proxies/{name}")
+        async def delete_proxy(name: str) -> Response:
+            await self.delete(name)
+            return Response(status_code=204)
+
+        @app.get("/proxies/{name}/toxics")
+        async def list_toxics(name: str) -> Response:
+            return ok([t.to_json() for t in self.get(name).toxics.values()])
+
+        @app.post("/proxies/{name}/toxics")
+        async def add_toxic(name: str, request: Request) -> Response:
+            return ok(self.get(name).add_toxic(await body_of(request)).to_json())
+
+        @app.get("/proxies/{name}/toxics/{toxic}")
+        async def get_toxic(name: str, toxic: str) -> Response:
+            return ok(self.get(name).toxic(toxic).to_json())
+
+        @app.api_route("/proxies/{name}/toxics/{toxic}", methods=["POST", "PATCH"])
+        async def update_toxic(name: str, toxic: str, request: Request) -> Response:
+            return ok(self.get(name).update_toxic(toxic, await body_of(request)).to_json())
+
+        @app.delete("/proxies/{name}/toxics/{toxic}")
+        async def delete_toxic(name: str, toxic: str) -> Response:
+            self.get(name).remove_toxic(toxic)
+            return Response(status_code=204)
+
+        return app
+
+
+async def serve(api: str, seed: int = 0) -> None:
+    """Run the proxy API on ``api`` (host:port) until cancelled."""
+    from cdb.runtime.http import HttpServer
+
+    host, port = _hostport(api)
+    server = ProxyServer(seed)
+    http = HttpServer(server.app, host, port)
+    await http.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await http.stop()
+        await server.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="cdb's fault-injecting TCP proxy "
+                                                 "(Toxiproxy API)")
+    parser.add_argument("--api", default="127.0.0.1:8474", help="host:port of the HTTP API")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.api, args.seed))
+
+
+if __name__ == "__main__":
+    main()

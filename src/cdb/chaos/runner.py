@@ -1,0 +1,658 @@
+"""The runner: one scenario against one pipeline, from start to verdict.
+
+The order of a run (Chaos Toolkit's, with a timeline):
+
+1. plan: expand the timeline, make every fault (they add to the ``Plan``: market
+   shapes, proxied links), check modes and required capabilities;
+2. start the target and the samplers (health and lag always, the ESS when present,
+   the scenario's probes), warm up until t = 0;
+3. steady state before; if it does not hold, the faults are not injected;
+4. the timeline and the method run concurrently; each fault registers its undo the
+   moment it is applied and is undone when its duration ends;
+5. everything still registered is undone in reverse order, then the rollbacks run;
+   the pipeline is given ``settle`` seconds; steady state after;
+6. the target finishes (market ends, pipeline drains, database recorded);
+7. invariants, expectations, measurements and fault effects become assertions, and
+   the verdict follows from them (``verdict``).
+
+Undos run on every way out: a failing step, an exception, Ctrl-C (the run is then
+``unknown`` and still reported). Whatever happens, ``outcome`` holds what is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+import structlog
+
+from cdb.chaos import measure, tolerance
+from cdb.chaos.checks import CheckContext
+from cdb.chaos.clock import ClockClosed
+from cdb.chaos.faults.base import Fault, Params, StepContext
+from cdb.chaos.journal import Activity, Effect, now_iso
+from cdb.chaos.model import Provider, Scenario
+from cdb.chaos.registry import ACTIONS, CAPABILITIES, FAULTS, INVARIANTS, PROBES, Unavailable
+from cdb.chaos.targets.base import Plan, Target, new_namespace, scenario_env
+from cdb.chaos.timeline import Step, end_of, expand
+from cdb.chaos.undo import Undo, UndoStack
+from cdb.chaos.verdict import Assertion, Verdict, decide
+from cdb.config import load_settings
+from cdb.errors import InputError
+
+_log = structlog.get_logger("cdb.chaos.runner")
+_MARGIN_S = 60.0
+_PROBE_TIMEOUT_S = 30.0
+
+
+class Options(msgspec.Struct, frozen=True, kw_only=True):
+    """How to run a scenario (the command line's flags)."""
+
+    mode: str | None = None
+    seed: int | None = None
+    dry_run: bool = False
+    report_dir: Path | None = None
+    skip_missing: bool = False
+    """Do not start anything when a required capability is missing."""
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    """What a run concluded, and where its reports are."""
+
+    verdict: Verdict
+    assertions: list[Assertion]
+    seed: int
+    mode: str
+    namespace: str
+    report_dir: str
+    reports: dict[str, str] = msgspec.field(default_factory=dict)
+    interrupted: bool = False
+    error: str | None = None
+    started: str = ""
+    ended: str = ""
+    duration_s: float = 0.0
+
+
+class ProgressSink(Protocol):
+    """Receives the live state of a run (the rich display implements it)."""
+
+    def update(self, state: dict[str, Any]) -> None: ...
+
+    def log(self, text: str) -> None: ...
+
+
+class _Quiet:
+    def update(self, state: dict[str, Any]) -> None:
+        pass
+
+    def log(self, text: str) -> None:
+        pass
+
+
+class _Use(msgspec.Struct, kw_only=True):
+    """A provider as used at one place, with what it needs."""
+
+    key: str
+    provider: Provider
+    kind: str
+    ctx: StepContext
+    impl: Any
+
+
+class Runner:
+    """Runs one scenario.
+
+    Args:
+        scenario: a validated scenario.
+        options: mode, seed, report directory, dry run.
+        progress: where live state goes.
+        target_factory: builds the target (tests swap it); default by mode.
+    """
+
+    def __init__(self, scenario: Scenario, options: Options,
+                 progress: ProgressSink | None = None,
+                 target_factory: Callable[[Plan], Target] | None = None) -> None:
+        self.scenario = scenario
+        self.options = options
+        self.progress: ProgressSink = progress or _Quiet()
+        self.mode = options.mode or scenario.pipeline.mode
+        if self.mode not in scenario.pipeline.modes:
+            raise InputError(f"{scenario.file}: runs in {', '.join(scenario.pipeline.modes)} "
+                             f"mode, not {self.mode} (pipeline.modes)")
+        self.seed = scenario.seed if options.seed is None else options.seed
+        self.namespace = new_namespace()
+        self.report_dir = options.report_dir or Path("cdb-reports") / Path(
+            scenario.file).stem / self.namespace
+        self.steps = expand(scenario.timeline)
+        self._target_factory = target_factory
+        self.target: Target | None = None
+        self.undo = UndoStack()
+        self.assertions: list[Assertion] = []
+        self.unavailable: list[str] = []
+        self.ended: dict[str, float] = {}
+        self.applied: dict[str, float] = {}
+        self.active: dict[str, str] = {}
+        self.end_values: dict[str, tuple[Any, str | None]] = {}
+        self.phase = "planning"
+        self.current = ""
+        self.t_end = 0.0
+        self.finished = False
+        self.outcome: Outcome | None = None
+        self._uses: list[_Use] = []
+        self._step_uses: dict[str, _Use] = {}
+        self.plan = self._plan()
+
+    # -- planning ----------------------------------------------------------------------
+
+    def _use(self, key: str, provider: Provider, kind: str, at: float,
+             duration: float | None) -> _Use:
+        registry = {"fault": FAULTS, "action": ACTIONS, "probe": PROBES}[kind]
+        if kind == "action" and provider.type in FAULTS:
+            registry, kind = FAULTS, "fault"
+        entry = registry.get(provider.type)
+        ctx = StepContext(key=key, at=at, duration=duration,
+                          rng=random.Random(f"{self.seed}:{key}"), plan=self._draft)
+        impl = entry.impl(ctx, dict(provider.params)) if kind == "fault" else entry.impl
+        if self.mode not in entry.modes:
+            self.unavailable.append(f"{key}: {entry.kind} {entry.name!r} needs "
+                                    f"{' or '.join(entry.modes)} mode")
+        self.missing.update(r for r in entry.requires)
+        use = _Use(key=key, provider=provider, kind=kind, ctx=ctx, impl=impl)
+        self._uses.append(use)
+        return use
+
+    def _plan(self) -> Plan:
+        sc = self.scenario
+        self.missing: set[str] = set(sc.pipeline.requires)
+        self._draft = Plan(scenario=sc, mode=self.mode, seed=self.seed, namespace=self.namespace,
+                           report_dir=self.report_dir, market_duration=0.0)
+        for step in self.steps:
+            self._step_uses[step.key] = self._use(step.key, step.provider, step.kind, step.at,
+                                                  step.duration)
+        for i, act in enumerate((*sc.method, *sc.rollbacks)):
+            self._use(f"{act.name}@{i}", act.provider, act.type, 0.0, act.duration)
+        if sc.steady_state:
+            for act in sc.steady_state.probes:
+                self._use(f"steady:{act.name}", act.provider, "probe", 0.0, None)
+        for probe in sc.probes:
+            self._use(f"sampled:{probe.name}", probe.provider, "probe", 0.0, None)
+        for exp in sc.expect:
+            if exp.probe is not None:
+                self._use(f"expect:{exp.name}", exp.probe, "probe", 0.0, None)
+        self._builtin = StepContext(key="__builtin__", at=0.0, duration=None,
+                                    rng=random.Random(self.seed), plan=self._draft)
+        for use in self._uses:
+            if isinstance(use.impl, Fault):
+                try:
+                    use.impl.plan(self._draft)
+                except Unavailable as exc:
+                    self.unavailable.append(f"{use.key}: {exc.reason}")
+        delays = [s.at + (s.duration if s.duration is not None else
+                          self._effect_delay(self._step_uses[s.key])) for s in self.steps]
+        self.t_end = sc.duration if sc.duration is not None else max(
+            [end_of(self.steps), *delays, 0.0])
+        self._draft.market_duration = (sc.pipeline.market.warmup + self.t_end + sc.settle
+                                       + _MARGIN_S)
+        self.missing_reasons = CAPABILITIES.missing(sorted(self.missing))
+        return self._draft
+
+    def _find(self, key: str) -> _Use:
+        return next(u for u in self._uses if u.key == key)
+
+    @staticmethod
+    def _effect_delay(use: _Use) -> float:
+        return use.impl.effect_delay() if isinstance(use.impl, Fault) else 0.0
+
+    def describe_plan(self) -> list[str]:
+        """The plan for people (``--dry-run``)."""
+        sc, plan = self.scenario, self.plan
+        lines = [f"scenario: {sc.title} ({sc.file})",
+                 f"mode {self.mode}, seed {self.seed}, namespace {self.namespace}",
+                 f"market: {', '.join(sc.pipeline.market.symbols)}, warm-up "
+                 f"{plan.warmup:g}s, {plan.market_duration:g}s generated"]
+        for shape in plan.shapes:
+            lines.append(f"  shape {shape.kind} {shape.symbol} at market {shape.at_s:g}s "
+                         f"over {shape.duration_s:g}s ({shape.magnitude_pct:g}%)")
+        if plan.proxies:
+            lines.append("proxied links: " + ", ".join(f"{s}->{d}" for s, d in
+                                                       sorted(plan.proxies)))
+        lines.append(f"timeline (ends t={self.t_end:g}s, then {sc.settle:g}s to settle):")
+        for step in self.steps:
+            held = f" for {step.duration:g}s" if step.duration is not None else ""
+            lines.append(f"  t={step.at:>7.2f}s  {step.kind:<6} {step.key}: "
+                         f"{step.provider.type}{held}")
+        for act in sc.method:
+            lines.append(f"  method: {act.type} {act.name}: {act.provider.type}")
+        lines.append("invariants: " + (", ".join(i.type for i in sc.invariants) or "none"))
+        lines.append(f"expectations: {len(sc.expect)}, measurements: {len(sc.measurements)}")
+        for reason in self.unavailable + self.missing_reasons:
+            lines.append(f"unavailable: {reason}")
+        return lines
+
+    # -- running -----------------------------------------------------------------------
+
+    def _make_target(self) -> Target:
+        if self._target_factory is not None:
+            return self._target_factory(self.plan)
+        if self.mode == "embedded":
+            from cdb.chaos.targets.embedded import EmbeddedTarget
+
+            return EmbeddedTarget(self.plan)
+        from cdb.chaos.targets.distributed import DistributedTarget
+
+        return DistributedTarget(self.plan)
+
+    async def run(self) -> Outcome:
+        """Run the scenario; the outcome is also kept in ``outcome`` (for Ctrl-C)."""
+        started, wall0 = now_iso(), time.monotonic()
+        error: str | None = None
+        interrupted = False
+        tasks: list[asyncio.Task[Any]] = []
+        ticker: asyncio.Task[None] | None = None
+        if self.missing_reasons and self.options.skip_missing:
+            return self._conclude(started, wall0, None, False, skipped=True)
+        target = self.target = self._make_target()
+        for use in self._uses:
+            use.ctx.bind(target)
+        self._builtin.bind(target)
+        try:
+            ticker = asyncio.create_task(self._tick(), name="chaos.progress")
+            target.clock.join()
+            self.phase = "starting"
+            await target.start()
+            tasks += self._start_samplers(target)
+            self.phase = "warm-up"
+            await target.clock.sleep_until(0.0)
+            tasks += await self._experiment(target)
+            self.phase = "finishing"
+            target.clock.leave()
+            await target.finish()
+            self.finished = True
+        except asyncio.CancelledError:
+            interrupted = True
+            raise
+        except ClockClosed as exc:
+            error = f"the market ended before the scenario: {exc}"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            _log.error("scenario run failed", error=error, tb=traceback.format_exc())
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._undo_all("cleanup")
+            await asyncio.shield(target.stop())
+            if ticker is not None:
+                ticker.cancel()
+            self.outcome = self._conclude(started, wall0, error, interrupted)
+        return self.outcome
+
+    async def _experiment(self, target: Target) -> list[asyncio.Task[Any]]:
+        clock = target.clock
+        tasks: list[asyncio.Task[Any]] = []
+        self.phase = "steady-state before"
+        steady = await self._steady_state("before")
+        if steady:
+            self.phase = "timeline"
+            for step in self.steps:
+                tasks.append(clock.spawn(self._step(step), name=f"step.{step.key}"))
+            if self.scenario.method:
+                tasks.append(clock.spawn(self._method(), name="method"))
+            await clock.sleep_until(self.t_end)
+            if tasks:
+                # Not a participant while waiting: the steps need the market to move.
+                clock.leave()
+                await asyncio.gather(*tasks)
+                clock.join()
+        else:
+            self.progress.log("steady state not met before the faults: none injected")
+        self.phase = "undo"
+        await self._undo_all("end of timeline")
+        self.phase = "rollbacks"
+        for i, act in enumerate(self.scenario.rollbacks):
+            key = f"{act.name}@{len(self.scenario.method) + i}"
+            await self._activity(self._find(key), "rollback", act.name, None)
+        self.phase = "settle"
+        await clock.sleep_until(clock.now() + self.scenario.settle)
+        self.phase = "steady-state after"
+        if steady:
+            await self._steady_state("after")
+        self.phase = "final probes"
+        for exp in self.scenario.expect:
+            if exp.probe is not None:
+                use = self._find(f"expect:{exp.name}")
+                self.end_values[exp.name] = await self._probe_value(use)
+        return tasks
+
+    # -- steps -------------------------------------------------------------------------
+
+    async def _step(self, step: Step) -> None:
+        use = self._step_uses[step.key]
+        await use.ctx.clock.sleep_until(step.at)
+        await self._activity(use, "timeline", step.name, step.duration, step.tolerance)
+
+    async def _method(self) -> None:
+        clock = self.target.clock if self.target else None
+        assert clock is not None
+        for i, act in enumerate(self.scenario.method):
+            use = self._find(f"{act.name}@{i}")
+            await clock.sleep_until(clock.now() + act.pause_before)
+            use.ctx.at = clock.now()
+            run = self._activity(use, "method", act.name, act.duration,
+                                 act.tolerance if act.has_tolerance else None)
+            if act.background:
+                clock.spawn(run, name=f"method.{act.name}")
+            else:
+                await run
+            await clock.sleep_until(clock.now() + act.pause_after)
+
+    def _record(self, use: _Use, phase: str, name: str) -> Activity:
+        assert self.target is not None
+        return self.target.recording.add(Activity(
+            key=use.key, name=name, phase=phase, kind=use.kind, type=use.provider.type,
+            params=dict(use.provider.params), t_start=round(self.target.clock.now(), 6),
+            started=now_iso()))
+
+    def _close(self, act: Activity) -> None:
+        assert self.target is not None
+        act.t_end = round(self.target.clock.now(), 6)
+        act.ended = now_iso()
+
+    async def _activity(self, use: _Use, phase: str, name: str, duration: float | None,
+                        tol: Any = None) -> None:
+        """Run one fault, action or probe, record it, register undos."""
+        assert self.target is not None
+        clock = self.target.clock
+        act = self._record(use, phase, name)
+        self.current = f"{use.kind} {use.key} ({use.provider.type})"
+        self.progress.log(f"t={clock.now():7.2f}s {use.kind} {use.key}: {use.provider.type}")
+        try:
+            if isinstance(use.impl, Fault):
+                await self._fault(use, act, phase, duration)
+                return
+            act.output = await use.impl(use.ctx, Params(dict(use.provider.params)))
+            if use.kind == "probe" and tol is not None:
+                act.tolerance_met = tolerance.met(tol, act.output)
+                self.assertions.append(Assertion(
+                    name=use.key, category="expectation",
+                    status="pass" if act.tolerance_met else "fail",
+                    detail=f"{act.output!r} {tolerance.describe(tol)}", path=use.provider.path))
+        except Unavailable as exc:
+            act.status, act.error = "unavailable", exc.reason
+            self.unavailable.append(f"{use.key}: {exc.reason}")
+        except (ClockClosed, asyncio.CancelledError):
+            act.status, act.error = "failed", "interrupted"
+            raise
+        except Exception as exc:
+            act.status, act.error = "failed", f"{type(exc).__name__}: {exc}"
+            if use.kind == "probe" and tol is not None:
+                self.assertions.append(Assertion(
+                    name=use.key, category="expectation", status="unknown",
+                    detail=f"the probe failed: {act.error}", path=use.provider.path))
+        finally:
+            if act.t_end is None:
+                self._close(act)
+
+    async def _fault(self, use: _Use, act: Activity, phase: str, duration: float | None) -> None:
+        assert self.target is not None and isinstance(use.impl, Fault)
+        clock, fault = self.target.clock, use.impl
+        start = clock.now()
+        try:
+            act.output = await fault.apply()
+        except Exception as exc:
+            if not isinstance(exc, Unavailable):
+                act.effect = Effect(took_effect=False, evidence=f"apply failed: {exc!r}")
+            raise
+        self.applied[use.key] = start
+        if phase == "rollback":
+            return  # a rollback is an action: nothing to undo
+        undo = self.undo.push(use.key, fault.undo)
+        undo.on_done = self._undone
+        self.active[use.key] = use.provider.type
+        wait = duration if duration is not None else fault.effect_delay()
+        await clock.sleep_until(start + wait)
+        try:
+            act.effect = await fault.effect()
+        except Exception as exc:
+            act.effect = Effect(took_effect=None, evidence=f"effect check failed: {exc!r}")
+        self.progress.log(f"t={clock.now():7.2f}s effect of {use.key}: "
+                          f"{act.effect.took_effect} ({act.effect.evidence})")
+        if duration is not None:
+            await undo.run()
+
+    def _undone(self, undo: Undo) -> None:
+        assert self.target is not None
+        t = round(self.target.clock.now(), 6)
+        self.ended[undo.key] = t
+        self.active.pop(undo.key, None)
+        status = "failed" if undo.error is not None else "succeeded"
+        self.target.recording.add(Activity(
+            key=undo.key, name=f"undo {undo.key}", phase="undo", kind="undo", type="undo",
+            params={}, t_start=t, t_end=t, started=now_iso(), ended=now_iso(), status=status,
+            output=repr(undo.output) if undo.output is not None else None,
+            error=repr(undo.error) if undo.error is not None else None))
+        if undo.error is not None:
+            self.assertions.append(Assertion(
+                name=f"undo {undo.key}", category="run", status="unknown",
+                detail=f"the undo failed, the pipeline may still be faulty: {undo.error!r}"))
+
+    async def _undo_all(self, why: str) -> None:
+        pending = self.undo.pending
+        if pending:
+            self.progress.log(f"undoing {len(pending)} fault(s) in reverse order ({why})")
+            await self.undo.run_all()
+
+    # -- probes ------------------------------------------------------------------------
+
+    async def _probe_value(self, use: _Use) -> tuple[Any, str | None]:
+        try:
+            value = await asyncio.wait_for(use.impl(use.ctx, Params(dict(use.provider.params))),
+                                           _PROBE_TIMEOUT_S)
+        except Unavailable as exc:
+            return None, f"unavailable: {exc.reason}"
+        except Exception as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        return value, None
+
+    async def _steady_state(self, phase: str) -> bool:
+        hypothesis = self.scenario.steady_state
+        if hypothesis is None:
+            return True
+        ok = True
+        for activity in hypothesis.probes:
+            use = self._find(f"steady:{activity.name}")
+            act = self._record(use, f"steady-state-{phase}", activity.name)
+            value, error = await self._probe_value(use)
+            self._close(act)
+            act.output = value
+            if error is not None:
+                act.status, act.error = "failed", error
+                status, detail = "unknown", f"the probe could not run: {error}"
+                ok = False
+            else:
+                try:
+                    met = tolerance.met(activity.tolerance, value)
+                    detail = f"{value!r} {tolerance.describe(activity.tolerance)}"
+                except tolerance.ToleranceError as exc:
+                    met, detail = False, str(exc)
+                act.tolerance_met = met
+                status = "pass" if met else "fail"
+                ok = ok and met
+            self.assertions.append(Assertion(
+                name=f"{phase}: {activity.name}", category="steady-state", status=status,  # type: ignore[arg-type]
+                detail=detail, path=activity.path))
+        return ok
+
+    def _start_samplers(self, target: Target) -> list[asyncio.Task[Any]]:
+        every = self.scenario.sample_every
+        tasks = [target.clock.spawn(self._sample_builtin(target, every), name="sample.builtin")]
+        if CAPABILITIES.present("ess"):
+            tasks.append(target.clock.spawn(self._sample(target, measure.ESS, every,
+                                                         target.ess), name="sample.ess"))
+        for probe in self.scenario.probes:
+            use = self._find(f"sampled:{probe.name}")
+
+            def call(use: _Use = use) -> Any:
+                return use.impl(use.ctx, Params(dict(use.provider.params)))
+
+            tasks.append(target.clock.spawn(self._sample(target, probe.name, probe.every or every,
+                                                         call), name=f"sample.{probe.name}"))
+        return tasks
+
+    async def _sample_builtin(self, target: Target, every: float) -> None:
+        from cdb.chaos.probes import health
+
+        use = _Use(key="__health__", provider=Provider(type="health", params={}), kind="probe",
+                   ctx=self._builtin, impl=health)
+
+        async def both() -> None:
+            t = round(target.clock.now(), 6)
+            value, error = await self._probe_value(use)
+            target.recording.sample(measure.HEALTH, t, value, error)
+            try:
+                lag = await target.lag()
+                total = sum(n for groups in lag.values() for n in groups.values())
+                target.recording.sample(measure.LAG, t, {"total": total, "by_stream": lag})
+            except Exception as exc:
+                target.recording.sample(measure.LAG, t, error=f"{type(exc).__name__}: {exc}")
+
+        await self._every(target, every, both)
+
+    async def _sample(self, target: Target, name: str, every: float,
+                      call: Callable[[], Any]) -> None:
+        async def one() -> None:
+            t = round(target.clock.now(), 6)
+            try:
+                value = await asyncio.wait_for(call(), _PROBE_TIMEOUT_S)
+            except Unavailable as exc:
+                target.recording.sample(name, t, error=f"unavailable: {exc.reason}")
+                raise
+            except Exception as exc:
+                target.recording.sample(name, t, error=f"{type(exc).__name__}: {exc}")
+            else:
+                target.recording.sample(name, t, value)
+
+        await self._every(target, every, one)
+
+    @staticmethod
+    async def _every(target: Target, every: float, fn: Callable[[], Any]) -> None:
+        clock = target.clock
+        t = clock.now()
+        try:
+            while True:
+                await fn()
+                t = max(t + every, clock.now())
+                await clock.sleep_until(t)
+        except (ClockClosed, Unavailable):
+            return
+
+    async def _tick(self) -> None:
+        while True:
+            self.progress.update(self.state())
+            await asyncio.sleep(0.2)
+
+    def state(self) -> dict[str, Any]:
+        """The live state for the progress display."""
+        target = self.target
+        rec = target.recording if target else None
+        samples: dict[str, Any] = {}
+        if rec is not None:
+            for name, values in rec.samples.items():
+                if values:
+                    last = values[-1]
+                    samples[name] = last.value if last.error is None else f"! {last.error}"
+        return {
+            "title": self.scenario.title, "phase": self.phase, "mode": self.mode,
+            "t": target.clock.now() if target else 0.0, "t_end": self.t_end,
+            "warmup": self.plan.warmup, "current": self.current,
+            "active": dict(self.active), "samples": samples,
+            "counts": {k: len(v) for k, v in rec.events.items()} if rec else {},
+            "trades": rec.trades if rec else 0,
+        }
+
+    # -- concluding --------------------------------------------------------------------
+
+    def _check_context(self) -> CheckContext:
+        assert self.target is not None
+        env = {**os.environ, **scenario_env(self.scenario, self.seed), **self.plan.env}
+        limits = load_settings(environ=env).risk_limits()
+        windows = [(k, t, self.ended.get(k, self.t_end)) for k, t in self.applied.items()]
+        return CheckContext(
+            scenario=self.scenario, plan=self.plan, recording=self.target.recording,
+            steps=self.steps, ended=self.ended, t_end=self.t_end, finished=self.finished,
+            limits=limits, missing=sorted(m for m in self.missing
+                                          if not CAPABILITIES.present(m)),
+            fault_windows=windows)
+
+    def _conclude(self, started: str, wall0: float, error: str | None, interrupted: bool,
+                  skipped: bool = False) -> Outcome:
+        assertions = list(self.assertions)
+        for reason in self.missing_reasons:
+            assertions.append(Assertion(name="requires", category="run", status="unknown",
+                                        detail=reason))
+        for reason in dict.fromkeys(self.unavailable):
+            assertions.append(Assertion(name="unavailable", category="run", status="unknown",
+                                        detail=reason))
+        if skipped:
+            assertions.append(Assertion(name="run", category="run", status="unknown",
+                                        detail="not run: a required capability is missing"))
+        if interrupted:
+            assertions.append(Assertion(name="run", category="run", status="unknown",
+                                        detail="interrupted (Ctrl-C)"))
+        if error is not None:
+            assertions.append(Assertion(name="run", category="run", status="unknown",
+                                        detail=f"the run failed: {error}"))
+        if self.target is not None and not skipped:
+            assertions += self._evaluate()
+        verdict = decide(assertions)
+        outcome = Outcome(
+            verdict=verdict, assertions=assertions, seed=self.seed, mode=self.mode,
+            namespace=self.namespace, report_dir=str(self.report_dir), interrupted=interrupted,
+            error=error, started=started, ended=now_iso(),
+            duration_s=round(time.monotonic() - wall0, 3))
+        if not self.options.dry_run:
+            from cdb.chaos import reports
+
+            try:
+                outcome.reports = reports.write_all(self, outcome)
+            except OSError as exc:
+                outcome.error = (outcome.error or "") + f" (reports not written: {exc})"
+        return outcome
+
+    def _evaluate(self) -> list[Assertion]:
+        assert self.target is not None
+        out: list[Assertion] = []
+        for act in self.target.recording.activities:
+            if act.kind != "fault" or act.phase == "rollback":
+                continue
+            if act.status == "unavailable":
+                continue  # reported as unavailable
+            effect = act.effect
+            if effect is None:
+                status, detail = "unknown", act.error or "the fault was not checked"
+            else:
+                status = "pass" if effect.took_effect else "unknown"
+                detail = effect.evidence
+            out.append(Assertion(name=f"{act.key} took effect", category="fault-effect",
+                                 status=status, detail=detail))  # type: ignore[arg-type]
+        ctx = self._check_context()
+        for spec in self.scenario.invariants:
+            fn = INVARIANTS.get(spec.type).impl
+            try:
+                result = fn(ctx, Params(dict(spec.params)))
+            except Exception as exc:
+                result = Assertion(name=spec.type, category="invariant", status="unknown",
+                                   detail=f"the check failed: {exc!r}")
+            out.append(msgspec.structs.replace(result, path=spec.path))
+        for exp in self.scenario.expect:
+            out.append(measure.expect(exp, ctx, self.end_values.get(exp.name)))
+        for m in self.scenario.measurements:
+            out.append(measure.measure(m, ctx))
+        return out

@@ -1,0 +1,199 @@
+"""``cdb scenario``: validate, publish the schema of, list and run chaos scenarios.
+
+Exit codes: ``validate`` 0 valid, 2 invalid; ``run`` 0 pass, 1 fail, 2 unknown (also
+for an invalid scenario and for Ctrl-C, after the undos ran and the reports were
+written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+scenario_app = typer.Typer(help="Chaos scenarios: validate, schema, list, run.",
+                           no_args_is_help=True)
+_out = Console()
+_err = Console(stderr=True)
+
+
+def _invalid(results: list[object], as_json: bool) -> int:
+    from cdb.chaos.validate import Result
+
+    bad = 0
+    payload = []
+    for r in results:
+        assert isinstance(r, Result)
+        bad += 0 if r.ok else 1
+        payload.append({"file": r.file, "valid": r.ok,
+                        "problems": msgspec.to_builtins(list(r.problems))})
+        if as_json:
+            continue
+        for p in r.problems:
+            style = "red" if p.severity == "error" else "yellow"
+            _err.print(p.render(r.file), style=style, highlight=False, soft_wrap=True)
+        if r.ok:
+            _out.print(f"{r.file}: valid", style="green", highlight=False)
+        else:
+            n = sum(1 for p in r.problems if p.severity == "error")
+            _err.print(f"{r.file}: {n} problem(s)", style="bold red", highlight=False)
+    if as_json:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    return bad
+
+
+@scenario_app.command("validate")
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Scenario YAML files.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Problems as JSON.")] = False,
+) -> None:
+    """Check scenarios against the schema; every problem with its path and line."""
+    from cdb.chaos.validate import validate_file
+
+    results: list[object] = [validate_file(f) for f in files]
+    if _invalid(results, as_json):
+        raise typer.Exit(2)
+
+
+@scenario_app.command("schema")
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Write to a file.")] = None,
+) -> None:
+    """Print the JSON Schema of scenarios (draft 2020-12)."""
+    from cdb.chaos.schema import dumps
+
+    text = dumps()
+    if output is None:
+        sys.stdout.write(text + "\n")
+    else:
+        output.write_text(text + "\n")
+        _err.print(f"wrote {output}")
+
+
+def scenario_dirs(extra: Path | None = None) -> list[Path]:
+    """Where shipped scenarios are looked for: ``--dir``, ``./scenarios``, the source tree."""
+    import cdb
+
+    candidates = [extra] if extra else []
+    candidates += [Path("scenarios"), Path(cdb.__file__).resolve().parents[2] / "scenarios"]
+    seen: list[Path] = []
+    for c in candidates:
+        if c is not None and c.is_dir() and c.resolve() not in [s.resolve() for s in seen]:
+            seen.append(c)
+    return seen
+
+
+@scenario_app.command("list")
+def list_(
+    directory: Annotated[Path | None, typer.Option("--dir", help="Where to look.")] = None,
+) -> None:
+    """Show the shipped scenarios: title, modes, what they need, whether they are valid."""
+    from cdb.chaos.registry import CAPABILITIES
+    from cdb.chaos.validate import validate_file
+
+    dirs = scenario_dirs(directory)
+    files = sorted({f.resolve(): f for d in dirs for f in d.glob("*.yaml")}.values())
+    if not files:
+        _err.print("no scenarios found (looked in ./scenarios and the source tree)")
+        raise typer.Exit(2)
+    table = Table(title="scenarios", title_justify="left")
+    for col in ("file", "title", "modes", "tags", "needs", "valid"):
+        table.add_column(col, overflow="fold")
+    for f in files:
+        r = validate_file(f)
+        sc = r.scenario
+        if sc is None:
+            table.add_row(str(f), "", "", "", "", "[red]invalid[/]")
+            continue
+        needs = ", ".join(
+            f"{n}" + ("" if CAPABILITIES.present(n) else " [yellow](missing)[/]")
+            for n in sc.pipeline.requires) or "-"
+        table.add_row(str(f), sc.title, ", ".join(sc.pipeline.modes), ", ".join(sc.tags),
+                      needs, "[green]yes[/]")
+    _out.print(table)
+
+
+@scenario_app.command("run")
+def run(
+    file: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    mode: Annotated[str | None, typer.Option(help="embedded or distributed (default: the "
+                                                   "scenario's).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and show the plan; "
+                                                            "start nothing.")] = False,
+    report_dir: Annotated[Path | None, typer.Option(help="Where the reports go (default "
+                                                         "cdb-reports/<name>/<ns>).")] = None,
+    skip_missing: Annotated[bool, typer.Option(help="Do not start anything when a required "
+                                                    "feature is missing (verdict unknown).")
+                            ] = False,
+    quiet: Annotated[bool, typer.Option(help="No live progress.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Run a scenario against a pipeline it starts; exit 0 pass, 1 fail, 2 unknown."""
+    from cdb.chaos.progress import LiveProgress, print_summary
+    from cdb.chaos.runner import Options, Runner
+    from cdb.chaos.validate import validate_file
+    from cdb.errors import CdbError
+    from cdb.observability import logging as cdb_logging
+
+    result = validate_file(file)
+    if not result.ok or result.scenario is None:
+        _invalid([result], False)
+        raise typer.Exit(2)
+    if mode is not None and mode not in ("embedded", "distributed"):
+        _err.print(f"--mode: {mode!r} is not embedded or distributed", style="red")
+        raise typer.Exit(2)
+    try:
+        runner = Runner(result.scenario, Options(mode=mode, seed=seed, dry_run=dry_run,
+                                                 report_dir=report_dir,
+                                                 skip_missing=skip_missing))
+    except CdbError as exc:
+        _err.print(f"error: {exc}", style="red", highlight=False)
+        raise typer.Exit(2) from None
+    if dry_run:
+        for line in runner.describe_plan():
+            _out.print(line, highlight=False)
+        return
+    runner.report_dir.mkdir(parents=True, exist_ok=True)
+    log = (runner.report_dir / "coordinator.log").open("a")
+    cdb_logging.configure("WARNING", stream=log)
+    console = _err
+    show = not quiet and not as_json
+    interrupted = False
+    try:
+        with LiveProgress(console) if show else _nothing() as progress:
+            if progress is not None:
+                runner.progress = progress
+            try:
+                asyncio.run(runner.run())
+            except KeyboardInterrupt:
+                interrupted = True
+    finally:
+        log.close()
+    outcome = runner.outcome
+    if outcome is None:
+        _err.print("the run ended before it could conclude", style="red")
+        raise typer.Exit(2)
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(outcome).decode() + "\n")
+    else:
+        print_summary(_out, outcome, result.scenario.title)
+    if interrupted:
+        _err.print("interrupted: faults undone, reports written", style="yellow")
+    raise typer.Exit(outcome.verdict.exit_code)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

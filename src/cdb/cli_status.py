@@ -1,0 +1,195 @@
+"""``cdb status``: every instance registered in Redis, with its health.
+
+Reads the discovery registry (``cdb.observability.discovery``) of the namespace, asks
+each live instance for its ``/health``, and prints one row per instance. An instance
+whose heartbeat expired, or that does not answer, is shown as gone. Exit code 0 when
+every instance is live and not unhealthy, 1 otherwise, 2 when Redis cannot be read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import msgspec
+import redis.asyncio as aioredis
+import typer
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.table import Table
+
+from cdb.bus.keys import Namespace
+from cdb.clock import WallClock
+from cdb.config import Settings, load_settings
+from cdb.errors import CdbError, ConfigError
+from cdb.observability.discovery import Registration, discover
+from cdb.observability.logging import mask_text
+
+State = Literal["live", "gone"]
+_STYLE = {"healthy": "green", "degraded": "yellow", "unhealthy": "red", "gone": "red dim"}
+
+
+class InstanceStatus(msgspec.Struct, kw_only=True):
+    """One row of ``cdb status``."""
+
+    service: str
+    instance: str
+    state: State
+    health: str
+    """healthy, degraded, unhealthy (from /health), or gone."""
+    address: str
+    grpc_address: str
+    version: str
+    started: str
+    last_seen_s: float
+    """Seconds since the last heartbeat."""
+    note: str = ""
+    """Why it is gone, or which dependency is down."""
+
+
+def redis_from_url(url: str) -> aioredis.Redis:
+    """A client for ``redis://[:password@]host:port/db``.
+
+    Raises:
+        ConfigError: not a redis:// URL.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ConfigError([f"--redis: {mask_text(url)!r} is not a redis://host:port/db URL"])
+    return aioredis.Redis(
+        host=parts.hostname, port=parts.port or 6379, db=int(parts.path.strip("/") or 0),
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme == "rediss", socket_timeout=5.0, socket_connect_timeout=3.0,
+    )
+
+
+def redis_from_settings(settings: Settings) -> aioredis.Redis:
+    """A client from the REDIS_* settings (Sentinel included), like the services'."""
+    if not settings.redis_host and not settings.redis_sentinels:
+        raise ConfigError(["REDIS_HOST: not set; set it (and REDIS_PASSWORD) or pass --redis URL"])
+    from cdb.resilience.redis import make_redis
+
+    return make_redis(settings)
+
+
+async def _health(http: httpx.AsyncClient, address: str) -> tuple[str, str]:
+    """(status, note) from ``address/health``; ("gone", why) when it does not answer."""
+    try:
+        response = await http.get(f"{address}/health")
+        body: dict[str, Any] = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return "gone", f"not answering: {type(exc).__name__}"
+    status = str(body.get("status", "?"))
+    down = [
+        f"{name}: {dep.get('last_error') or 'down'}"
+        for name, dep in (body.get("dependencies") or {}).items()
+        if isinstance(dep, dict) and dep.get("status") == "down"
+    ]
+    return status, mask_text("; ".join(down))
+
+
+def _row(reg: Registration, health: str, note: str, now_ns: int) -> InstanceStatus:
+    record = reg.record
+    last_seen = max(0.0, (now_ns - record.last_seen_ns) / 1e9)
+    if not reg.alive:
+        health, note = "gone", f"heartbeat expired ({last_seen:.0f} s since the last)"
+    return InstanceStatus(
+        service=record.service, instance=record.instance,
+        state="gone" if health == "gone" else "live", health=health, address=record.address,
+        grpc_address=record.grpc_address, version=record.version, started=record.started,
+        last_seen_s=round(last_seen, 1), note=note,
+    )
+
+
+async def collect(client: aioredis.Redis, namespace: Namespace, *, timeout: float = 2.0,
+                  now_ns: int | None = None) -> list[InstanceStatus]:
+    """Every registered instance with its health (live ones are asked concurrently)."""
+    registrations = await discover(client, namespace)
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        answers = await asyncio.gather(*[
+            _health(http, r.record.address) if r.alive else _gone() for r in registrations
+        ])
+    now = WallClock().now() if now_ns is None else now_ns
+    return [_row(r, h, n, now) for r, (h, n) in zip(registrations, answers, strict=True)]
+
+
+async def _gone() -> tuple[str, str]:
+    return "gone", ""
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def table(rows: list[InstanceStatus], namespace: str, now_ns: int | None = None) -> Table:
+    """The rich table ``cdb status`` prints."""
+    out = Table(title=f"cdb status (namespace {namespace or '(none)'})", title_justify="left")
+    for col in ("service", "instance", "state", "health", "address", "grpc", "version",
+                "up", "heartbeat", "note"):
+        out.add_column(col)
+    now = WallClock().now() if now_ns is None else now_ns
+    for row in rows:
+        style = _STYLE.get(row.health, "")
+        started = datetime.fromisoformat(row.started)
+        up = (now / 1e9 - started.timestamp()) if row.state == "live" else None
+        out.add_row(
+            row.service, row.instance, row.state, f"[{style}]{row.health}[/]" if style else
+            row.health, row.address, row.grpc_address or "-", row.version,
+            _ago(up) if up is not None else "-", f"{_ago(row.last_seen_s)} ago", row.note,
+        )
+    return out
+
+
+def healthy_enough(rows: list[InstanceStatus]) -> bool:
+    """Every instance live and not unhealthy (and at least one)."""
+    return bool(rows) and all(r.state == "live" and r.health != "unhealthy" for r in rows)
+
+
+def status(
+    redis_url: Annotated[
+        str | None,
+        typer.Option("--redis", help="redis://[:password@]host:port/db (default: REDIS_*)"),
+    ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(help="Namespace of the pipeline (default: SERVICE_INSTANCE_NAME)."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each /health.")] = 2.0,
+) -> None:
+    """Show every running instance of the pipeline with its health; gone ones too."""
+    settings = load_settings()
+    name = settings.service_instance_name if namespace is None else namespace
+    client = redis_from_url(redis_url) if redis_url else redis_from_settings(settings)
+
+    async def run() -> list[InstanceStatus]:
+        try:
+            return await collect(client, Namespace(name), timeout=timeout)
+        except (RedisError, OSError) as exc:
+            raise CdbError(f"cannot read the registry from Redis: {mask_text(str(exc))}") from None
+        finally:
+            await client.aclose()
+
+    started = time.monotonic()
+    rows = asyncio.run(run())
+    if json_out:
+        for row in rows:
+            sys.stdout.write(msgspec.json.encode(row).decode() + "\n")
+    else:
+        console = Console()
+        if rows:
+            console.print(table(rows, name))
+        else:
+            console.print(f"no instance registered in namespace {name or '(none)'}")
+        console.print(f"[dim]{len(rows)} instances, read in {time.monotonic() - started:.2f} s[/]")
+    if not healthy_enough(rows):
+        sys.exit(1)

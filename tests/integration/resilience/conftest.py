@@ -1,0 +1,67 @@
+"""Fixtures of the resilience tests: servers each test may stop and start, and a rig
+of producers and consumers torn down after the test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from tests.integration.resilience.rig import Rig
+
+from cdb.testing.postgres import PostgresServer, PostgresServerError
+from cdb.testing.redis import RedisServer, RedisServerError
+
+PERSISTENT = ("--appendonly", "yes", "--appendfsync", "always")
+"""A Redis that keeps its streams across a stop (as deployed); without it, a stop is a
+restart with data loss."""
+
+
+def redis_or_exit(**kwargs: Any) -> RedisServer:
+    server = RedisServer(**kwargs)
+    try:
+        server.start()
+    except RedisServerError as exc:
+        server.close()
+        pytest.exit(f"cannot run the resilience tests: {exc}", returncode=3)
+    return server
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis of this test alone (it gets stopped), with AOF persistence."""
+    server = redis_or_exit(args=PERSISTENT)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def volatile_redis_server() -> Iterator[RedisServer]:
+    """A Redis of this test alone without persistence: a restart is a fresh, empty one."""
+    server = redis_or_exit()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL shared by the tests that do not stop it."""
+    try:
+        with PostgresServer() as server:
+            yield server
+    except PostgresServerError as exc:
+        pytest.exit(f"cannot run the resilience tests: {exc}", returncode=3)
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"r{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def rig_factory() -> AsyncIterator[list[Rig]]:
+    rigs: list[Rig] = []
+    yield rigs
+    for rig in rigs:
+        await rig.close()
