@@ -59,7 +59,7 @@ def validate(
 
     results: list[object] = [validate_file(f) for f in files]
     if _invalid(results, as_json):
-        raise typer.Exit(2)
+        sys.exit(2)
 
 
 @scenario_app.command("schema")
@@ -103,7 +103,7 @@ def list_(
     files = sorted({f.resolve(): f for d in dirs for f in d.glob("*.yaml")}.values())
     if not files:
         _err.print("no scenarios found (looked in ./scenarios and the source tree)")
-        raise typer.Exit(2)
+        sys.exit(2)
     table = Table(title="scenarios", title_justify="left")
     for col in ("file", "title", "modes", "tags", "needs", "valid"):
         table.add_column(col, overflow="fold")
@@ -131,9 +131,17 @@ def run(
                                                             "start nothing.")] = False,
     report_dir: Annotated[Path | None, typer.Option(help="Where the reports go (default "
                                                          "cdb-reports/<name>/<ns>).")] = None,
-    skip_missing: Annotated[bool, typer.Option(help="Do not start anything when a required "
-                                                    "feature is missing (verdict unknown).")
-                            ] = False,
+    run_anyway: Annotated[bool, typer.Option(help="Run even when a feature the scenario "
+                                                  "requires is missing (verdict unknown at "
+                                                  "best).")] = False,
+    http_port: Annotated[int | None, typer.Option(help="Serve the coordinator's /health "
+                                                       "and /metrics on this port.")] = None,
+    redis: Annotated[str | None, typer.Option(help="Distributed: an existing Redis "
+                                                   "(redis://:pw@host:port/db), shared "
+                                                   "through the run's namespace.")] = None,
+    postgres: Annotated[str | None, typer.Option(help="Distributed: an existing PostgreSQL "
+                                                      "(postgresql://user:pw@host:port/db); "
+                                                      "the run uses its own schema.")] = None,
     quiet: Annotated[bool, typer.Option(help="No live progress.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
@@ -147,17 +155,19 @@ def run(
     result = validate_file(file)
     if not result.ok or result.scenario is None:
         _invalid([result], False)
-        raise typer.Exit(2)
+        sys.exit(2)
     if mode is not None and mode not in ("embedded", "distributed"):
         _err.print(f"--mode: {mode!r} is not embedded or distributed", style="red")
-        raise typer.Exit(2)
+        sys.exit(2)
     try:
         runner = Runner(result.scenario, Options(mode=mode, seed=seed, dry_run=dry_run,
                                                  report_dir=report_dir,
-                                                 skip_missing=skip_missing))
+                                                 run_anyway=run_anyway,
+                                                 http_port=http_port, redis_url=redis,
+                                                 postgres_url=postgres))
     except CdbError as exc:
         _err.print(f"error: {exc}", style="red", highlight=False)
-        raise typer.Exit(2) from None
+        sys.exit(2)
     if dry_run:
         for line in runner.describe_plan():
             _out.print(line, highlight=False)
@@ -181,14 +191,14 @@ def run(
     outcome = runner.outcome
     if outcome is None:
         _err.print("the run ended before it could conclude", style="red")
-        raise typer.Exit(2)
+        sys.exit(2)
     if as_json:
         sys.stdout.write(msgspec.json.encode(outcome).decode() + "\n")
     else:
         print_summary(_out, outcome, result.scenario.title)
     if interrupted:
         _err.print("interrupted: faults undone, reports written", style="yellow")
-    raise typer.Exit(outcome.verdict.exit_code)
+    sys.exit(outcome.verdict.exit_code)
 
 
 class _nothing:

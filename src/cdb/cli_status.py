@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -46,6 +45,8 @@ class InstanceStatus(msgspec.Struct, kw_only=True):
     grpc_address: str
     version: str
     started: str
+    uptime_s: float | None
+    """Seconds since it started; None when gone."""
     last_seen_s: float
     """Seconds since the last heartbeat."""
     note: str = ""
@@ -98,10 +99,12 @@ def _row(reg: Registration, health: str, note: str, now_ns: int) -> InstanceStat
     last_seen = max(0.0, (now_ns - record.last_seen_ns) / 1e9)
     if not reg.alive:
         health, note = "gone", f"heartbeat expired ({last_seen:.0f} s since the last)"
+    state: State = "gone" if health == "gone" else "live"
+    uptime = max(0.0, (now_ns - record.started_ns) / 1e9) if state == "live" else None
     return InstanceStatus(
-        service=record.service, instance=record.instance,
-        state="gone" if health == "gone" else "live", health=health, address=record.address,
-        grpc_address=record.grpc_address, version=record.version, started=record.started,
+        service=record.service, instance=record.instance, state=state, health=health,
+        address=record.address, grpc_address=record.grpc_address, version=record.version,
+        started=record.started, uptime_s=None if uptime is None else round(uptime, 1),
         last_seen_s=round(last_seen, 1), note=note,
     )
 
@@ -130,21 +133,19 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def table(rows: list[InstanceStatus], namespace: str, now_ns: int | None = None) -> Table:
+def table(rows: list[InstanceStatus], namespace: str) -> Table:
     """The rich table ``cdb status`` prints."""
     out = Table(title=f"cdb status (namespace {namespace or '(none)'})", title_justify="left")
     for col in ("service", "instance", "state", "health", "address", "grpc", "version",
                 "up", "heartbeat", "note"):
         out.add_column(col)
-    now = WallClock().now() if now_ns is None else now_ns
     for row in rows:
         style = _STYLE.get(row.health, "")
-        started = datetime.fromisoformat(row.started)
-        up = (now / 1e9 - started.timestamp()) if row.state == "live" else None
         out.add_row(
             row.service, row.instance, row.state, f"[{style}]{row.health}[/]" if style else
             row.health, row.address, row.grpc_address or "-", row.version,
-            _ago(up) if up is not None else "-", f"{_ago(row.last_seen_s)} ago", row.note,
+            "-" if row.uptime_s is None else _ago(row.uptime_s),
+            f"{_ago(row.last_seen_s)} ago", row.note,
         )
     return out
 

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     (WAIT); otherwise it is buffered and retried, so a failover loses nothing."""
     redis_replica_timeout_s: float = Field(1.0, gt=0)
     """How long a publish waits for REDIS_MIN_REPLICAS."""
+    redis_sentinel_poll_s: float = Field(1.0, gt=0)
+    """How often the Sentinels are asked where the master is (a failover is followed
+    within this)."""
 
     postgres_host: str | None = None
     postgres_port: int = Field(5432, ge=1, le=65535)

@@ -13,7 +13,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -143,7 +142,6 @@ def test_a_flash_crash_trips_the_ess_and_no_buy_follows(pipe: LocalPipeline) -> 
     inject = Injector(pipe)
     ensure_active(pipe)
     inject.trades("CRASHUSDT", 100.0, 100.0, 99.0)
-    eventually(lambda: "CRASHUSDT" in risk_state(pipe)["positions"] or True, 5)
     inject.trades("CRASHUSDT", 92.0, 84.0, 83.0, step_s=3)
     eventually(lambda: ess(pipe)["state"] == "HALTED", 15, "ESS HALTED")
     state = ess(pipe)
@@ -224,7 +222,6 @@ def test_reset_needs_the_token_and_the_cooldown_then_trading_resumes(
     reset = cdb("ess", "reset", "--actor", "alice", "--reason", "drill over", env=env)
     assert reset.returncode == 0, reset.stderr
     assert ess(pipe)["state"] == "ACTIVE"
-    changes = rows(pipe, "ess_changes")
     eventually(lambda: any(r["detail"] == "drill over" for r in rows(pipe, "ess_changes")), 30)
     changes = rows(pipe, "ess_changes")
     last = max(changes, key=lambda r: int(str(r["ts"])))

@@ -15,7 +15,7 @@ import pytest
 from cdb.bus.keys import SIGNALS
 from cdb.config import Settings, load_settings
 from cdb.events import SCALE, Signal, Trade
-from cdb.marketdata.synthetic import Shape, SyntheticSource, flash_crash, gap
+from cdb.marketdata.synthetic import Shape, SyntheticSource, flash_crash, gap, stale
 from cdb.risk.ess import EssState, FlashCrashGuard, ResetRefused
 from cdb.runtime.embedded import EmbeddedPipeline, RunOptions, RunSummary
 from cdb.services.risk import RiskService
@@ -127,6 +127,21 @@ async def test_a_drawdown_above_ten_percent_trips(tmp_path: Path) -> None:
     assert query(db, f"select count(*) from orders where reduce_only = 0 and ts >= {trip_ts}"
                  ) == [(0,)]
     assert float(summary.max_drawdown_pct) > 10
+
+
+async def test_stale_market_data_trips_when_the_feed_resumes_in_simulated_time(
+    tmp_path: Path,
+) -> None:
+    """In simulated time nothing happens during a silence: the batch that ends it is
+    the first moment the clock has moved, and the ESS trips there."""
+    shapes = (stale("ETHUSDT", 900, 45),)
+    summary, _ = await run(tmp_path, settings(ESS_STALE_DATA_S="30"), shapes=shapes,
+                           duration=1800)
+    [trip] = summary.ess_trips
+    assert trip.reason == "stale_data"
+    assert "no ETHUSDT trade for" in trip.detail
+    first_ts = summary.first_ts
+    assert first_ts + 930 * S < trip.since_ns < first_ts + 960 * S
 
 
 async def test_a_run_restarted_on_a_halted_database_stays_halted_until_reset_by_hand(

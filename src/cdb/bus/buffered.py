@@ -81,6 +81,7 @@ class BufferedBus(Generic[B]):
         gate: paces the flush so consumers are not outrun (Redis trims streams).
         drain_timeout: on close, how long the flusher may go on emptying the buffer.
         service, instance: metric labels.
+        on_start: awaited first on start (e.g. watching the Sentinels).
         on_close: awaited last on close (e.g. closing the Redis connections).
         sleep: injectable for tests.
     """
@@ -90,6 +91,7 @@ class BufferedBus(Generic[B]):
         backoff: Backoff | None = None, full_policy: FullPolicy = "block",
         flush_batch: int = 1000, gate: FlushGate | None = None, drain_timeout: float = 5.0,
         service: str = "", instance: str = "",
+        on_start: Callable[[], Awaitable[None]] | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None, sleep: Sleep = asyncio.sleep,
     ) -> None:
         if full_policy not in ("block", "reject"):
@@ -102,6 +104,7 @@ class BufferedBus(Generic[B]):
         self._flush_batch = flush_batch
         self._gate = gate
         self._drain_timeout = drain_timeout
+        self._on_start = on_start
         self._on_close = on_close
         self._sleep = sleep
         self.state = BusState.CREATED
@@ -148,7 +151,13 @@ class BufferedBus(Generic[B]):
         first."""
         if self.state is not BusState.CREATED:
             raise LifecycleError(f"{self!r} cannot be started again; make a new one")
-        await asyncio.to_thread(self.buffer.open)
+        try:
+            if self._on_start is not None:
+                await self._on_start()
+            await asyncio.to_thread(self.buffer.open)
+        except BaseException:
+            await self.close()
+            raise
         self.state = BusState.RUNNING
         self._update_gauges()
         if self.buffer.count:
@@ -316,11 +325,15 @@ class BufferedBus(Generic[B]):
     async def _flush_forever(self) -> None:
         failures = 0
         while True:
-            if not self.buffer.count:
+            if not (self.buffer.count or self._appending):
                 self._flush_done()
                 self._wake.clear()
-                if not self.buffer.count:
-                    await self._wake.wait()
+                await self._wake.wait()
+                continue
+            if not self.buffer.count:
+                # An append is on its way to the disk; it wakes us when it is there.
+                self._wake.clear()
+                await self._wake.wait()
                 continue
             if self.breaker.state is BreakerState.OPEN:
                 await self._sleep(self.breaker.retry_after())
@@ -331,11 +344,20 @@ class BufferedBus(Generic[B]):
                 # Not tried: open, or another call holds the half-open trial.
                 await self._sleep(max(exc.retry_after, self.backoff.base / 10))
                 continue
-            except BusError:
+            except BusError as exc:
                 # Counted by the breaker already (every inner call is guarded).
                 failures += 1
+                if failures == 1:
+                    _log.warning("flushing the disk buffer failed; retrying", error=str(exc),
+                                 events=self.buffer.count)
                 # Open: until the trial; still closed: the backoff.
                 await self._sleep(self.breaker.retry_after() or self.backoff.compute(failures))
+                continue
+            except Exception:
+                # A bug must not end the flush for good: the buffer would only grow.
+                failures += 1
+                _log.exception("flushing the disk buffer failed; retrying", failures=failures)
+                await self._sleep(self.backoff.compute(failures))
                 continue
             failures = 0
 

@@ -19,15 +19,15 @@ _ESS = {"reason": P.string("why (recorded with the change)"),
 @ACTIONS.register("ess_trip", summary="trip the emergency stop by hand", params=_ESS,
                   requires=("ess",))
 async def ess_trip(ctx: StepContext, p: Params) -> Any:
-    return await ctx.target.ess_command("trip", p.str("reason", "scenario"),
-                                        p.str("actor", "cdb-scenario"))
+    return await ctx.target.ess_command("trip", p.text("reason", "scenario"),
+                                        p.text("actor", "cdb-scenario"))
 
 
 @ACTIONS.register("ess_reset", summary="reset the emergency stop (refused during its "
                   "cooldown)", params=_ESS, requires=("ess",))
 async def ess_reset(ctx: StepContext, p: Params) -> Any:
-    return await ctx.target.ess_command("reset", p.str("reason", "scenario"),
-                                        p.str("actor", "cdb-scenario"))
+    return await ctx.target.ess_command("reset", p.text("reason", "scenario"),
+                                        p.text("actor", "cdb-scenario"))
 
 
 @ACTIONS.register("wait", summary="do nothing for a while (scenario time)",

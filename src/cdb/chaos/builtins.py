@@ -35,6 +35,9 @@ def load() -> None:
                    "events)", issue="5", check=module_exists("cdb.risk.ess")),
         Capability(name="fake_binance", summary="the fake Binance exchange with fault control",
                    issue="6", check=module_exists("cdb.testing.fake_binance")),
+        Capability(name="binance_venue", summary="execution on the Binance venue, pointed "
+                   "at FakeBinance by a setting (EXECUTION_VENUE, BINANCE_BASE_URL)", issue="6",
+                   check=setting_exists("execution_venue")),
         Capability(name="disk_buffer", summary="the durable local buffer of producers while "
                    "Redis is down", issue="7", check=module_exists("cdb.bus.disk_buffer")),
         Capability(name="ws_shapes", summary="market shapes in the ws service's settings "

@@ -12,6 +12,7 @@ coordinator does races the market.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -43,8 +44,8 @@ class ScenarioClock(Protocol):
         """Start a task that takes part in the clock's lockstep (if it has one)."""
         ...
 
-    def join(self) -> None:
-        """Make the calling task a participant (the runner's main task)."""
+    def join(self, task: asyncio.Task[Any] | None = None) -> None:
+        """Make ``task`` (default: the calling task) a participant."""
         ...
 
     def leave(self) -> None:
@@ -72,7 +73,7 @@ class WallClock:
     def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         return asyncio.create_task(coro, name=name)
 
-    def join(self) -> None:
+    def join(self, task: asyncio.Task[Any] | None = None) -> None:
         pass
 
     def leave(self) -> None:
@@ -109,8 +110,8 @@ class LockstepClock:
     def _current(self) -> asyncio.Task[Any] | None:
         return asyncio.current_task()
 
-    def join(self) -> None:
-        task = self._current()
+    def join(self, task: asyncio.Task[Any] | None = None) -> None:
+        task = task or self._current()
         if task is not None:
             self._busy.add(task)
 
@@ -179,10 +180,9 @@ class LockstepClock:
                              tasks=sorted(t.get_name() for t in self._busy))
                 self._busy.clear()
                 return
-            try:
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.05))
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 0.05)):
+                    await self._changed.wait()
             # Woken tasks may have become runnable without announcing it.
             await asyncio.sleep(0)
 

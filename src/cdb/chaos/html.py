@@ -104,35 +104,24 @@ def _bar(axis: _Axis, t0: float, t1: float, y: float, h: float, color: str,
             f'rx="2"><title>{_e(label)} {t0:.2f}s to {t1:.2f}s</title></rect>{text}')
 
 
-def _chart(doc: dict[str, Any]) -> str:
-    cdb = doc["cdb"]
-    rec = cdb.get("recording") or {}
-    plan = cdb["plan"]
-    prices = rec.get("prices") or {}
-    samples = rec.get("samples") or {}
-    events = rec.get("events") or {}
-    last = max([p[-1][0] for p in prices.values() if p] + [plan["timeline_end"] +
-                                                            plan["settle"]])
-    axis = _Axis(-plan["warmup"], last)
-    parts: list[str] = []
-    y = 10.0
-    parts += _price_panel(axis, prices, y, 170)
-    ticks_top = y
-    y += 190
-    # faults
+def _fault_lane(axis: _Axis, cdb: dict[str, Any], last: float, y: float) -> tuple[list[str],
+                                                                                  float]:
+    parts = []
     applied: dict[str, float] = cdb.get("applied") or {}
     undone: dict[str, float] = cdb.get("undone") or {}
-    types = {s["key"]: s["type"] for s in plan["steps"]}
+    types = {s["key"]: s["type"] for s in cdb["plan"]["steps"]}
     for i, key in enumerate(sorted(applied, key=lambda k: applied[k])):
-        end = undone.get(key, last)
         parts.append(f'<text x="8" y="{y + 12}" fill="#333">{_e(key)[:16]}</text>')
-        parts.append(_bar(axis, applied[key], end, y, 15, _COLORS[(i + 3) % len(_COLORS)],
-                          types.get(key, key)))
+        parts.append(_bar(axis, applied[key], undone.get(key, last), y, 15,
+                          _COLORS[(i + 3) % len(_COLORS)], types.get(key, key)))
         y += 19
-    # ESS
-    parts.append(f'<text x="8" y="{y + 12}" fill="#333">ESS</text>')
+    return parts, y
+
+
+def _ess_lane(axis: _Axis, changes: list[dict[str, Any]], last: float, y: float) -> list[str]:
+    parts = [f'<text x="8" y="{y + 12}" fill="#333">ESS</text>']
     halted_at: float | None = None
-    for change in events.get("ess_change", []):
+    for change in changes:
         if change["state"] == "HALTED" and halted_at is None:
             halted_at = change["t"]
         elif change["state"] == "ACTIVE" and halted_at is not None:
@@ -140,12 +129,14 @@ def _chart(doc: dict[str, Any]) -> str:
             halted_at = None
     if halted_at is not None:
         parts.append(_bar(axis, halted_at, last, y, 15, "#c62828", "HALTED"))
-    if not events.get("ess_change"):
+    if not changes:
         parts.append(f'<text x="{_LEFT + 4}" y="{y + 12}" fill="#999">no ESS change '
                      'recorded</text>')
-    y += 22
-    # orders, fills, rejections
-    parts.append(f'<text x="8" y="{y + 14}" fill="#333">orders/fills</text>')
+    return parts
+
+
+def _trading_lane(axis: _Axis, events: dict[str, Any], y: float) -> list[str]:
+    parts = [f'<text x="8" y="{y + 14}" fill="#333">orders/fills</text>']
     for o in events.get("order", []):
         x = axis.x(o["t"])
         up = o["side"] == "BUY"
@@ -165,31 +156,59 @@ def _chart(doc: dict[str, Any]) -> str:
         parts.append(f'<text x="{axis.x(a["t"]):.1f}" y="{y + 40}" fill="#c62828" '
                      f'text-anchor="middle">!<title>{_e(a.get("code", ""))}: '
                      f'{_e(a.get("message", ""))}</title></text>')
-    y += 46
-    # health
-    parts.append(f'<text x="8" y="{y + 11}" fill="#333">health</text>')
-    health = [s for s in samples.get("__health__", [])]
-    for a, b in zip(health, [*health[1:], None], strict=True):
-        t1 = b["t"] if b else a["t"] + 1
-        status = (a.get("value") or {}).get("status", "unreachable") if not a.get("error") else \
-            "unreachable"
+    return parts
+
+
+def _health_lane(axis: _Axis, health: list[dict[str, Any]], y: float) -> list[str]:
+    parts = [f'<text x="8" y="{y + 11}" fill="#333">health</text>']
+    for i, a in enumerate(health):
+        t1 = health[i + 1]["t"] if i + 1 < len(health) else a["t"] + 1
+        value = a.get("value") or {}
+        status = "unreachable" if a.get("error") else value.get("status", "unreachable")
         parts.append(_bar(axis, a["t"], t1, y, 12, _HEALTH.get(status, "#999")))
-    y += 20
-    # lag
-    lag = [(s["t"], (s.get("value") or {}).get("total", 0)) for s in samples.get("__lag__", [])
+    return parts
+
+
+def _lag_lane(axis: _Axis, samples: list[dict[str, Any]], y: float) -> list[str]:
+    lag = [(s["t"], (s.get("value") or {}).get("total", 0)) for s in samples
            if not s.get("error")]
-    parts.append(f'<text x="8" y="{y + 12}" fill="#333">lag</text>')
+    parts = [f'<text x="8" y="{y + 12}" fill="#333">lag</text>']
     if lag:
         top = max(max(v for _, v in lag), 1)
         pts = " ".join(f"{axis.x(t):.1f},{y + 60 - v * 60 / top:.1f}" for t, v in lag)
-        parts.append(f'<polyline points="{pts}" fill="none" stroke="#6a1b9a" stroke-width="1.3"/>')
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="#6a1b9a" '
+                     'stroke-width="1.3"/>')
         parts.append(f'<text x="{_LEFT - 6}" y="{y + 8}" text-anchor="end" fill="#777">{top}'
                      '</text>')
+    return parts
+
+
+def _chart(doc: dict[str, Any]) -> str:
+    cdb = doc["cdb"]
+    rec = cdb.get("recording") or {}
+    plan = cdb["plan"]
+    prices = rec.get("prices") or {}
+    samples = rec.get("samples") or {}
+    events = rec.get("events") or {}
+    last = max([p[-1][0] for p in prices.values() if p]
+               + [plan["timeline_end"] + plan["settle"]])
+    axis = _Axis(-plan["warmup"], last)
+    top = 10.0
+    parts = _price_panel(axis, prices, top, 170)
+    faults, y = _fault_lane(axis, cdb, last, top + 190)
+    parts += faults
+    parts += _ess_lane(axis, events.get("ess_change", []), last, y)
+    y += 22
+    parts += _trading_lane(axis, events, y)
+    y += 46
+    parts += _health_lane(axis, samples.get("__health__", []), y)
+    y += 20
+    parts += _lag_lane(axis, samples.get("__lag__", []), y)
     y += 66
     zero = axis.x(0.0)
-    parts.insert(0, f'<line x1="{zero:.1f}" y1="{ticks_top}" x2="{zero:.1f}" y2="{y}" '
+    parts.insert(0, f'<line x1="{zero:.1f}" y1="{top}" x2="{zero:.1f}" y2="{y}" '
                     'stroke="#90a4ae" stroke-dasharray="4 3"/>')
-    parts = _ticks(axis, ticks_top, y - ticks_top) + parts
+    parts = _ticks(axis, top, y - top) + parts
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{y + 20:.0f}" '
             f'viewBox="0 0 {_W} {y + 20:.0f}">' + "".join(parts) + "</svg>")
 

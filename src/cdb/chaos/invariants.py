@@ -4,8 +4,10 @@ faults did. A violation fails the run (see ``verdict``).
 - ``no_order_after_ess_trip``: no new order between an ESS trip and its reset
   (orders that only reduce a position are allowed);
 - ``no_lost_events``: everything the coordinator saw on the bus for the database is in
-  it (or dead-lettered), every venue execution is a fill in the database, and every
-  consumer group acknowledged everything (stream conservation);
+  it (or dead-lettered), every venue execution is a fill in the database, no trade is
+  missing from the market data (exchange trade ids are consecutive), and every consumer
+  group acknowledged everything (stream conservation);
+- ``no_dead_letters``: no event parked as unprocessable;
 - ``no_duplicates``: one order per signal, one decision per signal, unique client order
   ids and venue fill ids, never more filled than ordered, and no fill in the database
   the venue did not make;
@@ -105,6 +107,9 @@ def no_lost_events(ctx: CheckContext, p: Params) -> Assertion:
             if x["venue_fill_id"] not in fills:
                 problems.append(f"venue execution {x['venue_fill_id']} of order "
                                 f"{x['order_id']} is not a fill in the database")
+    for symbol, missing in ctx.recording.missing_trades().items():
+        problems.append(f"{missing} {symbol} trade(s) never reached the bus (gaps in the "
+                        "exchange trade ids)")
     streams = ctx.recording.streams or {}
     for stream, info in streams.items():
         for group, g in (info.get("groups") or {}).items():
@@ -120,6 +125,17 @@ def no_lost_events(ctx: CheckContext, p: Params) -> Assertion:
     return _result(name, problems, detail)
 
 
+@INVARIANTS.register("no_dead_letters", summary="no event was parked as unprocessable (a "
+                     "dead letter is not lost, but something could not handle it)")
+def no_dead_letters(ctx: CheckContext, p: Params) -> Assertion:
+    counts = ctx.recording.dead_letters
+    problems = [f"{n} event(s) of {stream} dead-lettered" for stream, n in sorted(counts.items())]
+    alerts = [r.event for r in ctx.recording.of("alert")
+              if getattr(r.event, "code", "") == "event_parked"]
+    problems += [f"{getattr(a, 'message', '')}" for a in alerts[:_MAX_EVIDENCE]]
+    return _result("no_dead_letters", problems, "nothing dead-lettered")
+
+
 @INVARIANTS.register("no_duplicates", summary="one order and one decision per signal, "
                      "unique client order ids and fills, never more filled than ordered, no "
                      "fill the venue did not make")
@@ -128,47 +144,52 @@ def no_duplicates(ctx: CheckContext, p: Params) -> Assertion:
     if not ctx.finished or ctx.recording.db is None:
         return _result(name, [], "", unknown="the run did not finish, so the database was not "
                                              "recorded")
-    problems: list[str] = []
     orders = ctx.rows("orders")
     fills = ctx.rows("fills")
     decisions = ctx.rows("risk_decisions")
-    for key, what in (("causation_id", "orders for signal"), ("client_order_id",
-                                                              "orders with client id")):
-        for value, n in Counter(o[key] for o in orders).items():
-            if n > 1:
-                problems.append(f"{n} {what} {value}")
-    for value, n in Counter(f["venue_fill_id"] for f in fills).items():
-        if n > 1:
-            problems.append(f"{n} fills with venue fill id {value}")
+    problems = _repeated(orders, fills) + _overfilled(orders, fills)
+    rejected = {d["signal_id"] for d in decisions if not d["approved"]}
+    problems += [f"signal {o['causation_id']} was both approved and rejected"
+                 for o in orders if o["causation_id"] in rejected]
+    if ctx.recording.ledger is not None:
+        problems += _against_ledger(ctx.recording.ledger, orders, fills)
+    return _result(name, problems, f"{len(orders)} orders, {len(fills)} fills, "
+                                   f"{len(decisions)} rejections unique")
+
+
+def _repeated(orders: list[dict[str, Any]], fills: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for key, what in (("causation_id", "orders for signal"),
+                      ("client_order_id", "orders with client id")):
+        problems += [f"{n} {what} {value}" for value, n in
+                     Counter(o[key] for o in orders).items() if n > 1]
+    problems += [f"{n} fills with venue fill id {value}" for value, n in
+                 Counter(f["venue_fill_id"] for f in fills).items() if n > 1]
+    return problems
+
+
+def _overfilled(orders: list[dict[str, Any]], fills: list[dict[str, Any]]) -> list[str]:
     ordered = {o["id"]: o for o in orders}
     filled: dict[str, int] = defaultdict(int)
     for f in fills:
         filled[f["order_id"]] += f["qty_e8"]
-    for order_id, qty in filled.items():
-        order = ordered.get(order_id)
-        if order is not None and qty > order["qty_e8"]:
-            problems.append(f"order {order_id} filled {qty / SCALE:g} of "
-                            f"{order['qty_e8'] / SCALE:g}")
-    rejected = {d["signal_id"] for d in decisions if not d["approved"]}
-    for o in orders:
-        if o["causation_id"] in rejected:
-            problems.append(f"signal {o['causation_id']} was both approved and rejected")
-    ledger = ctx.recording.ledger
-    if ledger is not None:
-        made = {x["venue_fill_id"] for x in ledger}
-        for f in fills:
-            if f["venue_fill_id"] not in made:
-                problems.append(f"fill {f['id']} ({f['venue_fill_id']}) was never made by the "
-                                "venue")
-        by_client: dict[str, int] = defaultdict(int)
-        for x in ledger:
-            by_client[x["client_order_id"]] += x["qty_e8"]
-        qty_of = {o["client_order_id"]: o["qty_e8"] for o in orders}
-        for client, qty in by_client.items():
-            if client in qty_of and qty > qty_of[client]:
-                problems.append(f"the venue filled {client} beyond its quantity (sent twice?)")
-    return _result(name, problems, f"{len(orders)} orders, {len(fills)} fills, "
-                                   f"{len(decisions)} rejections unique")
+    return [f"order {order_id} filled {qty / SCALE:g} of {ordered[order_id]['qty_e8'] / SCALE:g}"
+            for order_id, qty in filled.items()
+            if order_id in ordered and qty > ordered[order_id]["qty_e8"]]
+
+
+def _against_ledger(ledger: list[dict[str, Any]], orders: list[dict[str, Any]],
+                    fills: list[dict[str, Any]]) -> list[str]:
+    made = {x["venue_fill_id"] for x in ledger}
+    problems = [f"fill {f['id']} ({f['venue_fill_id']}) was never made by the venue"
+                for f in fills if f["venue_fill_id"] not in made]
+    by_client: dict[str, int] = defaultdict(int)
+    for x in ledger:
+        by_client[x["client_order_id"]] += x["qty_e8"]
+    qty_of = {o["client_order_id"]: o["qty_e8"] for o in orders}
+    problems += [f"the venue filled {client} beyond its quantity (sent twice?)"
+                 for client, qty in by_client.items() if client in qty_of and qty > qty_of[client]]
+    return problems
 
 
 @INVARIANTS.register("exposure_within_limit", summary="exposure never above the limit along "
@@ -179,8 +200,8 @@ def no_duplicates(ctx: CheckContext, p: Params) -> Assertion:
                                                        minimum=0)})
 def exposure_within_limit(ctx: CheckContext, p: Params) -> Assertion:
     name = "exposure_within_limit"
-    limit_e8 = int(p.float("limit") * SCALE) if "limit" in p.raw else ctx.limits.max_exposure_e8
-    bound = limit_e8 * (100 + p.float("tolerance_pct", 1.0)) / 100
+    limit_e8 = int(p.number("limit") * SCALE) if "limit" in p.raw else ctx.limits.max_exposure_e8
+    bound = limit_e8 * (100 + p.number("tolerance_pct", 1.0)) / 100
     orders = ctx.union("orders", "order")
     fills = ctx.union("fills", "fill")
     updates = ctx.union("order_updates", "order_update")
@@ -192,7 +213,7 @@ def exposure_within_limit(ctx: CheckContext, p: Params) -> Assertion:
     open_qty: dict[str, tuple[str, str, int]] = {}  # order id -> (symbol, side, remaining)
     mark: dict[str, int] = {}
     worst = (0, 0)
-    problems = []
+    problems: list[str] = []
     for ts, _, kind, row in timeline:
         if kind == "order":
             open_qty[row["id"]] = (row["symbol"], row["side"], row["qty_e8"])
@@ -244,7 +265,21 @@ def audit_chain_complete(ctx: CheckContext, p: Params) -> Assertion:
     orders = {o["id"]: o for o in ctx.rows("orders")}
     fills = ctx.rows("fills")
     decisions = ctx.rows("risk_decisions")
-    updates = ctx.rows("order_updates")
+    problems = _broken_links(signals, orders, fills, decisions)
+    decided = {o["causation_id"] for o in orders.values()} | {d["signal_id"] for d in decisions}
+    problems += [f"signal {sid} has no decision (neither order nor rejection)"
+                 for sid in signals if sid not in decided]
+    done = {f["order_id"] for f in fills} | {u["order_id"] for u in ctx.rows("order_updates")}
+    last_ts = max((x["ts"] for x in (*orders.values(), *fills)), default=0)
+    grace_ns = int(p.duration("grace", 2.0) * 1e9)
+    problems += [f"order {o['id']} has neither a fill nor an update" for o in orders.values()
+                 if o["id"] not in done and o["ts"] < last_ts - grace_ns]
+    return _result(name, problems, f"{len(signals)} signals, {len(orders)} orders, "
+                                   f"{len(fills)} fills chained")
+
+
+def _broken_links(signals: dict[str, dict[str, Any]], orders: dict[str, dict[str, Any]],
+                  fills: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> list[str]:
     problems = []
     for o in orders.values():
         s = signals.get(o["causation_id"])
@@ -254,26 +289,14 @@ def audit_chain_complete(ctx: CheckContext, p: Params) -> Assertion:
             problems.append(f"order {o['id']} is in chain {o['correlation_id']}, its signal in "
                             f"{s['correlation_id']}")
     for f in fills:
-        o = orders.get(f["order_id"])
-        if o is None:
+        parent = orders.get(f["order_id"])
+        if parent is None:
             problems.append(f"fill {f['id']} has no order {f['order_id']}")
-        elif f["correlation_id"] != o["correlation_id"] or f["causation_id"] != o["id"]:
-            problems.append(f"fill {f['id']} is not chained to order {o['id']}")
-    for d in decisions:
-        if d["signal_id"] not in signals:
-            problems.append(f"decision {d['id']} has no signal {d['signal_id']}")
-    decided = {o["causation_id"] for o in orders.values()} | {d["signal_id"] for d in decisions}
-    for sid in signals:
-        if sid not in decided:
-            problems.append(f"signal {sid} has no decision (neither order nor rejection)")
-    done = {f["order_id"] for f in fills} | {u["order_id"] for u in updates}
-    last_ts = max((x["ts"] for x in (*orders.values(), *fills)), default=0)
-    grace_ns = int(p.duration("grace", 2.0) * 1e9)
-    for o in orders.values():
-        if o["id"] not in done and o["ts"] < last_ts - grace_ns:
-            problems.append(f"order {o['id']} has neither a fill nor an update")
-    return _result(name, problems, f"{len(signals)} signals, {len(orders)} orders, "
-                                   f"{len(fills)} fills chained")
+        elif f["correlation_id"] != parent["correlation_id"] or f["causation_id"] != parent["id"]:
+            problems.append(f"fill {f['id']} is not chained to order {parent['id']}")
+    problems += [f"decision {d['id']} has no signal {d['signal_id']}" for d in decisions
+                 if d["signal_id"] not in signals]
+    return problems
 
 
 @INVARIANTS.register("lag_recovers", summary="consumer lag back to zero within a bound after "

@@ -38,6 +38,12 @@ PRICE_BUCKET_S: Final = 0.5
 Status = Literal["succeeded", "failed", "unavailable", "skipped"]
 
 
+def _tag(event: AnyEvent) -> str:
+    """The wire tag of an event type this module does not know yet (``cancel_orders``)."""
+    tag = type(event).__struct_config__.tag
+    return str(tag) if tag is not None else type(event).__name__.lower()
+
+
 def now_iso() -> str:
     return datetime.now(tz=UTC).isoformat(timespec="milliseconds")
 
@@ -113,6 +119,8 @@ class Recording:
         self.ids: dict[str, Counter[str]] = {}
         self.dead_letters: Counter[str] = Counter()
         self.dead_letter_ids: set[str] = set()
+        self.trade_ids: dict[str, set[int]] = {}
+        """Exchange trade ids seen per symbol: a gap is a lost trade."""
         self.samples: dict[str, list[Sample]] = {}
         self.activities: list[Activity] = []
         self.notes: list[str] = []
@@ -140,12 +148,12 @@ class Recording:
             if isinstance(event, Trade):
                 self._trade(event)
                 continue
-            kind = KIND_OF.get(type(event))
-            if kind is not None:
-                self.events[kind].append(Recorded(self.t_of(event.ts), topic, event))
+            kind = KIND_OF.get(type(event)) or _tag(event)
+            self.events.setdefault(kind, []).append(Recorded(self.t_of(event.ts), topic, event))
 
     def _trade(self, trade: Trade) -> None:
         self.trades += 1
+        self.trade_ids.setdefault(trade.symbol, set()).add(trade.trade_id)
         self.last_trade[trade.symbol] = trade
         t = self.t_of(trade.ts)
         bucket = (t // PRICE_BUCKET_S) * PRICE_BUCKET_S
@@ -159,6 +167,11 @@ class Recording:
             p.trades += 1
         else:
             points.append(PricePoint(bucket, price, price, price, price, 1))
+
+    def missing_trades(self) -> dict[str, int]:
+        """Per symbol, trade ids missing between the first and the last seen."""
+        return {s: max(ids) - min(ids) + 1 - len(ids) for s, ids in self.trade_ids.items()
+                if ids and max(ids) - min(ids) + 1 > len(ids)}
 
     def of(self, kind: str) -> list[Recorded]:
         return self.events.get(kind, [])
@@ -195,6 +208,9 @@ class Recording:
                 topic: sum(n - 1 for n in c.values() if n > 1) for topic, c in self.ids.items()
             },
             "dead_letters": dict(self.dead_letters),
+            "trade_ids": {s: {"first": min(i), "last": max(i), "seen": len(i)}
+                          for s, i in self.trade_ids.items() if i},
+            "missing_trades": self.missing_trades(),
             "prices": {s: msgspec.to_builtins(p) for s, p in self.prices.items()},
             "samples": {k: msgspec.to_builtins(v) for k, v in self.samples.items()},
             "db": self.db,

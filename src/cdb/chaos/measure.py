@@ -3,7 +3,8 @@ the recording.
 
 A measurement runs from a point on the timeline (``from``) until a condition first
 holds: an event recorded (``trip``: the ESS going HALTED), a sampled probe within its
-tolerance, or the pipeline healthy again with no lag (``recover``). ``detect`` is the
+tolerance, or every service healthy again (``recover``; ``until: {healthy: true,
+max_lag: N}`` also waits for the consumer lag to be at most N). ``detect`` is the
 first sign the pipeline noticed: an alert, an ESS trip, or a service not healthy.
 """
 
@@ -29,20 +30,32 @@ _TABLES = {"signal": "signals", "order": "orders", "fill": "fills",
 
 
 def _event_times(ctx: CheckContext, kind: str, match: dict[str, Any]) -> list[float]:
-    rows = ctx.union(_TABLES[kind], kind)
+    rows = ctx.union(_TABLES.get(kind, ""), kind)
     return sorted(ctx.t_of(r["ts"]) for r in rows if all(r.get(k) == v for k, v in
                                                           match.items()))
 
 
-def _healthy_times(ctx: CheckContext) -> list[float]:
+def _healthy_times(ctx: CheckContext, max_lag: int | None = None) -> list[float]:
+    """Sample times when every service was healthy (and, with ``max_lag``, the lag at
+    most that)."""
     lag = {s.t: s.value for s in ctx.recording.samples.get(LAG, []) if s.error is None}
     out = []
     for s in ctx.recording.samples.get(HEALTH, []):
         if s.error is None and isinstance(s.value, dict) and s.value.get("status") == "healthy":
-            lag_value = lag.get(s.t)
-            if isinstance(lag_value, dict) and lag_value.get("total") == 0:
-                out.append(s.t)
+            if max_lag is not None:
+                lag_value = lag.get(s.t)
+                if not isinstance(lag_value, dict) or lag_value.get("total", 0) > max_lag:
+                    continue
+            out.append(s.t)
     return out
+
+
+def _recovered_times(ctx: CheckContext, start: float) -> list[float]:
+    """Healthy sample times after the first unhealthy one from ``start`` (a restart
+    that has not begun yet is not a recovery); all healthy ones if none was unhealthy."""
+    down = next((t for t in _unhealthy_times(ctx) if t >= start), None)
+    healthy = _healthy_times(ctx)
+    return healthy if down is None else [t for t in healthy if t > down]
 
 
 def _unhealthy_times(ctx: CheckContext) -> list[float]:
@@ -73,7 +86,7 @@ def _condition_times(ctx: CheckContext, until: Condition) -> tuple[list[float], 
         if not times and samples and all(s.error for s in samples):
             return [], error or "every sample failed"
         return times, ""
-    return _healthy_times(ctx), ""
+    return _healthy_times(ctx, until.max_lag), ""
 
 
 def measure(m: Measurement, ctx: CheckContext) -> Assertion:
@@ -102,7 +115,7 @@ def measure(m: Measurement, ctx: CheckContext) -> Assertion:
                         *_unhealthy_times(ctx)])
         what = "an alert, an ESS trip or a service not healthy"
     else:
-        times, what = _healthy_times(ctx), "every service healthy and no lag"
+        times, what = _recovered_times(ctx, start), "every service healthy again"
     found = next((t for t in times if t >= start), None)
     if found is None:
         if error:
@@ -125,7 +138,8 @@ def _describe(until: Condition) -> str:
         return f"a {until.event}" + (f" with {fields}" if fields else "")
     if until.sampled:
         return f"{until.sampled} {tol.describe(until.tolerance)}"
-    return "every service healthy and no lag"
+    lag = f" with lag at most {until.max_lag}" if until.max_lag is not None else ""
+    return f"every service healthy{lag}"
 
 
 def _window(exp: Expectation, ctx: CheckContext) -> tuple[float, float]:
@@ -155,32 +169,11 @@ def expect(exp: Expectation, ctx: CheckContext, end_value: tuple[Any, str | None
             return result("unknown", f"the probe could not run: {error}")
         return _judge(exp.tolerance, value, result)
     if exp.sampled is not None:
-        samples = [s for s in ctx.recording.samples.get(exp.sampled, []) if start <= s.t <= end]
-        usable = [s for s in samples if s.error is None]
-        if not usable:
-            why = samples[-1].error if samples else "no samples in the window"
-            return result("unknown", f"{exp.sampled}: {why}")
-        try:
-            hits = [s for s in usable if tol.met(exp.tolerance, s.value)]
-        except tol.ToleranceError as exc:
-            return result("unknown", str(exc))
-        want = tol.describe(exp.tolerance)
-        n = len(usable)
-        if exp.when == "always":
-            bad = next((s for s in usable if s not in hits), None)
-            return result("pass", f"all {n} samples {want}") if bad is None else result(
-                "fail", f"at t={bad.t:g}s {exp.sampled} was {bad.value!r}, not {want}")
-        if exp.when == "never":
-            return result("pass", f"none of {n} samples {want}") if not hits else result(
-                "fail", f"at t={hits[0].t:g}s {exp.sampled} was {hits[0].value!r} ({want})")
-        if exp.when == "last":
-            return _judge(exp.tolerance, usable[-1].value, result)
-        return result("pass", f"{want} at t={hits[0].t:g}s") if hits else result(
-            "fail", f"never {want} in {n} samples (last {usable[-1].value!r})")
+        return _sampled(exp, ctx, start, end, result)
     assert exp.event is not None
     if exp.event == "ess_change" and "ess" in ctx.missing:
         return result("unknown", "the ESS is not available, so no ESS change can be recorded")
-    rows = ctx.union(_TABLES[exp.event], exp.event)
+    rows = ctx.union(_TABLES.get(exp.event, ""), exp.event)
     count = sum(1 for r in rows if start <= ctx.t_of(r["ts"]) <= end
                 and all(r.get(k) == v for k, v in exp.match.items()))
     wanted = exp.count if exp.count is not None else {"type": "range", "range": [1, None]}
@@ -193,6 +186,37 @@ def expect(exp: Expectation, ctx: CheckContext, end_value: tuple[Any, str | None
     return result("pass" if ok else "fail", f"{what}, wanted {tol.describe(wanted)}")
 
 
+def _sampled(exp: Expectation, ctx: CheckContext, start: float, end: float,
+             result: Any) -> Assertion:
+    assert exp.sampled is not None
+    samples = [s for s in ctx.recording.samples.get(exp.sampled, []) if start <= s.t <= end]
+    usable = [s for s in samples if s.error is None]
+    if not usable:
+        why = samples[-1].error if samples else "no samples in the window"
+        out: Assertion = result("unknown", f"{exp.sampled}: {why}")
+        return out
+    try:
+        hits = [s for s in usable if tol.met(exp.tolerance, s.value)]
+    except tol.ToleranceError as exc:
+        out = result("unknown", str(exc))
+        return out
+    want = tol.describe(exp.tolerance)
+    n = len(usable)
+    if exp.when == "last":
+        return _judge(exp.tolerance, usable[-1].value, result)
+    if exp.when == "always":
+        bad = next((s for s in usable if s not in hits), None)
+        out = result("pass", f"all {n} samples {want}") if bad is None else result(
+            "fail", f"at t={bad.t:g}s {exp.sampled} was {bad.value!r}, not {want}")
+    elif exp.when == "never":
+        out = result("pass", f"none of {n} samples {want}") if not hits else result(
+            "fail", f"at t={hits[0].t:g}s {exp.sampled} was {hits[0].value!r} ({want})")
+    else:
+        out = result("pass", f"{want} at t={hits[0].t:g}s") if hits else result(
+            "fail", f"never {want} in {n} samples (last {usable[-1].value!r})")
+    return out
+
+
 def _judge(tolerance: Any, value: Any, result: Any) -> Assertion:
     try:
         ok = tol.met(tolerance, value)
@@ -200,6 +224,8 @@ def _judge(tolerance: Any, value: Any, result: Any) -> Assertion:
         out: Assertion = result("unknown", str(exc))
         return out
     shown = repr(value)
+    if isinstance(value, dict):
+        shown = repr(next((value[k] for k in ("status", "state") if k in value), value))
     if len(shown) > 200:
         shown = shown[:200] + "..."
     out = result("pass" if ok else "fail", f"{shown} {'meets' if ok else 'does not meet'} "

@@ -93,6 +93,7 @@ class Condition(msgspec.Struct, frozen=True, kw_only=True):
     sampled: str | None = None
     tolerance: Any = None
     healthy: bool = False
+    max_lag: int | None = None
 
 
 TimeRef = str | float
@@ -228,7 +229,7 @@ def _condition(data: dict[str, Any] | None) -> Condition | None:
     return Condition(
         event=data.get("event"), match=dict(data.get("match") or {}),
         sampled=data.get("sampled"), tolerance=data.get("tolerance"),
-        healthy=bool(data.get("healthy", False)),
+        healthy=bool(data.get("healthy", False)), max_lag=data.get("max_lag"),
     )
 
 
@@ -250,13 +251,13 @@ def _pipeline(data: dict[str, Any]) -> Pipeline:
     market = data.get("market") or {}
     strategy = data.get("strategy") or {}
     mode = data.get("mode", "embedded")
-    modes = tuple(data.get("modes") or MODES)
+    modes: tuple[Mode, ...] = tuple(data.get("modes") or MODES)
     limits = dict(data.get("limits") or {})
     if "rate_window" in limits:
         limits["rate_window"] = parse_duration(limits["rate_window"])
     return Pipeline(
         mode=mode,
-        modes=modes,  # type: ignore[arg-type]
+        modes=modes,
         services=tuple(data.get("services") or ALL_SERVICES),
         market=Market(
             symbols=tuple(market.get("symbols") or ("BTCUSDT",)),

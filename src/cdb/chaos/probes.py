@@ -36,7 +36,7 @@ class ProbeError(Exception):
 @PROBES.register("health", summary="a service's /health body; with service '*' the worst "
                  "status of all", params={"service": P.string(enum=["*", *SERVICES])})
 async def health(ctx: StepContext, p: Params) -> Any:
-    service = p.str("service", "*")
+    service = p.text("service", "*")
     target = ctx.target
     if service != "*":
         return await target.health(service)
@@ -54,11 +54,11 @@ async def health(ctx: StepContext, p: Params) -> Any:
                      "agg": P.string(enum=["sum", "max", "min", "count"])},
                  required=("service", "name"))
 async def metric(ctx: StepContext, p: Params) -> Any:
-    service, name = p.str("service"), p.str("name")
+    service, name = p.text("service"), p.text("name")
     text = await ctx.target.metrics_text(service)
     want = {"service": service, "instance": ctx.target.instance_of(service),
             **dict(p.get("labels") or {})}
-    return metric_value(text, name, want, p.str("agg", "sum"))
+    return metric_value(text, name, want, p.text("agg", "sum"))
 
 
 def metric_value(text: str, name: str, labels: dict[str, str], agg: str = "sum") -> float:
@@ -84,7 +84,11 @@ def metric_value(text: str, name: str, labels: dict[str, str], agg: str = "sum")
         return float(len(values))
     if not values:
         return 0.0
-    return {"sum": sum, "max": max, "min": min}[agg](values)
+    if agg == "max":
+        return max(values)
+    if agg == "min":
+        return min(values)
+    return sum(values)
 
 
 def _plain(value: Any) -> Any:
@@ -99,7 +103,7 @@ def _plain(value: Any) -> Any:
                  "row of one column gives that value", params={"query": P.string()},
                  required=("query",))
 async def sql(ctx: StepContext, p: Params) -> Any:
-    rows = await ctx.target.sql(p.str("query"))
+    rows = await ctx.target.sql(p.text("query"))
     rows = [{k: _plain(v) for k, v in row.items()} for row in rows]
     if len(rows) == 1 and len(rows[0]) == 1:
         return next(iter(rows[0].values()))
@@ -111,8 +115,8 @@ async def sql(ctx: StepContext, p: Params) -> Any:
                      enum=["length", "entries_added", "dead_lettered", "groups", "all"])},
                  required=("stream",))
 async def stream(ctx: StepContext, p: Params) -> Any:
-    info = await ctx.target.stream_info(p.str("stream"))
-    measure = p.str("measure", "all")
+    info = await ctx.target.stream_info(p.text("stream"))
+    measure = p.text("measure", "all")
     return info if measure == "all" else info.get(measure)
 
 
@@ -141,7 +145,7 @@ async def ess(ctx: StepContext, p: Params) -> Any:
                  required=("kind",))
 async def events(ctx: StepContext, p: Params) -> Any:
     match = dict(p.get("match") or {})
-    return sum(1 for r in ctx.recording.of(p.str("kind")) if matches(r.event, match))
+    return sum(1 for r in ctx.recording.of(p.text("kind")) if matches(r.event, match))
 
 
 def matches(event: Any, match: dict[str, Any]) -> bool:
@@ -162,7 +166,7 @@ _PYTHON = {"module": P.string(), "func": P.string(), "arguments": {"type": "obje
 
 async def http(ctx: StepContext, p: Params) -> Any:
     async with httpx.AsyncClient(timeout=p.duration("timeout", 10.0)) as client:
-        response = await client.request(p.str("method", "GET"), p.str("url"),
+        response = await client.request(p.text("method", "GET"), p.text("url"),
                                         headers=p.get("headers"), json=p.get("arguments"))
     try:
         body: Any = response.json()
@@ -173,11 +177,12 @@ async def http(ctx: StepContext, p: Params) -> Any:
 
 async def process(ctx: StepContext, p: Params) -> Any:
     args = p.get("arguments") or []
-    argv = [p.str("path"), *(shlex.split(args) if isinstance(args, str) else map(str, args))]
+    argv = [p.text("path"), *(shlex.split(args) if isinstance(args, str) else map(str, args))]
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), p.duration("timeout", 60.0))
+        async with asyncio.timeout(p.duration("timeout", 60.0)):
+            out, err = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()
@@ -187,8 +192,8 @@ async def process(ctx: StepContext, p: Params) -> Any:
 
 
 async def python(ctx: StepContext, p: Params) -> Any:
-    module = importlib.import_module(p.str("module"))
-    func = getattr(module, p.str("func"))
+    module = importlib.import_module(p.text("module"))
+    func = getattr(module, p.text("func"))
     result = func(**dict(p.get("arguments") or {}))
     if inspect.isawaitable(result):
         result = await result

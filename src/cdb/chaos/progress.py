@@ -27,6 +27,11 @@ def _bar(t: float, start: float, end: float, width: int = 40) -> str:
     return "█" * full + "░" * (width - full)
 
 
+def _label(name: str) -> str:
+    """Built-in samples (``__health__``) shown as ``[health]``, apart from the scenario's."""
+    return f"[{name.strip('_')}]" if name.startswith("__") else name
+
+
 def _short(value: Any) -> str:
     if isinstance(value, dict):
         if "status" in value:
@@ -70,7 +75,7 @@ class LiveProgress:
 
     def _render(self) -> Group:
         s = self._state
-        t, start, end = s.get("t", 0.0), -s.get("warmup", 0.0), s.get("t_end", 0.0)
+        t, start, end = s.get("t", 0.0), -s.get("warmup", 0.0), s.get("t_total", 0.0)
         head = Table.grid(padding=(0, 1))
         head.add_row(Text(s.get("title", ""), style="bold"),
                      Text(f"[{s.get('mode', '')}] {s.get('phase', '')}", style="cyan"))
@@ -88,7 +93,7 @@ class LiveProgress:
         samples = s.get("samples") or {}
         if samples:
             head.add_row(Text("probes"), Text("  ".join(
-                f"{k.strip('_')}={_short(v)}" for k, v in samples.items())))
+                f"{_label(k)}={_short(v)}" for k, v in samples.items())))
         return Group(head)
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import random
 import socket
 import struct
@@ -122,6 +123,7 @@ class _Link:
         self._decisions: dict[int, bool] = {}
         self._sent: dict[str, int] = {"upstream": 0, "downstream": 0}
         self._timers: dict[int, asyncio.Task[None]] = {}
+        self._half_closed: set[str] = set()
         self.tasks: list[asyncio.Task[None]] = []
 
     def affected(self, toxic: Toxic) -> bool:
@@ -177,22 +179,28 @@ class _Link:
                      writer: asyncio.StreamWriter) -> None:
         try:
             while (item := await queue.get()) is not None:
-                data, arrived = item
-                data = await self._through(stream, data, arrived)
+                chunk, arrived = item
+                data = await self._through(stream, chunk, arrived)
                 if data is None:
+                    self.close()
                     return
                 writer.write(data)
                 await writer.drain()
                 if self._over_limit(stream, len(data)):
                     self.close()
                     return
+            # The sender closed its side: pass the close on (slowly, with slow_close)
+            # and keep the other direction going until it closes too.
             for toxic in self.toxics(stream):
                 if toxic.type == "slow_close":
                     toxic.chunks += 1
                     await asyncio.sleep(toxic.attr("delay") / 1000)
+            if writer.can_write_eof():
+                writer.write_eof()
+            self._half_closed.add(stream)
+            if len(self._half_closed) == 2:
+                self.close()
         except (OSError, ConnectionError):
-            pass
-        finally:
             self.close()
 
     async def _through(self, stream: Stream, data: bytes, arrived: float) -> bytes | None:
@@ -275,6 +283,7 @@ class Proxy:
         self._want_enabled = enabled
         self.toxics: dict[str, Toxic] = {}
         self.links: set[_Link] = set()
+        self._connecting: set[asyncio.StreamWriter] = set()
         self.rng = rng or random.Random(name)
         self._server: asyncio.Server | None = None
         self.accepted = 0
@@ -307,17 +316,28 @@ class Proxy:
             server.close()
         for link in list(self.links):
             link.close()
+        for writer in list(self._connecting):
+            writer.close()
         if server is not None:
             await server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        self._connecting.add(writer)
         host, port = _hostport(self.upstream)
         try:
-            up = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+            async with asyncio.timeout(5):
+                up = await asyncio.open_connection(host, port)
         except (OSError, TimeoutError) as exc:
             self.refused_upstream += 1
             self.recent_errors.append(f"upstream {self.upstream}: {exc!r}")
+            writer.close()
+            return
+        finally:
+            self._connecting.discard(writer)
+        if not self.enabled or writer.is_closing():
+            # Disabled while connecting upstream: this connection never happened.
+            up[1].close()
             writer.close()
             return
         link = _Link(self, (reader, writer), up)
@@ -326,7 +346,7 @@ class Proxy:
 
     def add_toxic(self, body: dict[str, Any]) -> Toxic:
         kind = str(body.get("type", ""))
-        stream = body.get("stream") or "downstream"
+        stream: Stream = body.get("stream") or "downstream"
         name = str(body.get("name") or f"{kind}_{stream}")
         if name in self.toxics:
             raise ProxyError(409, f"toxic {name!r} already exists on {self.name}")
@@ -435,101 +455,108 @@ class ProxyServer:
 
     def _build_app(self) -> FastAPI:
         app = FastAPI(title="cdb fault proxy (Toxiproxy API)", version=__version__)
-
-        def ok(body: Any, status: int = 200) -> Response:
-            import json
-
-            return Response(json.dumps(body), status, media_type="application/json")
-
-        async def body_of(request: Request) -> dict[str, Any]:
-            raw = await request.body()
-            if not raw.strip():
-                return {}
-            try:
-                import json
-
-                data = json.loads(raw)
-            except ValueError as exc:
-                raise ProxyError(400, f"body is not JSON: {exc}") from exc
-            if not isinstance(data, dict):
-                raise ProxyError(400, "body must be a JSON object")
-            return data
-
-        @app.exception_handler(ProxyError)
-        async def proxy_error(request: Request, exc: ProxyError) -> Response:
-            return ok({"error": str(exc), "status": exc.status}, exc.status)
-
-        @app.get("/version")
-        async def version() -> Response:
-            return Response(f"cdb-proxy {__version__}", media_type="text/plain")
-
-        @app.get("/proxies")
-        async def list_proxies() -> Response:
-            return ok({n: p.to_json() for n, p in self.proxies.items()})
-
-        @app.post("/proxies")
-        async def create(request: Request) -> Response:
-            b = await body_of(request)
-            proxy = await self.create(str(b.get("name", "")), str(b.get("listen") or
-                                                                  "127.0.0.1:0"),
-                                      str(b.get("upstream", "")), bool(b.get("enabled", True)))
-            return ok(proxy.to_json(), 201)
-
-        @app.post("/populate")
-        async def populate(request: Request) -> Response:
-            import json
-
-            items = json.loads(await request.body() or b"[]")
-            made = []
-            for item in items:
-                if item.get("name") in self.proxies:
-                    made.append(await self.update(item["name"], item))
-                else:
-                    made.append(await self.create(item["name"], item.get("listen",
-                                                                         "127.0.0.1:0"),
-                                                  item["upstream"], item.get("enabled", True)))
-            return ok({"proxies": [p.to_json() for p in made]}, 201)
-
-        @app.post("/reset")
-        async def reset() -> Response:
-            await self.reset()
-            return Response(status_code=204)
-
-        @app.get("/proxies/{name}")
-        async def get_proxy(name: str) -> Response:
-            return ok(self.get(name).to_json())
-
-        @app.api_route("/proxies/{name}", methods=["POST", "PATCH"])
-        async def update_proxy(name: str, request: Request) -> Response:
-            return ok((await self.update(name, await body_of(request))).to_json())
-
-        @app.delete("/proxies/{name}")
-        async def delete_proxy(name: str) -> Response:
-            await self.delete(name)
-            return Response(status_code=204)
-
-        @app.get("/proxies/{name}/toxics")
-        async def list_toxics(name: str) -> Response:
-            return ok([t.to_json() for t in self.get(name).toxics.values()])
-
-        @app.post("/proxies/{name}/toxics")
-        async def add_toxic(name: str, request: Request) -> Response:
-            return ok(self.get(name).add_toxic(await body_of(request)).to_json())
-
-        @app.get("/proxies/{name}/toxics/{toxic}")
-        async def get_toxic(name: str, toxic: str) -> Response:
-            return ok(self.get(name).toxic(toxic).to_json())
-
-        @app.api_route("/proxies/{name}/toxics/{toxic}", methods=["POST", "PATCH"])
-        async def update_toxic(name: str, toxic: str, request: Request) -> Response:
-            return ok(self.get(name).update_toxic(toxic, await body_of(request)).to_json())
-
-        @app.delete("/proxies/{name}/toxics/{toxic}")
-        async def delete_toxic(name: str, toxic: str) -> Response:
-            self.get(name).remove_toxic(toxic)
-            return Response(status_code=204)
-
+        app.add_exception_handler(ProxyError, self._error)  # type: ignore[arg-type]
+        routes: list[tuple[str, Any, list[str]]] = [
+            ("/version", self._version, ["GET"]),
+            ("/proxies", self._list, ["GET"]),
+            ("/proxies", self._create, ["POST"]),
+            ("/populate", self._populate, ["POST"]),
+            ("/reset", self._reset, ["POST"]),
+            ("/proxies/{name}", self._get, ["GET"]),
+            ("/proxies/{name}", self._update, ["POST", "PATCH"]),
+            ("/proxies/{name}", self._delete, ["DELETE"]),
+            ("/proxies/{name}/toxics", self._list_toxics, ["GET"]),
+            ("/proxies/{name}/toxics", self._add_toxic, ["POST"]),
+            ("/proxies/{name}/toxics/{toxic}", self._get_toxic, ["GET"]),
+            ("/proxies/{name}/toxics/{toxic}", self._update_toxic, ["POST", "PATCH"]),
+            ("/proxies/{name}/toxics/{toxic}", self._delete_toxic, ["DELETE"]),
+        ]
+        for path, handler, methods in routes:
+            app.add_api_route(path, handler, methods=methods)
         return app
+
+    # -- HTTP handlers (Toxiproxy's API) -----------------------------------------------
+
+    @staticmethod
+    def _json(body: Any, status: int = 200) -> Response:
+        return Response(json.dumps(body), status, media_type="application/json")
+
+    @staticmethod
+    async def _body(request: Request) -> Any:
+        raw = await request.body()
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise ProxyError(400, f"body is not JSON: {exc}") from exc
+
+    async def _object(self, request: Request) -> dict[str, Any]:
+        data = await self._body(request)
+        if not isinstance(data, dict):
+            raise ProxyError(400, "body must be a JSON object")
+        return data
+
+    async def _error(self, request: Request, exc: ProxyError) -> Response:
+        return self._json({"error": str(exc), "status": exc.status}, exc.status)
+
+    async def _version(self) -> Response:
+        return Response(f"cdb-proxy {__version__}", media_type="text/plain")
+
+    async def _list(self) -> Response:
+        return self._json({n: p.to_json() for n, p in self.proxies.items()})
+
+    async def _create(self, request: Request) -> Response:
+        b = await self._object(request)
+        proxy = await self.create(str(b.get("name", "")), str(b.get("listen") or "127.0.0.1:0"),
+                                  str(b.get("upstream", "")), bool(b.get("enabled", True)))
+        return self._json(proxy.to_json(), 201)
+
+    async def _populate(self, request: Request) -> Response:
+        items = await self._body(request)
+        if not isinstance(items, list):
+            raise ProxyError(400, "populate takes a JSON array of proxies")
+        made = []
+        for item in items:
+            if item.get("name") in self.proxies:
+                made.append(await self.update(item["name"], item))
+            else:
+                made.append(await self.create(str(item.get("name", "")),
+                                              str(item.get("listen") or "127.0.0.1:0"),
+                                              str(item.get("upstream", "")),
+                                              bool(item.get("enabled", True))))
+        return self._json({"proxies": [p.to_json() for p in made]}, 201)
+
+    async def _reset(self) -> Response:
+        await self.reset()
+        return Response(status_code=204)
+
+    async def _get(self, name: str) -> Response:
+        return self._json(self.get(name).to_json())
+
+    async def _update(self, name: str, request: Request) -> Response:
+        return self._json((await self.update(name, await self._object(request))).to_json())
+
+    async def _delete(self, name: str) -> Response:
+        await self.delete(name)
+        return Response(status_code=204)
+
+    async def _list_toxics(self, name: str) -> Response:
+        return self._json([t.to_json() for t in self.get(name).toxics.values()])
+
+    async def _add_toxic(self, name: str, request: Request) -> Response:
+        return self._json(self.get(name).add_toxic(await self._object(request)).to_json())
+
+    async def _get_toxic(self, name: str, toxic: str) -> Response:
+        return self._json(self.get(name).toxic(toxic).to_json())
+
+    async def _update_toxic(self, name: str, toxic: str, request: Request) -> Response:
+        proxy = self.get(name)
+        return self._json(proxy.update_toxic(toxic, await self._object(request)).to_json())
+
+    async def _delete_toxic(self, name: str, toxic: str) -> Response:
+        self.get(name).remove_toxic(toxic)
+        return Response(status_code=204)
 
 
 async def serve(api: str, seed: int = 0) -> None:

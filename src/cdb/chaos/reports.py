@@ -108,6 +108,7 @@ def journal(runner: Runner, outcome: Outcome) -> dict[str, Any]:
                            "duration": s.duration, "params": s.provider.params}
                           for s in runner.steps],
             },
+            "phases_wall_s": runner.phases,
             "applied": runner.applied,
             "undone": runner.ended,
             "activities": msgspec.to_builtins(activities),

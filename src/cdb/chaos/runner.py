@@ -28,7 +28,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 import structlog
@@ -59,8 +59,15 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     seed: int | None = None
     dry_run: bool = False
     report_dir: Path | None = None
-    skip_missing: bool = False
-    """Do not start anything when a required capability is missing."""
+    http_port: int | None = None
+    """Serve the coordinator's /health and /metrics on this port while running."""
+    redis_url: str | None = None
+    """Distributed mode: use this Redis instead of starting one (shared, namespaced)."""
+    postgres_url: str | None = None
+    """Distributed mode: use this PostgreSQL instead of starting one (own schema)."""
+    run_anyway: bool = False
+    """Run even when a required capability is missing (the verdict stays unknown at best);
+    by default such a run ends unknown at once, without starting anything."""
 
 
 class Outcome(msgspec.Struct, kw_only=True):
@@ -94,6 +101,16 @@ class _Quiet:
 
     def log(self, text: str) -> None:
         pass
+
+
+def _shown(value: Any) -> str:
+    """A probe output for a one-line detail: a mapping by its status or state."""
+    if isinstance(value, dict):
+        for key in ("status", "state"):
+            if key in value:
+                return repr(value[key])
+    text = repr(value)
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 class _Use(msgspec.Struct, kw_only=True):
@@ -140,14 +157,33 @@ class Runner:
         self.applied: dict[str, float] = {}
         self.active: dict[str, str] = {}
         self.end_values: dict[str, tuple[Any, str | None]] = {}
-        self.phase = "planning"
+        self._phase = "planning"
+        self.phases: dict[str, float] = {}
+        self._phase_since = time.monotonic()
         self.current = ""
         self.t_end = 0.0
         self.finished = False
         self.outcome: Outcome | None = None
         self._uses: list[_Use] = []
         self._step_uses: dict[str, _Use] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._api: Any = None
         self.plan = self._plan()
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @phase.setter
+    def phase(self, value: str) -> None:
+        self._mark(value)
+
+    def _mark(self, next_phase: str) -> None:
+        """Close the current phase (its wall seconds go into ``phases``)."""
+        now = time.monotonic()
+        self.phases[self._phase] = round(self.phases.get(self._phase, 0.0) + now -
+                                         self._phase_since, 3)
+        self._phase, self._phase_since = next_phase, now
 
     # -- planning ----------------------------------------------------------------------
 
@@ -172,7 +208,9 @@ class Runner:
         sc = self.scenario
         self.missing: set[str] = set(sc.pipeline.requires)
         self._draft = Plan(scenario=sc, mode=self.mode, seed=self.seed, namespace=self.namespace,
-                           report_dir=self.report_dir, market_duration=0.0)
+                           report_dir=self.report_dir, market_duration=0.0,
+                           redis_url=self.options.redis_url,
+                           postgres_url=self.options.postgres_url)
         for step in self.steps:
             self._step_uses[step.key] = self._use(step.key, step.provider, step.kind, step.at,
                                                   step.duration)
@@ -256,25 +294,38 @@ class Runner:
         interrupted = False
         tasks: list[asyncio.Task[Any]] = []
         ticker: asyncio.Task[None] | None = None
-        if self.missing_reasons and self.options.skip_missing:
-            return self._conclude(started, wall0, None, False, skipped=True)
+        if self.missing_reasons and not self.options.run_anyway:
+            self.outcome = self._conclude(started, wall0, None, False, skipped=True)
+            return self.outcome
         target = self.target = self._make_target()
         for use in self._uses:
             use.ctx.bind(target)
         self._builtin.bind(target)
+        api = None
+        if self.options.http_port is not None:
+            from cdb.chaos.observe import CoordinatorApi
+
+            api = self._api = CoordinatorApi(self.namespace, self.state, "127.0.0.1",
+                                             self.options.http_port)
+            await api.start()
         try:
             ticker = asyncio.create_task(self._tick(), name="chaos.progress")
             target.clock.join()
             self.phase = "starting"
             await target.start()
-            tasks += self._start_samplers(target)
+            samplers = self._start_samplers(target)
+            tasks += samplers
             self.phase = "warm-up"
             await target.clock.sleep_until(0.0)
             tasks += await self._experiment(target)
+            for task in samplers:
+                task.cancel()
+            await asyncio.gather(*samplers, return_exceptions=True)
             self.phase = "finishing"
             target.clock.leave()
             await target.finish()
             self.finished = True
+            self._mark("finished")
         except asyncio.CancelledError:
             interrupted = True
             raise
@@ -284,14 +335,21 @@ class Runner:
             error = f"{type(exc).__name__}: {exc}"
             _log.error("scenario run failed", error=error, tb=traceback.format_exc())
         finally:
-            for task in tasks:
+            everything = [*tasks, *self._tasks]
+            for task in everything:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*everything, return_exceptions=True)
             await self._undo_all("cleanup")
             await asyncio.shield(target.stop())
             if ticker is not None:
                 ticker.cancel()
             self.outcome = self._conclude(started, wall0, error, interrupted)
+            if api is not None:
+                counts: dict[str, int] = {}
+                for a in self.outcome.assertions:
+                    counts[a.status] = counts.get(a.status, 0) + 1
+                api.conclude(self.outcome.verdict.status, counts)
+                await api.stop()
         return self.outcome
 
     async def _experiment(self, target: Target) -> list[asyncio.Task[Any]]:
@@ -305,12 +363,8 @@ class Runner:
                 tasks.append(clock.spawn(self._step(step), name=f"step.{step.key}"))
             if self.scenario.method:
                 tasks.append(clock.spawn(self._method(), name="method"))
-            await clock.sleep_until(self.t_end)
-            if tasks:
-                # Not a participant while waiting: the steps need the market to move.
-                clock.leave()
-                await asyncio.gather(*tasks)
-                clock.join()
+            self._tasks += tasks  # so that a cancelled run can cancel them too
+            await self._until_end(tasks)
         else:
             self.progress.log("steady state not met before the faults: none injected")
         self.phase = "undo"
@@ -331,6 +385,37 @@ class Runner:
                 self.end_values[exp.name] = await self._probe_value(use)
         return tasks
 
+    async def _until_end(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Wait for the end of the timeline; a step that fails unexpectedly (the market
+        ran out) ends the wait at once and is raised."""
+        assert self.target is not None
+        clock = self.target.clock
+        main = asyncio.current_task()
+
+        async def end() -> None:
+            await clock.sleep_until(self.t_end)
+            if main is not None:
+                clock.join(main)  # back in lockstep before the market can move on
+
+        # Not a participant while waiting: the steps need the market to move.
+        clock.leave()
+        sleeper = clock.spawn(end(), name="timeline.end")
+        pending: set[asyncio.Task[Any]] = {sleeper, *tasks}
+        try:
+            while sleeper in pending:
+                done, pending = await asyncio.wait(pending,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is not sleeper and not task.cancelled() and task.exception():
+                        raise task.exception()  # type: ignore[misc]
+            sleeper.result()
+            if pending:
+                clock.leave()
+                await asyncio.gather(*pending)
+        finally:
+            sleeper.cancel()
+        clock.join()
+
     # -- steps -------------------------------------------------------------------------
 
     async def _step(self, step: Step) -> None:
@@ -348,7 +433,7 @@ class Runner:
             run = self._activity(use, "method", act.name, act.duration,
                                  act.tolerance if act.has_tolerance else None)
             if act.background:
-                clock.spawn(run, name=f"method.{act.name}")
+                self._tasks.append(clock.spawn(run, name=f"method.{act.name}"))
             else:
                 await run
             await clock.sleep_until(clock.now() + act.pause_after)
@@ -383,7 +468,8 @@ class Runner:
                 self.assertions.append(Assertion(
                     name=use.key, category="expectation",
                     status="pass" if act.tolerance_met else "fail",
-                    detail=f"{act.output!r} {tolerance.describe(tol)}", path=use.provider.path))
+                    detail=f"{_shown(act.output)} {tolerance.describe(tol)}",
+                    path=use.provider.path))
         except Unavailable as exc:
             act.status, act.error = "unavailable", exc.reason
             self.unavailable.append(f"{use.key}: {exc.reason}")
@@ -401,7 +487,8 @@ class Runner:
                 self._close(act)
 
     async def _fault(self, use: _Use, act: Activity, phase: str, duration: float | None) -> None:
-        assert self.target is not None and isinstance(use.impl, Fault)
+        assert self.target is not None
+        assert isinstance(use.impl, Fault)
         clock, fault = self.target.clock, use.impl
         start = clock.now()
         try:
@@ -432,7 +519,8 @@ class Runner:
         t = round(self.target.clock.now(), 6)
         self.ended[undo.key] = t
         self.active.pop(undo.key, None)
-        status = "failed" if undo.error is not None else "succeeded"
+        status: Literal["failed", "succeeded"] = (
+            "failed" if undo.error is not None else "succeeded")
         self.target.recording.add(Activity(
             key=undo.key, name=f"undo {undo.key}", phase="undo", kind="undo", type="undo",
             params={}, t_start=t, t_end=t, started=now_iso(), ended=now_iso(), status=status,
@@ -453,8 +541,9 @@ class Runner:
 
     async def _probe_value(self, use: _Use) -> tuple[Any, str | None]:
         try:
-            value = await asyncio.wait_for(use.impl(use.ctx, Params(dict(use.provider.params))),
-                                           _PROBE_TIMEOUT_S)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
+            async with asyncio.timeout(_PROBE_TIMEOUT_S):
+                value = await use.impl(use.ctx, Params(dict(use.provider.params)))
         except Unavailable as exc:
             return None, f"unavailable: {exc.reason}"
         except Exception as exc:
@@ -479,7 +568,7 @@ class Runner:
             else:
                 try:
                     met = tolerance.met(activity.tolerance, value)
-                    detail = f"{value!r} {tolerance.describe(activity.tolerance)}"
+                    detail = f"{_shown(value)} {tolerance.describe(activity.tolerance)}"
                 except tolerance.ToleranceError as exc:
                     met, detail = False, str(exc)
                 act.tolerance_met = met
@@ -530,7 +619,8 @@ class Runner:
         async def one() -> None:
             t = round(target.clock.now(), 6)
             try:
-                value = await asyncio.wait_for(call(), _PROBE_TIMEOUT_S)
+                async with asyncio.timeout(_PROBE_TIMEOUT_S):
+                    value = await call()
             except Unavailable as exc:
                 target.recording.sample(name, t, error=f"unavailable: {exc.reason}")
                 raise
@@ -555,7 +645,10 @@ class Runner:
 
     async def _tick(self) -> None:
         while True:
-            self.progress.update(self.state())
+            state = self.state()
+            self.progress.update(state)
+            if self._api is not None:
+                self._api.update(state)
             await asyncio.sleep(0.2)
 
     def state(self) -> dict[str, Any]:
@@ -571,6 +664,7 @@ class Runner:
         return {
             "title": self.scenario.title, "phase": self.phase, "mode": self.mode,
             "t": target.clock.now() if target else 0.0, "t_end": self.t_end,
+            "t_total": self.t_end + self.scenario.settle, "namespace": self.namespace,
             "warmup": self.plan.warmup, "current": self.current,
             "active": dict(self.active), "samples": samples,
             "counts": {k: len(v) for k, v in rec.events.items()} if rec else {},
@@ -601,8 +695,9 @@ class Runner:
             assertions.append(Assertion(name="unavailable", category="run", status="unknown",
                                         detail=reason))
         if skipped:
-            assertions.append(Assertion(name="run", category="run", status="unknown",
-                                        detail="not run: a required capability is missing"))
+            assertions.append(Assertion(
+                name="run", category="run", status="unknown",
+                detail="not run: a required feature is missing (--run-anyway runs it anyway)"))
         if interrupted:
             assertions.append(Assertion(name="run", category="run", status="unknown",
                                         detail="interrupted (Ctrl-C)"))
@@ -622,8 +717,9 @@ class Runner:
 
             try:
                 outcome.reports = reports.write_all(self, outcome)
-            except OSError as exc:
-                outcome.error = (outcome.error or "") + f" (reports not written: {exc})"
+            except Exception as exc:  # a report must never cost the verdict
+                _log.error("reports not written", error=repr(exc), tb=traceback.format_exc())
+                outcome.error = (outcome.error or "") + f" (reports not written: {exc!r})"
         return outcome
 
     def _evaluate(self) -> list[Assertion]:

@@ -30,6 +30,7 @@ SCHEMA_ID: Final = "https://cdb.dev/schemas/scenario-1.json"
 SERVICES: Final = ["ws", "signal", "risk", "execution", "db_writer"]
 EVENT_KINDS: Final = [
     "signal", "order", "fill", "risk_decision", "order_update", "alert", "ess_change",
+    "cancel_orders",
 ]
 SHAPES: Final = ["flash_crash", "spike", "gap", "flat", "stale"]
 
@@ -167,6 +168,9 @@ def _condition() -> dict[str, Any]:
             "sampled": {"type": "string"},
             "tolerance": {"$ref": "#/$defs/tolerance"},
             "healthy": {"const": True},
+            "max_lag": {"type": "integer", "minimum": 0,
+                        "description": "with healthy: also wait for the lag to be at most "
+                                       "this"},
         },
         "oneOf": [{"required": ["event"]}, {"required": ["sampled", "tolerance"]},
                   {"required": ["healthy"]}],

@@ -10,7 +10,7 @@
 - ``{type: compare, op, value, target}``: ``output op value`` (cdb's extension).
 
 ``target`` picks a key of a mapping output (dotted for nesting); a mapping output
-compared with a scalar uses its ``status``, ``state`` or ``value`` key, so
+compared with a scalar uses its ``status``, ``state``, ``value`` or ``total`` key, so
 ``tolerance: healthy`` works on a whole ``/health`` body.
 """
 
@@ -25,7 +25,7 @@ _OPS: Final[dict[str, Callable[[Any, Any], bool]]] = {
     "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
     ">=": operator.ge, ">": operator.gt,
 }
-_DEFAULT_KEYS: Final = ("status", "state", "value")
+_DEFAULT_KEYS: Final = ("status", "state", "value", "total")
 
 
 class ToleranceError(ValueError):
@@ -85,7 +85,7 @@ def describe(tolerance: Any) -> str:
 
 def _equal(value: Any, expected: Any) -> bool:
     if isinstance(expected, bool) or isinstance(value, bool):
-        return value is expected or value == expected and type(value) is type(expected)
+        return value is expected or (value == expected and type(value) is type(expected))
     if isinstance(expected, int | float) and isinstance(value, int | float):
         return float(value) == float(expected)
     return bool(value == expected)

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path as FilePath
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import msgspec
 from jsonschema import Draft202012Validator
@@ -93,7 +93,10 @@ def validate_text(text: str, file: str = "<scenario>") -> Result:
         return Result(file=file, problems=tuple(problems))
     data, subst = _substitute(located)
     problems += subst
-    problems += sorted(_schema_problems(data, located), key=_order)
+    # A value whose substitution failed is reported once, not again by the schema.
+    failed = {p.path for p in subst}
+    problems += sorted((p for p in _schema_problems(data, located) if p.path not in failed),
+                       key=_order)
     if any(p.severity == "error" for p in problems):
         return Result(file=file, problems=tuple(problems))
     scenario = model.build(data, file)
@@ -145,9 +148,9 @@ def _substitute(located: Located) -> tuple[dict[str, Any], list[Problem]]:
                                 + ", ".join(f"${{{m}}}" for m in missing), located.position(path)))
             continue
         whole = _REF.fullmatch(text)
-        value: Any = config[whole.group(1)] if whole else _REF.sub(
+        replaced: Any = config[whole.group(1)] if whole else _REF.sub(
             lambda m: str(config[m.group(1)]), text)
-        _set(out, path, value)
+        _set(out, path, replaced)
     return out, problems
 
 
@@ -174,26 +177,13 @@ def _explain(error: ValidationError, located: Located) -> Iterator[Problem]:
     where = json_path(path)
     validator = error.validator
     if validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = list((error.schema.get("properties") or {}) if isinstance(error.schema, Mapping)
-                       else [])
-        for key in error.instance:
-            if key in allowed or not isinstance(key, str):
-                continue
-            pattern_props = error.schema.get("patternProperties") if isinstance(
-                error.schema, Mapping) else None
-            if pattern_props and any(re.search(p, key) for p in pattern_props):
-                continue
-            hint = _suggest(key, allowed)
-            yield _at(json_path((*path, key)), f"unknown key {key!r}{hint}",
-                      located.position((*path, key), key=True))
+        yield from _unknown_keys(error, path, located)
         return
     if validator == "oneOf" and _is_exclusive(error.validator_value):
-        keys = [s["required"][0] for s in error.validator_value]
+        keys = [s["required"][0] for s in cast("list[Any]", error.validator_value)]
         present = [k for k in keys if isinstance(error.instance, dict) and k in error.instance]
-        if present:
-            msg = f"has {' and '.join(present)}; give exactly one of {', '.join(keys)}"
-        else:
-            msg = f"needs one of {', '.join(keys)}"
+        msg = (f"has {' and '.join(present)}; give exactly one of {', '.join(keys)}" if present
+               else f"needs one of {', '.join(keys)}")
         yield _at(where, msg, located.position(path))
         return
     if validator in ("anyOf", "oneOf") and error.context:
@@ -204,26 +194,37 @@ def _explain(error: ValidationError, located: Located) -> Iterator[Problem]:
             return
         yield _at(where, _anyof_message(error), located.position(path))
         return
+    yield _at(where, _message(error, path), located.position(path))
+
+
+def _message(error: ValidationError, path: Path) -> str:
+    validator = error.validator
     if validator == "enum":
-        options = [str(o) for o in error.validator_value]
-        value = error.instance
-        hint = _suggest(str(value), options) if isinstance(value, str) else ""
+        options = [str(o) for o in cast("list[Any]", error.validator_value)]
+        found = error.instance
+        hint = _suggest(found, options) if isinstance(found, str) else ""
         shown = ", ".join(options) if len(options) <= 12 else ", ".join(options[:12]) + ", ..."
-        yield _at(where, f"{value!r} is not one of: {shown}{hint}", located.position(path))
-        return
+        return f"{found!r} is not one of: {shown}{hint}"
     if validator == "pattern" and error.validator_value == DURATION_PATTERN:
-        yield _at(where, f"{error.instance!r} is not a duration: use seconds or 500ms, 5s, "
-                         "2m, 1h", located.position(path))
-        return
+        return f"{error.instance!r} is not a duration: use seconds or 500ms, 5s, 2m, 1h"
     if validator == "required":
-        yield _at(where, error.message.replace("is a required property",
-                                               "is required here"), located.position(path))
-        return
+        return error.message.replace("is a required property", "is required here")
     if validator == "const" and path and path[-1] == "type":
-        yield _at(where, f"type must be {error.validator_value!r} here, not "
-                         f"{error.instance!r}", located.position(path))
-        return
-    yield _at(where, error.message, located.position(path))
+        return f"type must be {error.validator_value!r} here, not {error.instance!r}"
+    return error.message
+
+
+def _unknown_keys(error: ValidationError, path: Path, located: Located) -> Iterator[Problem]:
+    schema_: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
+    allowed = list(schema_.get("properties") or [])
+    patterns = schema_.get("patternProperties") or {}
+    for key in cast("dict[str, Any]", error.instance):
+        if key in allowed or not isinstance(key, str):
+            continue
+        if any(re.search(p, key) for p in patterns):
+            continue
+        yield _at(json_path((*path, key)), f"unknown key {key!r}{_suggest(key, allowed)}",
+                  located.position((*path, key), key=True))
 
 
 def _is_exclusive(alternatives: Any) -> bool:
@@ -235,8 +236,9 @@ def _is_exclusive(alternatives: Any) -> bool:
 
 def _anyof_message(error: ValidationError) -> str:
     value = error.instance
-    if isinstance(error.validator_value, list) and any(
-        isinstance(s, dict) and s.get("pattern") == DURATION_PATTERN for s in error.validator_value
+    alternatives = cast("list[Any]", error.validator_value)
+    if isinstance(alternatives, list) and any(
+        isinstance(s, dict) and s.get("pattern") == DURATION_PATTERN for s in alternatives
     ):
         return f"{value!r} is not a duration: use seconds or 500ms, 5s, 2m, 1h"
     return f"{value!r} matches none of the allowed forms"
@@ -256,20 +258,36 @@ def _semantic_problems(scenario: model.Scenario, located: Located) -> list[Probl
     def add(path_text: str, message: str, severity: Severity = "error") -> None:
         problems.append(_at(path_text, message, _position_of(path_text, located), severity))
 
+    _check_timeline(scenario, add)
+    pipe = scenario.pipeline
+    if pipe.mode not in pipe.modes:
+        add("$.pipeline.mode", f"mode {pipe.mode!r} is not among modes {list(pipe.modes)}")
+    providers = [a.provider for a in (*scenario.method, *scenario.rollbacks)]
+    providers += [a.provider for a in (scenario.steady_state.probes if scenario.steady_state
+                                        else ())]
+    providers += [p.provider for p in scenario.probes]
+    providers += [e.probe for e in scenario.expect if e.probe is not None]
+    for provider in providers:
+        _check_provider(provider, scenario, add)
+    for inv in scenario.invariants:
+        if inv.type not in INVARIANTS:
+            add(inv.path, f"unknown invariant {inv.type!r}")
+    _check_references(scenario, add)
+    for i, shape in enumerate(pipe.market.shapes):
+        if shape["symbol"] != "*" and shape["symbol"] not in pipe.market.symbols:
+            add(f"$.pipeline.market.shapes[{i}].symbol",
+                f"{shape['symbol']!r} is not a market symbol {list(pipe.market.symbols)}")
+    return problems
+
+
+def _check_timeline(scenario: model.Scenario, add: Any) -> None:
     seen: dict[str, str] = {}
     for name, path_text in names(scenario.timeline):
         if name in seen:
             add(f"{path_text}.name", f"step name {name!r} is already used at {seen[name]}")
         else:
             seen[name] = path_text
-    steps = expand(scenario.timeline)
-    pipe = scenario.pipeline
-    if pipe.mode not in pipe.modes:
-        add("$.pipeline.mode", f"mode {pipe.mode!r} is not among modes {list(pipe.modes)}")
-    sampled = {p.name for p in scenario.probes}
-    if len(sampled) != len(scenario.probes):
-        add("$.probes", "sampled probe names must be unique")
-    for step in steps:
+    for step in expand(scenario.timeline):
         _check_provider(step.provider, scenario, add)
         if scenario.duration is not None and step.end > scenario.duration:
             add(step.path, f"step {step.key!r} ends at {step.end:g}s, after the scenario's "
@@ -277,33 +295,23 @@ def _semantic_problems(scenario: model.Scenario, located: Located) -> list[Probl
         if step.kind == "fault" and step.duration is None and step.provider.type in _HELD:
             add(step.path, f"fault {step.provider.type!r} has no duration: it stays on "
                            "until the end of the timeline", "warning")
-    for activity in (*scenario.method, *scenario.rollbacks):
-        _check_provider(activity.provider, scenario, add)
-    if scenario.steady_state:
-        for activity in scenario.steady_state.probes:
-            _check_provider(activity.provider, scenario, add)
-    for probe in scenario.probes:
-        _check_provider(probe.provider, scenario, add)
-    for inv in scenario.invariants:
-        if inv.type not in INVARIANTS:
-            add(inv.path, f"unknown invariant {inv.type!r}")
+
+
+def _check_references(scenario: model.Scenario, add: Any) -> None:
+    steps = expand(scenario.timeline)
+    sampled = {p.name for p in scenario.probes}
+    if len(sampled) != len(scenario.probes):
+        add("$.probes", "sampled probe names must be unique")
     for exp in scenario.expect:
         if exp.sampled and exp.sampled not in sampled:
             add(f"{exp.path}.sampled", f"no sampled probe named {exp.sampled!r}"
                 + _suggest(exp.sampled, sorted(sampled)))
-        if exp.probe is not None:
-            _check_provider(exp.probe, scenario, add)
         for key, ref in (("from", exp.start), ("until", exp.end)):
             _check_ref(ref, steps, f"{exp.path}.{key}", add)
     for m in scenario.measurements:
         _check_ref(m.start, steps, f"{m.path}.from", add)
         if m.until and m.until.sampled and m.until.sampled not in sampled:
             add(f"{m.path}.until.sampled", f"no sampled probe named {m.until.sampled!r}")
-    for i, shape in enumerate(pipe.market.shapes):
-        if shape["symbol"] != "*" and shape["symbol"] not in pipe.market.symbols:
-            add(f"$.pipeline.market.shapes[{i}].symbol",
-                f"{shape['symbol']!r} is not a market symbol {list(pipe.market.symbols)}")
-    return problems
 
 
 _HELD: Final = frozenset({"stop", "redis_down", "postgres_down", "network", "network_down",

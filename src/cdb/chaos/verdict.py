@@ -67,6 +67,7 @@ def decide(assertions: Iterable[Assertion]) -> Verdict:
     ineffective = [a for a in items if a.category == "fault-effect" and a.status != "pass"]
     if ineffective:
         reasons = [f"fault did not demonstrably take effect: {_label(a)}" for a in ineffective]
+        reasons += [_label(a) for a in items if a.category == "run" and a.status == "unknown"]
         soft = [a for a in items if a.status == "fail"]
         if soft:
             reasons.append(f"{len(soft)} expectation(s) failed but prove nothing without "

@@ -33,7 +33,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 import structlog
@@ -42,7 +42,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from cdb.errors import DecodeError, LifecycleError
-from cdb.events import Trade, parse_e8, trade_event_id
+from cdb.events import Level, Trade, parse_e8, trade_event_id
 from cdb.observability import metrics
 from cdb.resilience.backoff import Backoff
 
@@ -90,6 +90,7 @@ class Staleness(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Hook = Callable[[Gap], Awaitable[None] | None]
+AlertFn = Callable[[Level, str, str], Awaitable[object]]
 StaleHook = Callable[[Staleness], Awaitable[None] | None]
 
 
@@ -248,6 +249,25 @@ class BinanceTradeSource:
         self.last_error = ""
         self._seen = {s: _Seen(dedup_window) for s in self.symbols}
         self._arrived: dict[str, float] = {}
+
+    def attach_alerts(self, alert: AlertFn) -> None:
+        """Report gaps and staleness as alerts (``ServiceContext.alert``): a stale feed is
+        a ``stale_feed`` warning, which the risk service's ESS trips on; fresh again is
+        ``market_data_fresh`` (info); a gap is ``market_data_gap`` (warning)."""
+
+        async def on_gap(gap: Gap) -> None:
+            await alert("warning", "market_data_gap",
+                        f"{gap.missing} {gap.symbol} trade(s) missed after id {gap.after_id}")
+
+        async def on_stale(change: Staleness) -> None:
+            if change.symbols:
+                await alert("warning", "stale_feed",
+                            f"no trade for {change.silent_s:.1f} s on "
+                            f"{', '.join(change.symbols)} (binance stream)")
+            else:
+                await alert("info", "market_data_fresh", "binance stream: trades again")
+
+        self.on_gap, self.on_stale = on_gap, on_stale
 
     def __aiter__(self) -> AsyncIterator[list[Trade]]:
         return self.batches()
@@ -410,3 +430,25 @@ async def _call(hook: Callable[[_T], Awaitable[None] | None] | None, arg: _T) ->
             await result
     except Exception:
         _log.exception("hook failed", hook=getattr(hook, "__name__", repr(hook)))
+
+
+def make_binance_source(
+    symbols: Iterable[str], *, exchange_url: str | None = None, testnet: bool = False,
+    source: str = "ws", alert: AlertFn | None = None, **overrides: Any,
+) -> BinanceTradeSource:
+    """The ``binance`` market data source of ``cdb run --source binance``.
+
+    Args:
+        symbols: ``Settings.symbols()``.
+        exchange_url: ``--exchange-url`` (FakeBinance's ``http://`` URL works as is);
+            otherwise Binance's live streams, or the testnet's with ``testnet``.
+        source: the service instance (events' ``source``, metric label).
+        alert: ``ServiceContext.alert`` to report gaps and stale feeds (or attach later
+            with ``attach_alerts``).
+        overrides: other ``BinanceTradeSource`` keywords (stale_after_s, ...).
+    """
+    url = exchange_url or (TESTNET_WS_URL if testnet else LIVE_WS_URL)
+    made = BinanceTradeSource(symbols, url=url, source=source, instance=source, **overrides)
+    if alert is not None:
+        made.attach_alerts(alert)
+    return made

@@ -92,14 +92,19 @@ class GrpcHealthServer:
             return await base.Check(servicer, request, context)
 
         self._servicer = type("CdbHealthServicer", (base,), {"Check": check})()
-        server = grpc.aio.server()
+        # No SO_REUSEPORT: a second process on the same port must fail, not share it.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
         try:
             bound = server.add_insecure_port(self.address)
         except RuntimeError as exc:
-            raise OSError(f"gRPC health: cannot listen on {self.address}: {exc}") from exc
+            bound, error = 0, f": {exc}"
+        else:
+            error = ""
         if not bound:
-            raise OSError(f"gRPC health: cannot listen on {self.address}")
+            self.state = State.STOPPED
+            await server.stop(None)
+            raise OSError(f"gRPC health: cannot listen on {self.address}{error}")
         self.port = bound
         self._server = server
         self.health.listen(self._on_report)

@@ -184,13 +184,19 @@ class CircuitBreaker:
         self._state = new
         if new is BreakerState.CLOSED:
             self._failures = 0
-        # Logged once per state change, never per failed call.
-        if new is BreakerState.OPEN:
+        # Logged once per outage, not per trial: opening from CLOSED is news, and so is
+        # closing again; a failed trial re-opening it is only a retry.
+        if old is BreakerState.CLOSED:
             _log.warning(
                 "circuit open", dependency=self.name, open_s=self.open_s,
                 failures=self._failures, error=self.last_error,
             )
+        elif new is BreakerState.CLOSED:
+            _log.info("circuit closed", dependency=self.name, opened=self.opened)
         else:
-            _log.info(f"circuit {new.name.lower().replace('_', '-')}", dependency=self.name)
+            _log.debug(
+                f"circuit {new.name.lower().replace('_', '-')}", dependency=self.name,
+                error=self.last_error,
+            )
         for listener in self._listeners:
             listener(old, new, self.last_error)

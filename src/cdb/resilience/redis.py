@@ -26,6 +26,7 @@ Three layers, each doing one thing:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -53,6 +55,8 @@ from cdb.config import Settings
 from cdb.errors import BusError, CircuitOpenError, ConfigError
 from cdb.resilience.backoff import Backoff
 from cdb.resilience.breaker import CircuitBreaker
+
+_log = structlog.get_logger("cdb.resilience.redis")
 
 FLUSH_HIGH_WATER = STREAM_MAXLEN // 2
 """The flush waits while a consumer group is this far behind (well under MAXLEN)."""
@@ -170,10 +174,66 @@ class ReplicatedStreamsBus(RedisStreamsBus):
         results = await pipe.execute()
         confirmed = int(results[-1])
         if confirmed < self.min_replicas:
+            await self._follow_failover()
             raise BusError(
                 f"publish of {len(payloads)} events to {key}: {confirmed} of "
                 f"{self.min_replicas} replicas confirmed within {self._wait_ms} ms"
             )
+
+
+    async def _follow_failover(self) -> None:
+        """A master that lost its replicas may have been replaced: ask the sentinels now
+        (redis-py drops idle connections to a master that moved) rather than write to it
+        until Sentinel demotes it."""
+        pool = self.client.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            with contextlib.suppress(RedisError, OSError):
+                await follow_master(pool)
+
+
+async def follow_master(pool: SentinelConnectionPool) -> bool:
+    """Ask the Sentinels where the master is; when it moved, leave the old one: idle
+    connections are dropped (by redis-py) and busy ones reconnect once released.
+    Returns whether it moved."""
+    before = pool.master_address
+    after = await pool.get_master_address()  # type: ignore[no-untyped-call]
+    if before is None or after == before:
+        return False
+    await pool.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
+    _log.warning("Redis master moved (Sentinel failover)", old=before, new=after)
+    return True
+
+
+class SentinelWatch:
+    """Asks the Sentinels every ``interval`` s where the master is, so that this process
+    follows a failover within that time.
+
+    redis-py asks only when it opens a connection; a connection that keeps working (a
+    consumer blocked on the old master, which accepts commands until Sentinel demotes
+    it, seconds later) would stay on the old master meanwhile. See ``follow_master``.
+    """
+
+    def __init__(self, pool: SentinelConnectionPool, interval: float = 1.0) -> None:
+        self._pool = pool
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="redis.sentinel-watch")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            # No sentinel answering is not this task's to report: connections fail
+            # and retry on their own.
+            with contextlib.suppress(RedisError, OSError):
+                await follow_master(self._pool)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
 
 
 class BacklogGate:
@@ -261,11 +321,22 @@ def make_bus(
         max_bytes=settings.cdb_buffer_max_bytes,
     )
     gate = BacklogGate(inner, breaker, groups) if groups else None
+    pool = client.connection_pool
+    watch = (
+        SentinelWatch(pool, settings.redis_sentinel_poll_s)
+        if isinstance(pool, SentinelConnectionPool) else None
+    )
+
+    async def close() -> None:
+        if watch is not None:
+            await watch.stop()
+        await close_redis(client)
+
     return BufferedBus(
         inner, buffer, breaker=breaker, backoff=backoff,
         full_policy=settings.cdb_buffer_full_policy, gate=gate,
         drain_timeout=min(5.0, settings.cdb_drain_timeout_s / 2), service=service,
-        instance=instance, on_close=partial(close_redis, client),
+        instance=instance, on_start=watch.start if watch else None, on_close=close,
     )
 
 

@@ -131,9 +131,14 @@ async def build_service(
     )
     if name == "ws":
         # Groups exist before the first trade, so trimming never drops unread events.
-        for group in DOWNSTREAM_OF_MARKET_DATA:
-            sub = bus.inner.subscribe([MARKET_DATA], group, instance)
-            await sub.ensure_groups()
+        # Redis down at start is no reason not to start: trades go to the disk buffer,
+        # whose flush creates missing groups first.
+        try:
+            for group in DOWNSTREAM_OF_MARKET_DATA:
+                sub = bus.inner.subscribe([MARKET_DATA], group, instance)
+                await sub.ensure_groups()
+        except BusError as exc:
+            ctx.log.warning("cannot create the consumer groups yet", error=str(exc))
         pacer = LagPacer(bus, parse_speed(settings.ws_speed))
         return WsService(ctx, _source(settings, instance), pacer), None
     if name == "signal":

@@ -35,6 +35,7 @@ from cdb.events import (
     CancelOrders,
     EssChange,
     Fill,
+    IdGen,
     Level,
     Order,
     OrderUpdate,
@@ -144,6 +145,8 @@ class RiskService(Service):
         self._ess_store = ess_store
         self._ess_watch = ess_watch
         self._tick_s = tick_s
+        # A stale-feed alert older than this when read (a backlog) is not news.
+        self._fresh_ns = max(self.ess_config.stale_after_ns, 60 * NS)
         self._unsaved: tuple[EssState, EssChange] | None = None
         self._last_save_try = 0
         self._outbox: list[tuple[str, list[AnyEvent]]] = []
@@ -178,15 +181,26 @@ class RiskService(Service):
         if state.halted:
             self.ctx.log.warning("ESS restored HALTED", reason=state.reason, detail=state.detail,
                                  since=iso(state.since_ns))
-            now = self.ctx.clock.now()
+            # A simulated clock has not started yet: the restart is placed at the trip.
+            clock = self.ctx.clock
+            now = state.since_ns if clock.simulated else clock.now()
+            # Ids name the restart, not a sequence that starts again at each one.
+            key = f"{self.ctx.instance}:restored"
+            cancel_id = IdGen.derived(now, key + ":cancel")
+            alert_id = IdGen.derived(now, key + ":alert")
             # A crash between the trip and its cancel command must not leave orders open.
-            self._outbox.append((ORDERS, [self._cancel_command(now, state, "")]))
-            self._outbox.append((ALERTS_STREAM, [self._alert(
+            cancel = self._cancel_command(now, state, "")
+            alert = self._alert(
                 now, "warning", ESS_RESTORED,
                 f"risk restarted HALTED (tripped {iso(state.since_ns)} for {state.reason}: "
                 f"{state.detail}); reset by hand after the cooldown", "",
-            )]))
-            await self._flush()
+            )
+            replace = msgspec.structs.replace
+            self._outbox.append(
+                (ORDERS, [replace(cancel, id=cancel_id, correlation_id=cancel_id)]))
+            self._outbox.append(
+                (ALERTS_STREAM, [replace(alert, id=alert_id, correlation_id=alert_id)]))
+            await self._flush_soon()
 
     async def produce(self) -> None:
         """The ESS's own timer: stale data and other instances' changes, between events."""
@@ -215,7 +229,12 @@ class RiskService(Service):
                 await self.trip(alarm, self.ctx.instance)
 
     async def on_stop(self) -> None:
-        await self._flush()
+        await self._flush_soon()
+        if self._outbox or self._unsaved is not None:
+            # Left to the next start: a HALTED in memory that never reached the store is
+            # the one loss a stop can cause, so it is said loudly.
+            self.ctx.log.error("stopping with ESS changes not saved or published",
+                               unsaved=self._unsaved is not None, unpublished=len(self._outbox))
 
     # -- events ------------------------------------------------------------------------
 
@@ -282,7 +301,7 @@ class RiskService(Service):
             found: Alarm | None = None
             if alert.code in MARKET_DATA_END_CODES:
                 self.guards.stale.forget()
-            elif alert.code in STALE_FEED_CODES and alert.ts >= now - self.ess_config.stale_after_ns:
+            elif alert.code in STALE_FEED_CODES and alert.ts >= now - self._fresh_ns:
                 found = Alarm(reason=STALE_DATA, detail=f"{alert.source}: {alert.message}")
             elif is_exchange_error(alert):
                 found = self.guards.errors.on_error(

@@ -19,6 +19,12 @@ from cdb.venues.binance import BinanceVenue, BinanceVenueConfig
 
 Eventually = Callable[..., Awaitable[object]]
 
+try:
+    import ccxt  # noqa: F401 - only whether it is there
+except ImportError:  # pragma: no cover - depends on the install
+    pytest.exit("the Binance tests need ccxt: pip install -e '.[binance]' -c constraints.txt",
+                returncode=3)
+
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeBinance]:

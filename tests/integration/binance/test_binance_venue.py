@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+from tests.integration.binance.conftest import Alerts, Eventually, order
 
 from cdb.events import SCALE, mul_e8, parse_e8
 from cdb.testing.fake_binance import FakeBinance, Fault
@@ -22,7 +23,6 @@ from cdb.venues.binance import (
     VenueRateLimitedError,
     VenueRejectedError,
 )
-from tests.integration.binance.conftest import Alerts, Eventually, order
 
 pytestmark = pytest.mark.integration
 MakeVenue = Callable[..., Awaitable[BinanceVenue]]
@@ -156,7 +156,7 @@ async def test_a_ban_stops_every_request_until_it_ends(
     fake.inject(Fault(kind="ban", retry_after_s=1.0))
     with pytest.raises(VenueBannedError):
         await venue.submit(order(1))
-    assert ("critical", "venue_banned") == alerts[-1][:2]
+    assert alerts[-1][:2] == ("critical", "venue_banned")
     requests = fake.stats.requests
     with pytest.raises(VenueBannedError, match="no request is sent"):
         await venue.submit(order(2))
@@ -222,6 +222,25 @@ async def test_a_query_that_keeps_failing_leaves_the_order_unknown_never_resent(
     executions = await venue.poll()
     assert fake.order_arrivals == ["cdb-test-1"]
     assert_once(fake, "cdb-test-1", executions)
+
+
+async def test_an_unknown_order_that_never_arrived_is_closed_not_sent_late(
+    fake: FakeBinance, make_venue: MakeVenue,
+) -> None:
+    venue = await make_venue(resolve_give_up_s=0.3, max_retries=0)
+    fake.inject(Fault(kind="timeout", endpoint=POST_ORDER, delay_s=3.0))  # dropped
+    fake.inject(Fault(kind="server_error", endpoint="GET /api/v3/order", times=None))
+    with pytest.raises(OrderUnknownError):
+        await venue.submit(order(1))
+    fake.clear_faults()
+    assert await venue.cancel("o1") is False  # nothing on the venue to cancel
+    await asyncio.sleep(0.6)  # the resolve window since the send has passed
+    assert await venue.poll() == []
+    (update,) = venue.take_updates()
+    assert (update.status, update.reason) == ("EXPIRED", "never reached the venue")
+    assert venue.open_orders() == []
+    assert fake.order_arrivals == ["cdb-test-1"]
+    assert fake.placed("cdb-test-1") == []
 
 
 async def test_clock_drift_is_resynchronised_once(fake: FakeBinance, make_venue: MakeVenue) -> None:

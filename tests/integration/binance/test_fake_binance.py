@@ -3,7 +3,6 @@ control API a scenario runner drives it with."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -12,11 +11,11 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from tests.integration.binance.conftest import Eventually
 from websockets.asyncio.client import connect
 
 from cdb.marketdata.binance import decode_trade
-from cdb.testing.fake_binance import FakeBinance, Fault
-from tests.integration.binance.conftest import Eventually
+from cdb.testing.fake_binance import FakeBinance, Fault, FaultBook
 
 pytestmark = pytest.mark.integration
 
@@ -140,13 +139,17 @@ async def test_control_api_drives_faults_and_reads_the_ledger(fake: FakeBinance)
     assert faults[0]["fired"] == 2
     assert bad.status_code == 422
     assert fake.exchange.prices["BTCUSDT"] == 43000 * 10**8
-    assert ledger["orders"] == [] and ledger["fills"] == []
+    assert ledger["orders"] == []
+    assert ledger["fills"] == []
     assert ledger["balances"]["USDT"]["free"] == "1000000.00000000"
     assert stats["requests"] == 3
 
 
 async def test_raw_stream_and_subscribe_method(fake: FakeBinance, eventually: Eventually) -> None:
-    async with connect(f"{fake.ws_url}/ws/btcusdt@trade") as raw, connect(f"{fake.ws_url}/ws") as bare:
+    async with (
+        connect(f"{fake.ws_url}/ws/btcusdt@trade") as raw,
+        connect(f"{fake.ws_url}/ws") as bare,
+    ):
         await bare.send(json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@trade"], "id": 7}))
         assert json.loads(await bare.recv()) == {"result": None, "id": 7}
         await bare.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 8}))
@@ -160,16 +163,28 @@ async def test_raw_stream_and_subscribe_method(fake: FakeBinance, eventually: Ev
     assert (eth.symbol, eth.trade_id) == ("ETHUSDT", 1)
 
 
-async def test_injected_faults_are_one_shot_counted_or_timed(fake: FakeBinance) -> None:
+async def test_injected_faults_are_one_shot_or_counted(fake: FakeBinance) -> None:
     once = fake.inject(kind="server_error", endpoint="/api/v3/ping")
-    timed = fake.inject(Fault(kind="rate_limit", endpoint="GET /api/v3/time", times=None,
-                              duration_s=1.0, retry_after_s=0.1))
+    twice = fake.inject(Fault(kind="rate_limit", endpoint="GET /api/v3/time", times=2,
+                              retry_after_s=0.1))
     async with httpx.AsyncClient(base_url=fake.url) as http:
         assert (await http.get("/api/v3/ping")).status_code == 503
         assert (await http.get("/api/v3/ping")).status_code == 200
-        limited = await http.get("/api/v3/time")
-        assert limited.status_code == 429
-        assert limited.headers["Retry-After"] == "0.100"
-        await asyncio.sleep(1.05)
-        assert (await http.get("/api/v3/time")).status_code == 200
-    assert (once.fired, timed.fired) == (1, 1)
+        limited = [await http.get("/api/v3/time") for _ in range(3)]
+    assert [r.status_code for r in limited] == [429, 429, 200]
+    assert limited[0].headers["Retry-After"] == "0.100"
+    assert (once.fired, twice.fired) == (1, 2)
+
+
+def test_a_timed_fault_lasts_its_duration_on_the_fault_clock() -> None:
+    now = [0.0]
+    book = FaultBook(clock=lambda: now[0])
+    state = book.add(Fault(kind="ws_silence", times=None, duration_s=2.0))
+    assert book.take(("ws_silence",)) is not None
+    now[0] = 1.9
+    assert book.take(("ws_silence",)) is not None
+    now[0] = 2.0
+    assert book.take(("ws_silence",)) is None
+    assert state.fired == 2
+    assert book.live == []
+    assert book.history == [state]

@@ -5,27 +5,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
-from tests.integration.resilience.rig import Rig
+from tests.integration.resilience.rig import PERSISTENT, Rig, redis_or_exit
 
 from cdb.testing.postgres import PostgresServer, PostgresServerError
-from cdb.testing.redis import RedisServer, RedisServerError
-
-PERSISTENT = ("--appendonly", "yes", "--appendfsync", "always")
-"""A Redis that keeps its streams across a stop (as deployed); without it, a stop is a
-restart with data loss."""
-
-
-def redis_or_exit(**kwargs: Any) -> RedisServer:
-    server = RedisServer(**kwargs)
-    try:
-        server.start()
-    except RedisServerError as exc:
-        server.close()
-        pytest.exit(f"cannot run the resilience tests: {exc}", returncode=3)
-    return server
+from cdb.testing.redis import RedisServer
 
 
 @pytest.fixture

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
+
+import pytest
 
 from cdb.bus.buffered import BufferedBus
 from cdb.bus.keys import FILLS
@@ -16,6 +18,22 @@ from cdb.resilience.redis import backoff_of, make_bus, make_redis
 from cdb.runtime.service import Service, ServiceContext, ServiceHost
 from cdb.services.db_writer import DbWriterService
 from cdb.storage.store import Store, migrate
+from cdb.testing.redis import RedisServer, RedisServerError
+
+PERSISTENT = ("--appendonly", "yes", "--appendfsync", "always")
+"""A Redis that keeps its streams across a stop (as deployed); without it, a stop is a
+restart with data loss."""
+
+
+def redis_or_exit(**kwargs: Any) -> RedisServer:
+    server = RedisServer(**kwargs)
+    try:
+        server.start()
+    except RedisServerError as exc:
+        server.close()
+        pytest.exit(f"cannot run the resilience tests: {exc}", returncode=3)
+    return server
+
 
 T0 = 1_700_000_000_000_000_000
 GROUPS = {FILLS: ("recorder", "db_writer")}
@@ -102,15 +120,19 @@ class Recorder(Service):
 class Rig:
     """Buses, hosts and stores of one test, each as its own process would have them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, groups: dict[str, tuple[str, ...]] | None = None
+    ) -> None:
         self.settings = settings
+        self.groups = GROUPS if groups is None else groups
+        """Consumer groups that pace a flush (a group nobody reads would stall it)."""
         self.buses: list[BufferedBus[RedisStreamsBus]] = []
         self.hosts: list[ServiceHost] = []
         self.stores: list[Store] = []
 
     async def bus(self, service: str, instance: str) -> BufferedBus[RedisStreamsBus]:
         bus = make_bus(self.settings, make_redis(self.settings), service=service,
-                       instance=instance, groups=GROUPS)
+                       instance=instance, groups=self.groups)
         await bus.start()
         self.buses.append(bus)
         return bus

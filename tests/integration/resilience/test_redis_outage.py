@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from tests.integration.resilience.rig import (
     Producer,
+    Recorder,
     Rig,
     fill_ids,
     settings_for,
@@ -82,8 +83,8 @@ async def test_redis_stopped_during_a_steady_flow_then_started_loses_nothing(
     assert (await health.check()).status == "healthy"
 
 
-async def _applied(recorder: object, n: int) -> bool:
-    return len(recorder.seen) >= n  # type: ignore[attr-defined]
+async def _applied(recorder: Recorder, n: int) -> bool:
+    return len(recorder.seen) >= n
 
 
 async def _buffering(producers: list[Producer]) -> bool:

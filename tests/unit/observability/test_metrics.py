@@ -23,11 +23,11 @@ def all_metrics() -> list[MetricWrapperBase]:
     for module in MODULES:
         importlib.import_module(module)
     found = {
-        id(c): c for c in metrics.REGISTRY._names_to_collectors.values()  # noqa: SLF001
+        id(c): c for c in metrics.REGISTRY._names_to_collectors.values()
         if isinstance(c, MetricWrapperBase)
     }
     found.update({
-        id(c): c for c in metrics._TOTAL_GAUGES._names_to_collectors.values()  # noqa: SLF001
+        id(c): c for c in metrics._TOTAL_GAUGES._names_to_collectors.values()
         if isinstance(c, MetricWrapperBase)
     })
     return list(found.values())
@@ -36,7 +36,7 @@ def all_metrics() -> list[MetricWrapperBase]:
 def test_every_metric_has_service_and_instance_labels() -> None:
     found = all_metrics()
     assert len(found) > 30
-    missing = [m._name for m in found if m._labelnames[:2] != ("service", "instance")]  # noqa: SLF001
+    missing = [m._name for m in found if m._labelnames[:2] != ("service", "instance")]
     assert not missing
 
 
@@ -84,7 +84,7 @@ def test_contract_names_are_exposed_as_written() -> None:
     assert families["signal_engine_status"][0] == "gauge"
     assert families["risk_total_exposure_value"][0] == "gauge"
     key = ("risk_pending_orders_total", (("instance", "r-c"), ("service", "risk")))
-    kind, samples = families["risk_pending_orders_total"]
+    _, samples = families["risk_pending_orders_total"]
     assert samples[key] == 2
 
 

@@ -151,8 +151,13 @@ async def test_outage_buffers_then_flushes_in_order_before_new_events(tmp_path: 
         assert await read_ids(t_sub) == ["a00000", "a00001", "a00002", "a00004", "a00005",
                                          "a00006"]
         assert await read_ids(u_sub) == ["a00003"]
+
+        async def counted() -> bool:
+            # The buffer empties in a worker thread a moment before the metrics move.
+            return REGISTRY.get_sample_value("cdb_buffered_events_flushed_total", labels) == 5
+
+        await eventually_async(counted, 5, "flushed events counted")
         assert REGISTRY.get_sample_value("cdb_buffered_events", labels) == 0
-        assert REGISTRY.get_sample_value("cdb_buffered_events_flushed_total", labels) == 5
 
 
 async def test_pending_counts_what_is_still_buffered(tmp_path: Path) -> None:

@@ -301,3 +301,32 @@ def test_guards_rebase_clears_everything_a_reset_accepts() -> None:
     assert guards.errors.on_error(T0 + 100 * S, T0 + 100 * S, "y") is None
     assert guards.flash_crash.on_trades([trade(50.0, 101)]) is None
     assert guards.stale.check(T0 + 120 * S) is None
+
+
+def test_settings_give_the_ess_its_limits_with_the_spec_defaults() -> None:
+    from cdb.config import load_settings
+
+    assert load_settings(environ={}).ess_config() == EssConfig(
+        drawdown_limit_ppm=100_000, flash_crash_drop_ppm=150_000, flash_crash_window_ns=60 * S,
+        error_burst_count=5, error_burst_window_ns=60 * S, stale_after_ns=30 * S,
+        cooldown_ns=300 * S,
+    )
+    custom = load_settings(environ={
+        "ESS_DRAWDOWN_LIMIT_PCT": "12.5", "ESS_FLASH_CRASH_PCT": "20",
+        "ESS_FLASH_CRASH_WINDOW_S": "30", "ESS_ERROR_BURST_COUNT": "3",
+        "ESS_ERROR_BURST_WINDOW_S": "10", "ESS_STALE_DATA_S": "0", "ESS_COOLDOWN_S": "5",
+    }).ess_config()
+    assert custom == EssConfig(
+        drawdown_limit_ppm=125_000, flash_crash_drop_ppm=200_000, flash_crash_window_ns=30 * S,
+        error_burst_count=3, error_burst_window_ns=10 * S, stale_after_ns=0, cooldown_ns=5 * S,
+    )
+
+
+def test_bad_ess_settings_are_named() -> None:
+    from cdb.config import load_settings
+    from cdb.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"ESS_DRAWDOWN_LIMIT_PCT": "0", "ESS_ERROR_BURST_COUNT": "x"})
+    assert "ESS_DRAWDOWN_LIMIT_PCT" in str(caught.value)
+    assert "ESS_ERROR_BURST_COUNT" in str(caught.value)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.unit.services.risk_harness import RecordingBus
 
 from cdb.bus.keys import FILLS, MARKET_DATA, ORDERS, SIGNALS
 from cdb.events import SCALE, EssChange, Fill, Order, OrderUpdate, Signal, Trade
@@ -24,7 +25,6 @@ from cdb.risk.limits import RiskLimits
 from cdb.risk.persistence import MemoryEssStore
 from cdb.runtime.service import ServiceContext
 from cdb.services.risk import RiskService
-from tests.unit.services.test_risk_ess import RecordingBus
 
 S = 1_000_000_000
 T0 = 1_704_067_200 * S
@@ -202,7 +202,7 @@ async def run(sequence: list[object]) -> None:
         world.check(before_open, before_positions)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ops, min_size=1, max_size=60))
 def test_exposure_stays_within_limits_and_no_increasing_order_while_halted(
     sequence: list[object],
@@ -210,7 +210,7 @@ def test_exposure_stays_within_limits_and_no_increasing_order_while_halted(
     asyncio.run(run(sequence))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(1, 400), min_size=2, max_size=40), st.lists(st.booleans(),
        min_size=1, max_size=40))
 def test_a_crash_in_any_price_path_blocks_every_buy_until_reset(

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from tests.unit.services.risk_harness import T0, Harness, S
 
 from cdb.events import SCALE
 from cdb.observability.health import Health
 from cdb.risk.ess import EssConfig
 from cdb.runtime.http import build_app
-from tests.unit.services.test_risk_ess import S, T0, Harness
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

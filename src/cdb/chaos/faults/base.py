@@ -66,25 +66,25 @@ class Params:
     def __init__(self, params: dict[str, Any]) -> None:
         self.raw = params
 
-    def str(self, key: str, default: str | None = None) -> str:
+    def text(self, key: str, default: str | None = None) -> str:
         value = self.raw.get(key, default)
         if value is None:
             raise KeyError(key)
         return str(value)
 
-    def float(self, key: str, default: float | None = None) -> float:
+    def number(self, key: str, default: float | None = None) -> float:
         value = self.raw.get(key, default)
         if value is None:
             raise KeyError(key)
         return float(value)
 
-    def int(self, key: str, default: int | None = None) -> int:
+    def integer(self, key: str, default: int | None = None) -> int:
         value = self.raw.get(key, default)
         if value is None:
             raise KeyError(key)
         return int(value)
 
-    def bool(self, key: str, default: bool = False) -> bool:
+    def flag(self, key: str, default: bool = False) -> bool:
         return bool(self.raw.get(key, default))
 
     def duration(self, key: str, default: float | None = None) -> float:

@@ -1,57 +1,88 @@
 """Exchange faults on the fake Binance: error codes, rate limits, bans, timeouts,
-partial fills.
+partial fills, dropped streams.
 
-These need ``cdb.testing.fake_binance`` (issue 6) and a pipeline whose execution
-venue is that fake. Until both exist the fault raises ``Unavailable`` and the run
-ends ``unknown`` with that reason: never a pass on a fault that was not injected.
-When FakeBinance lands, ``CONTROL`` is the one place to connect its fault control
-API: a coroutine function ``(target, error, params) -> undo coroutine function``.
+They go through FakeBinance's control API (``POST /_fake/faults``, one fault for the
+step's duration; ``GET /_fake/faults`` tells how often it fired, which is the effect
+check; ``DELETE`` clears). That needs a pipeline whose execution venue is the fake
+(``pipeline.venue: fake-binance``) and a target that started one (``exchange_url``).
+Until the runtimes can run execution on it (issue 6: a venue setting), the fault
+raises ``Unavailable`` and the run ends ``unknown`` with that reason: never a pass on
+a fault that was not injected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, Final
+
+import httpx
 
 from cdb.chaos.faults.base import Fault
 from cdb.chaos.journal import Effect
 from cdb.chaos.registry import CAPABILITIES, FAULTS, P, Unavailable
 
-ERRORS: Final = ["-1003", "-1015", "429", "418", "5xx", "timeout", "partial_fill", "disconnect"]
-
-UndoFn = Callable[[], Awaitable[Any]]
-Control = Callable[[Any, str, dict[str, Any]], Awaitable[UndoFn]]
-CONTROL: Control | None = None
-"""How to inject one fault into the fake exchange; set when issue 6 lands."""
+CONTROL_PATH: Final = "/_fake/faults"
+ERRORS: Final[dict[str, dict[str, Any]]] = {
+    "-1003": {"kind": "rate_limit"},
+    "-1015": {"kind": "order_rate_limit"},
+    "429": {"kind": "rate_limit"},
+    "418": {"kind": "ban"},
+    "5xx": {"kind": "server_error", "status": 503},
+    "timeout": {"kind": "timeout"},
+    "partial_fill": {"kind": "partial_fill", "fill_ratio": 0.5, "parts": 2},
+    "disconnect": {"kind": "ws_drop"},
+}
 
 
 @FAULTS.register("exchange", summary="a fault of the (fake) exchange: Binance error codes "
                  "-1003/-1015, HTTP 429 with Retry-After, 418 ban, 5xx, timeouts, partial "
-                 "fills, dropped sockets",
-                 params={"error": P.string("which fault", enum=ERRORS),
+                 "fills, dropped streams",
+                 params={"error": P.string("which fault", enum=list(ERRORS)),
+                         "endpoint": P.string("'*' or 'METHOD /path' (default every request)"),
                          "retry_after": P.duration("Retry-After of 429/418"),
-                         "rate": P.number("share of requests affected", minimum=0, maximum=1),
+                         "delay": P.duration("how long a timeout holds the request"),
                          "fill_ratio": P.number("share of the quantity a partial fill fills",
                                                 exclusive_minimum=0, maximum=1)},
-                 required=("error",), requires=("fake_binance",))
+                 required=("error",), requires=("fake_binance", "binance_venue"))
 class ExchangeFault(Fault):
+    def _fault(self) -> dict[str, Any]:
+        body: dict[str, Any] = {**ERRORS[self.p.text("error")], "times": None,
+                                "endpoint": self.p.text("endpoint", "*")}
+        if self.ctx.duration is not None:
+            body["duration_s"] = self.ctx.duration
+        if "retry_after" in self.p.raw:
+            body["retry_after_s"] = self.p.duration("retry_after")
+        if "delay" in self.p.raw:
+            body["delay_s"] = self.p.duration("delay")
+        if "fill_ratio" in self.p.raw:
+            body["fill_ratio"] = self.p.number("fill_ratio")
+        return body
+
     async def apply(self) -> Any:
-        missing = CAPABILITIES.missing(["fake_binance"])
+        missing = CAPABILITIES.missing(["fake_binance", "binance_venue"])
         if missing:
             raise Unavailable("; ".join(missing))
         if self.ctx.plan.scenario.pipeline.venue != "fake-binance":
             raise Unavailable("exchange faults need pipeline.venue: fake-binance")
-        if CONTROL is None:
-            raise Unavailable("FakeBinance exists but the coordinator has no fault control "
-                              "for it yet (cdb.chaos.faults.exchange.CONTROL)")
-        self._undo = await CONTROL(self.ctx.target, self.p.str("error"), dict(self.p.raw))
-        self.evidence.append(f"exchange fault {self.p.str('error')} injected")
+        url = self.ctx.target.exchange_url()
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            r = await client.post(CONTROL_PATH, json=self._fault())
+            r.raise_for_status()
+            self.fault_id = int(r.json()["id"])
+        self.evidence.append(f"exchange fault {self.p.text('error')} injected")
         return self.evidence[-1]
 
+    async def _fired(self) -> int:
+        async with httpx.AsyncClient(base_url=self.ctx.target.exchange_url(), timeout=5) as c:
+            r = await c.get(CONTROL_PATH)
+            r.raise_for_status()
+        return sum(int(s.get("fired", 0)) for s in r.json() if s.get("id") == self.fault_id)
+
     async def undo(self) -> Any:
-        undo = getattr(self, "_undo", None)
-        return await undo() if undo is not None else None
+        async with httpx.AsyncClient(base_url=self.ctx.target.exchange_url(), timeout=5) as c:
+            (await c.delete(CONTROL_PATH)).raise_for_status()
+        return "exchange faults cleared"
 
     async def effect(self) -> Effect:
-        # Until the fake reports which requests it failed, the effect cannot be shown.
-        return Effect(took_effect=None, evidence="the fake exchange reports no fault counts")
+        fired = await self._fired()
+        return Effect(took_effect=fired > 0 or None,
+                      evidence=f"the fake exchange applied it to {fired} request(s)")

@@ -34,11 +34,11 @@ class SignalFlood(Fault):
     async def apply(self) -> Any:
         ctx = self.ctx
         target = ctx.target
-        count = self.p.int("count")
+        count = self.p.integer("count")
         over = self.p.duration("over")
-        symbol = self.p.str("symbol", ctx.plan.scenario.pipeline.market.symbols[0])
-        side_mode = self.p.str("side", "BUY")
-        strategy = self.p.str("strategy_id", FLOOD_STRATEGY)
+        symbol = self.p.text("symbol", ctx.plan.scenario.pipeline.market.symbols[0])
+        side_mode = self.p.text("side", "BUY")
+        strategy = self.p.text("strategy_id", FLOOD_STRATEGY)
         ids = IdGen(f"{target.namespace}.chaos")
         start = ctx.clock.now()
         self.published = 0
@@ -48,7 +48,9 @@ class SignalFlood(Fault):
             trade = ctx.recording.last_trade.get(symbol)
             if trade is None:
                 raise Unavailable(f"no {symbol} trade seen yet to price the flood on")
-            ts = max(target.now_ns(), trade.ts)
+            # The pipeline's time now: in distributed mode a batch of trades can run
+            # ahead of the wall clock, and a signal is made now, not in the future.
+            ts = target.now_ns()
             side: Any = side_mode if side_mode != "alternate" else ("BUY", "SELL")[i % 2]
             signal = Signal(
                 id=ids.next(ts), ts=ts, correlation_id=trade.correlation_id,
@@ -64,7 +66,7 @@ class SignalFlood(Fault):
         return self.evidence[-1]
 
     async def effect(self) -> Effect:
-        count = self.p.int("count")
+        count = self.p.integer("count")
         published = getattr(self, "published", 0)
         return Effect(took_effect=published == count,
                       evidence=f"{published} of {count} flood signals published")

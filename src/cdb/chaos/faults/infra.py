@@ -19,7 +19,8 @@ from cdb.chaos.registry import FAULTS, P
 async def port_state(host: str, port: int, timeout: float = 1.0) -> str:
     """``open``, ``refused`` or ``hangs`` (no answer within ``timeout``)."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
     except TimeoutError:
         return "hangs"
     except OSError:
@@ -31,13 +32,15 @@ async def port_state(host: str, port: int, timeout: float = 1.0) -> str:
 async def redis_answers(host: str, port: int, timeout: float = 1.0) -> bool:
     """Whether a Redis at host:port answers (anything) to a PING within ``timeout``."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
     except (TimeoutError, OSError):
         return False
     try:
         writer.write(b"PING\r\n")
         await writer.drain()
-        data = await asyncio.wait_for(reader.read(64), timeout)
+        async with asyncio.timeout(timeout):
+            data = await reader.read(64)
         return bool(data)
     except (TimeoutError, OSError):
         return False
@@ -53,7 +56,7 @@ async def redis_answers(host: str, port: int, timeout: float = 1.0) -> bool:
 class RedisDown(Fault):
     async def apply(self) -> Any:
         server = self.ctx.target.infra("redis")
-        mode = self.p.str("mode", "stop")
+        mode = self.p.text("mode", "stop")
         if mode == "pause":
             server.pause()
         else:
@@ -71,7 +74,7 @@ class RedisDown(Fault):
 
     async def undo(self) -> Any:
         server = self.ctx.target.infra("redis")
-        if self.p.str("mode", "stop") == "pause":
+        if self.p.text("mode", "stop") == "pause":
             server.resume()
         else:
             await asyncio.to_thread(server.start)
@@ -86,7 +89,7 @@ class RedisDown(Fault):
 class PostgresDown(Fault):
     async def apply(self) -> Any:
         server = self.ctx.target.infra("postgres")
-        await asyncio.to_thread(server.stop, kill=self.p.str("mode", "stop") == "kill")
+        await asyncio.to_thread(server.stop, kill=self.p.text("mode", "stop") == "kill")
         self.evidence.append(f"postgres on port {server.port} stopped")
         return self.evidence[-1]
 

@@ -38,22 +38,22 @@ class _ShapeFault(Fault):
             self.unavailable = ("market shapes in distributed mode need the ws service to "
                                 "take shapes from its settings (WS_SHAPES), not available yet")
             return
-        magnitude = self.sign * self.p.float(self.magnitude_key) if self.magnitude_key else 0.0
+        magnitude = self.sign * self.p.number(self.magnitude_key) if self.magnitude_key else 0.0
         plan.shapes.append(Shape(
-            kind=self.kind, symbol=self.p.str("symbol"), at_s=plan.warmup + self.ctx.at,
+            kind=self.kind, symbol=self.p.text("symbol"), at_s=plan.warmup + self.ctx.at,
             duration_s=self._over(), magnitude_pct=magnitude,
         ))
 
     async def apply(self) -> Any:
         if getattr(self, "unavailable", ""):
             raise Unavailable(self.unavailable)
-        return f"{self.kind} of {self.p.str('symbol')} at t={self.ctx.at:g}s (in the market)"
+        return f"{self.kind} of {self.p.text('symbol')} at t={self.ctx.at:g}s (in the market)"
 
     def _points(self, symbol: str) -> list[PricePoint]:
         return self.ctx.recording.prices.get(symbol, [])
 
     def _symbols(self) -> list[str]:
-        symbol = self.p.str("symbol")
+        symbol = self.p.text("symbol")
         if symbol == "*":
             return list(self.ctx.plan.scenario.pipeline.market.symbols)
         return [symbol]
@@ -92,7 +92,7 @@ class FlashCrash(_ShapeFault):
             return None, f"{symbol}: no trades seen around the crash"
         low = min(p.low for p in window)
         drop = (ref - low) * 100 / ref
-        want = self.p.float("drop_pct")
+        want = self.p.number("drop_pct")
         return drop >= want * 0.99, f"{symbol} fell {drop:.2f}% (from {ref / 1e8:g} to " \
                                     f"{low / 1e8:g}); asked {want:g}%"
 
@@ -112,7 +112,7 @@ class Spike(_ShapeFault):
             return None, f"{symbol}: no trades seen around the spike"
         high = max(p.high for p in window)
         rise = (high - ref) * 100 / ref
-        want = self.p.float("rise_pct")
+        want = self.p.number("rise_pct")
         return rise >= want * 0.99, f"{symbol} rose {rise:.2f}%; asked {want:g}%"
 
 

@@ -29,11 +29,11 @@ _LINK = {
 
 class _Link(Fault):
     def plan(self, plan: Plan) -> None:
-        plan.proxies.add((self.p.str("service", "*"), self.p.str("target")))
+        plan.proxies.add((self.p.text("service", "*"), self.p.text("target")))
 
     def proxies(self) -> list[str]:
-        service = self.p.str("service", "*")
-        return list(self.ctx.target.proxy_name(service, self.p.str("target")).split(","))
+        service = self.p.text("service", "*")
+        return list(self.ctx.target.proxy_name(service, self.p.text("target")).split(","))
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         async with httpx.AsyncClient(base_url=self.ctx.target.proxy_url(), timeout=5) as client:
@@ -58,9 +58,9 @@ class _Link(Fault):
 class NetworkToxic(_Link):
     async def apply(self) -> Any:
         body = {
-            "name": f"cdb-{self.ctx.key}", "type": self.p.str("toxic"),
-            "stream": self.p.str("stream", "downstream"),
-            "toxicity": self.p.float("toxicity", 1.0),
+            "name": f"cdb-{self.ctx.key}", "type": self.p.text("toxic"),
+            "stream": self.p.text("stream", "downstream"),
+            "toxicity": self.p.number("toxicity", 1.0),
             "attributes": dict(self.p.get("attributes") or {}),
         }
         for proxy in self.proxies():

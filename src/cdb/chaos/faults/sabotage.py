@@ -31,9 +31,9 @@ BUGS: Final = {
                  required=("bug",), modes=("embedded",))
 class SabotageFault(Fault):
     async def apply(self) -> Any:
-        topic, action = BUGS[self.p.str("bug")]
+        topic, action = BUGS[self.p.text("bug")]
         self.rule: Rule = self.ctx.target.sabotage().add(
-            Rule(topic=topic, action=action, every=self.p.int("every", 1))  # type: ignore[arg-type]
+            Rule(topic=topic, action=action, every=self.p.integer("every", 1))  # type: ignore[arg-type]
         )
         return f"{action} every {self.rule.every} event(s) on {topic}"
 

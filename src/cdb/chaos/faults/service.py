@@ -34,18 +34,20 @@ def process_state(pid: int) -> str | None:
 @FAULTS.register("stop", summary="freeze a service (SIGSTOP; SIGCONT on undo). Embedded: "
                  "its consumption stops", params={"service": _SERVICE}, required=("service",))
 class StopService(Fault):
+    effect_after = 1.0  # without a duration: long enough for events to pile up
+
     async def apply(self) -> Any:
-        service = self.p.str("service")
+        service = self.p.text("service")
         self.pid = self.ctx.target.service_pid(service)
         evidence = await self.ctx.target.pause_service(service)
         self.evidence.append(evidence)
         return evidence
 
     async def undo(self) -> Any:
-        return await self.ctx.target.resume_service(self.p.str("service"))
+        return await self.ctx.target.resume_service(self.p.text("service"))
 
     async def effect(self) -> Effect:
-        service = self.p.str("service")
+        service = self.p.text("service")
         if self.ctx.mode == "distributed":
             state = process_state(self.pid) if self.pid else None
             if state == "T":
@@ -69,7 +71,7 @@ class KillService(Fault):
     signame = "SIGKILL"
 
     async def apply(self) -> Any:
-        service = self.p.str("service")
+        service = self.p.text("service")
         self.pid = self.ctx.target.service_pid(service)
         evidence = await self.ctx.target.signal_service(service, self.signame)
         self.evidence.append(evidence)
@@ -78,7 +80,7 @@ class KillService(Fault):
 
     async def undo(self) -> Any:
         timeout = self.p.duration("back_within", 60.0)
-        return await self.ctx.target.wait_service_back(self.p.str("service"), self.pid, timeout)
+        return await self.ctx.target.wait_service_back(self.p.text("service"), self.pid, timeout)
 
     async def effect(self) -> Effect:
         # The process must be gone (a new one may already run in its place).

@@ -55,7 +55,10 @@ class Plan(msgspec.Struct, kw_only=True):
     proxies: set[tuple[str, str]] = msgspec.field(default_factory=set)
     """(service or ``*``, ``redis``/``postgres``) links to route through the proxy."""
     env: dict[str, str] = msgspec.field(default_factory=dict)
-    sabotage: bool = False
+    redis_url: str | None = None
+    """An existing Redis to use (distributed mode) instead of a throwaway one."""
+    postgres_url: str | None = None
+    """An existing PostgreSQL to use (distributed mode) instead of a throwaway one."""
 
     @property
     def warmup(self) -> float:
@@ -195,6 +198,10 @@ class Target(abc.ABC):
 
     def proxy_name(self, service: str, dependency: str) -> str:
         raise Unavailable(f"{self.mode} mode has no network between services")
+
+    def exchange_url(self) -> str:
+        """Base URL of the fake exchange the pipeline trades on (and its control API)."""
+        raise Unavailable("this pipeline does not trade on the fake exchange")
 
     def sabotage(self) -> Any:
         """The fault-injection switches of the pipeline (drop/duplicate events)."""

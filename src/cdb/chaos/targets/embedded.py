@@ -102,7 +102,9 @@ class ChaosBus(MemoryBus):
         return _PausableSubscription(self, super().subscribe(topics, group, consumer), group)
 
     async def wait_drained(self, exclude_groups: frozenset[str] = frozenset()) -> None:
-        await super().wait_drained(exclude_groups | frozenset(self.paused))
+        # The db_writer too, unlike ``cdb run``: probes of the database and the lag at
+        # a simulated instant must not depend on how fast the disk was.
+        await super().wait_drained(frozenset(self.paused))
 
     @property
     def is_closed(self) -> bool:
@@ -141,10 +143,12 @@ class _ChaosPipeline(EmbeddedPipeline):
     def __init__(self, settings: Settings, options: RunOptions, target: EmbeddedTarget) -> None:
         self._chaos = target
         super().__init__(settings, options)
-        self.bus = ChaosBus(target.switches)
+        self.chaos_bus = ChaosBus(target.switches)
+        self.bus = self.chaos_bus
 
     def _make_source(self) -> Iterator[list[Trade]]:
-        return self._chaos.market()
+        self._chaos.market_gen = self._chaos.market()
+        return self._chaos.market_gen
 
     async def _pace(self, batch: list[Trade]) -> None:
         await super()._pace(batch)
@@ -172,6 +176,7 @@ class EmbeddedTarget(Target):
         self._sql = SqlReader(self.db_url)
         self._batch = max(1, round(market.trades_per_s / 10))
         self.pipeline: _ChaosPipeline | None = None
+        self.market_gen: Iterator[list[Trade]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -182,9 +187,7 @@ class EmbeddedTarget(Target):
                               os.environ[k] != v}
         settings = load_settings(environ=env)
         plan.report_dir.mkdir(parents=True, exist_ok=True)
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                Path(f"{self.db_path}{suffix}").unlink()
+        await asyncio.to_thread(self._fresh_database)
         market = plan.scenario.pipeline.market
         options = RunOptions(
             db_url=self.db_url, seed=plan.seed, symbols=market.symbols,
@@ -193,7 +196,7 @@ class EmbeddedTarget(Target):
         )
         self.pipeline = pipeline = _ChaosPipeline(settings, options, self)
         topics = [*ALL_STREAMS, *(s + DEAD_LETTER_SUFFIX for s in ALL_STREAMS)]
-        sub = pipeline.bus.subscribe(topics, RECORDER_GROUP, "recorder")
+        sub = pipeline.chaos_bus.subscribe(topics, RECORDER_GROUP, "recorder")
         self._recorder = asyncio.create_task(self._record(sub), name="chaos.recorder")
         self._run = asyncio.create_task(pipeline.run(), name="chaos.embedded")
         while not hasattr(pipeline, "services"):
@@ -201,6 +204,11 @@ class EmbeddedTarget(Target):
                 self._run.result()
                 raise RuntimeError("the embedded pipeline ended before it started")
             await asyncio.sleep(0.001)
+
+    def _fresh_database(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{self.db_path}{suffix}").unlink()
 
     def market(self) -> Iterator[list[Trade]]:
         """The scenario's market; ends early once the scenario is finishing."""
@@ -222,7 +230,7 @@ class EmbeddedTarget(Target):
 
     async def _record(self, sub: MemorySubscription) -> None:
         assert self.pipeline is not None
-        bus = self.pipeline.bus
+        bus = self.pipeline.chaos_bus
         while True:
             batches = await sub.read(100_000, 0.05)
             for batch in batches:
@@ -253,6 +261,10 @@ class EmbeddedTarget(Target):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if self.market_gen is not None:
+            # Closed now rather than by the garbage collector at some later moment.
+            with contextlib.suppress(ValueError):
+                self.market_gen.close()  # type: ignore[attr-defined]
         await self._sql.close()
 
     # -- observation -------------------------------------------------------------------
@@ -268,7 +280,7 @@ class EmbeddedTarget(Target):
         detail = ""
         if self._run is None or self._run.done():
             status, detail = "unhealthy", "the pipeline has stopped"
-        elif self.pipeline is not None and service in self.pipeline.bus.paused:
+        elif self.pipeline is not None and service in self.pipeline.chaos_bus.paused:
             status, detail = "unhealthy", "paused by the scenario"
         return {"service": service, "instance": self.instance_of(service), "status": status,
                 "detail": detail, "details": svc.status()}
@@ -339,12 +351,12 @@ class EmbeddedTarget(Target):
             raise Unavailable("in embedded mode ws drives the simulated clock and cannot be "
                               "paused; use a stale market shape")
         assert self.pipeline is not None
-        self.pipeline.bus.paused.add(service)
+        self.pipeline.chaos_bus.paused.add(service)
         return f"consumer group {service} stopped reading"
 
     async def resume_service(self, service: str) -> str:
         assert self.pipeline is not None
-        self.pipeline.bus.paused.discard(service)
+        self.pipeline.chaos_bus.paused.discard(service)
         return f"consumer group {service} reads again"
 
     def sabotage(self) -> Sabotage:

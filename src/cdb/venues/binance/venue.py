@@ -1,44 +1,13 @@
-"""Binance spot as a cdb venue, through ccxt's asyncio client.
+"""The Binance venue: orders placed once, limits honoured, state reconciled.
 
-ccxt does the transport: signing (HMAC-SHA256, ``timestamp``, ``recvWindow``), the
-aiohttp session, timeouts, and the mapping of Binance's error codes to its exception
-classes. cdb calls Binance's *raw* endpoints through it (``request("order", ...)``), not
-ccxt's unified methods, because the unified structures carry prices and quantities as
-floats, and cdb keeps them exact (e8 integers parsed from Binance's decimal strings).
-ccxt's own throttle is off: ``WindowLimiter`` counts Binance's request weights instead.
-
-What this venue guarantees, whatever the exchange does:
-
-- **Never sent twice.** An order whose submission timed out, hit a 5xx or -1007, or lost
-  its connection is *unknown*: it is looked up by its client order id (derived from
-  cdb's order id) until it is found (adopted) or until a not-found answer arrives after
-  ``resolve_window_s`` (it never reached the matching engine: sent once more, at most
-  ``max_sends`` in all). Binance accepts a client order id again once its first order
-  is closed, so a blind resend of a filled market order would trade twice.
-- **Limits honoured.** Request weight and order count stay under the venue's limits on
-  the client side; a 429, -1003 or -1015 pauses every request for ``Retry-After`` (or
-  an exponential backoff with jitter) and retries, a bounded number of times. A 418 ban
-  stops the venue until it ends: every call raises ``VenueBannedError`` at once and a
-  critical alert goes out.
-- **Bounded retries** for 5xx, timeouts and dropped connections on requests that are
-  safe to repeat (queries, cancels); a clock rejected by -1021 is re-synchronised once.
-- **Reconciliation.** ``reconcile`` compares what cdb knows with the venue's open orders
-  and fills: known orders are adopted with the fills cdb has not recorded, orders that
-  never reached the venue are reported as safe to send, unknown open orders reported.
-
-Fills of resting orders are learnt by polling (``on_trades`` polls every
-``poll_interval_s`` while orders are open); the user data stream would be the
-lower-latency alternative.
-
-Fees: Binance charges a buy's commission in the base asset and a sell's in the quote
-asset; both are converted to quote at the fill price, exactly. Commissions in a third
-asset (BNB discounts) are recorded as 0.
+See the package docstring for the guarantees; this module is the state machine of each
+order (PENDING, then UNKNOWN while its outcome is being resolved, then the venue's
+status) and the request loop with its limiters, backoffs and bounded retries.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
@@ -54,11 +23,39 @@ from cdb.events import Level, Order, OrderStatus, Trade, fmt_e8, mul_e8, parse_e
 from cdb.observability import metrics
 from cdb.resilience.backoff import Backoff
 from cdb.venues.base import Execution
+from cdb.venues.binance.client import (
+    PUBLIC,
+    WEIGHTS,
+    Duplicate,
+    Kind,
+    NotFound,
+    OrderUnknownError,
+    OutcomeUnknown,
+    VenueAuthError,
+    VenueBannedError,
+    VenueRateLimitedError,
+    VenueRejectedError,
+    VenueUnavailableError,
+    classify,
+    exchange_class,
+    mapped,
+)
+from cdb.venues.binance.records import (
+    FINAL,
+    STATUS,
+    BinanceVenueConfig,
+    Mode,
+    ReconcileReport,
+    SymbolRules,
+    VenueFill,
+    VenueUpdate,
+    fee_of,
+    fill_of,
+    trade_row,
+    venue_order,
+)
 from cdb.venues.limiter import Sleep, WindowLimiter
 
-TESTNET_URL: Final = "https://testnet.binance.vision"
-LIVE_URL: Final = "https://api.binance.com"
-Mode = Literal["testnet", "live"]
 AlertHook = Callable[[Level, str, str], Awaitable[object]]
 
 _log = structlog.get_logger(component="binance_venue")
@@ -80,194 +77,7 @@ banned_gauge = Gauge(
     registry=metrics.REGISTRY,
 )
 
-# Binance spot request weights (IP limit): (method, path) -> weight.
-_WEIGHTS: Final = {
-    ("GET", "ping"): 1, ("GET", "time"): 1, ("GET", "exchangeInfo"): 20,
-    ("POST", "order"): 1, ("GET", "order"): 4, ("DELETE", "order"): 1,
-    ("GET", "openOrders"): 6, ("GET", "account"): 20, ("GET", "myTrades"): 20,
-}
-_PUBLIC: Final = frozenset({"ping", "time", "exchangeInfo"})
-_FINAL: Final = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
-_STATUS: Final[dict[str, OrderStatus]] = {
-    "NEW": "NEW", "PARTIALLY_FILLED": "PARTIALLY_FILLED", "FILLED": "FILLED",
-    "CANCELED": "CANCELED", "PENDING_CANCEL": "CANCELED", "REJECTED": "REJECTED",
-    "EXPIRED": "EXPIRED", "EXPIRED_IN_MATCH": "EXPIRED",
-}
 _MS: Final = 1_000_000
-
-
-# errors --------------------------------------------------------------------------------
-
-
-class VenueRateLimitedError(VenueError):
-    """The venue kept answering 429/-1003/-1015 after every backoff; nothing was placed."""
-
-    def __init__(self, message: str, *, code: int | None, retry_after_s: float | None) -> None:
-        super().__init__(message)
-        self.code, self.retry_after_s = code, retry_after_s
-
-
-class VenueBannedError(VenueError):
-    """The venue banned this client (HTTP 418); no request is sent until ``until``.
-
-    Args:
-        until: ``time.monotonic()`` at which the ban ends.
-    """
-
-    def __init__(self, message: str, *, until: float) -> None:
-        super().__init__(message)
-        self.until = until
-
-
-class VenueUnavailableError(VenueError):
-    """5xx, timeouts or connection failures outlasted the bounded retries."""
-
-
-class VenueAuthError(VenueError):
-    """Key, signature or permissions refused (-1022, -2014, -2015); check the API key."""
-
-
-class VenueRejectedError(VenueError):
-    """The venue refused the order (filters, balance, symbol); it was not placed.
-
-    Args:
-        client_order_id: the order's client id ("" for other requests).
-        code: Binance's error code (0 when cdb refused it before sending).
-    """
-
-    def __init__(self, message: str, *, client_order_id: str = "", code: int = 0) -> None:
-        super().__init__(message)
-        self.client_order_id, self.code = client_order_id, code
-
-
-class OrderUnknownError(VenueError):
-    """An order's submission outcome could not be established; it is not sent again
-    until ``reconcile`` or a later poll finds out."""
-
-    def __init__(self, message: str, *, client_order_id: str) -> None:
-        super().__init__(message)
-        self.client_order_id = client_order_id
-
-
-class _OutcomeUnknown(Exception):
-    """A request may or may not have taken effect (timeout, 5xx, -1007, lost connection)."""
-
-
-class _NotFound(Exception):
-    """-2013 / -2011: no such order."""
-
-
-# configuration and records -------------------------------------------------------------
-
-
-class BinanceVenueConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """How the Binance venue connects and behaves. Credentials are passed separately
-    so they never sit in a printable struct.
-
-    Args:
-        mode: ``testnet`` (default) or ``live``: live trading needs this said explicitly.
-        rest_url: base URL overriding the mode's (FakeBinance: ``http://127.0.0.1:PORT``).
-        weight_limit, weight_window_s: client-side request weight budget (the venue's
-            own ``exchangeInfo`` limit lowers it further).
-        order_limit, order_window_s: client-side new-order budget.
-        timeout_s: one request's timeout.
-        recv_window_ms: how long a signed request stays valid.
-        max_retries: retries of a repeatable request on 5xx/timeouts.
-        max_rate_limit_retries: retries after 429/-1003/-1015 before giving up.
-        backoff_base_s, backoff_cap_s: exponential backoff (with jitter) bounds.
-        resolve_window_s: how long an unknown order may still appear on the venue.
-        resolve_interval_s: pause between look-ups of an unknown order.
-        resolve_give_up_s: after this, an order that cannot be looked up stays unknown.
-        max_sends: most submissions of one order (each after proof it was not placed).
-        poll_interval_s: how often open orders are polled for fills.
-        name: the venue's name on fills.
-    """
-
-    mode: Mode = "testnet"
-    rest_url: str | None = None
-    weight_limit: int = 1200
-    weight_window_s: float = 60.0
-    weight_margin_s: float = 1.0
-    order_limit: int = 50
-    order_window_s: float = 10.0
-    timeout_s: float = 10.0
-    recv_window_ms: int = 5000
-    max_retries: int = 3
-    max_rate_limit_retries: int = 5
-    backoff_base_s: float = 0.5
-    backoff_cap_s: float = 30.0
-    resolve_window_s: float = 10.0
-    resolve_interval_s: float = 1.0
-    resolve_give_up_s: float = 60.0
-    max_sends: int = 2
-    poll_interval_s: float = 2.0
-    name: str = ""
-
-
-class VenueOrder(msgspec.Struct, frozen=True, kw_only=True):
-    """An order as the venue reports it (exact)."""
-
-    symbol: str
-    venue_order_id: int
-    client_order_id: str
-    side: str
-    type: str
-    status: str
-    orig_qty_e8: int
-    executed_qty_e8: int
-    price_e8: int
-    time_ms: int
-
-
-class VenueUpdate(msgspec.Struct, frozen=True, kw_only=True):
-    """An order that ended other than filled (expired, cancelled, rejected)."""
-
-    order: Order
-    status: OrderStatus
-    reason: str
-    filled_qty_e8: int
-    ts: int
-
-
-class ReconcileReport(msgspec.Struct, kw_only=True):
-    """What reconciliation found.
-
-    ``adopted``: orders cdb knows, found on the venue (now tracked). ``not_on_venue``:
-    client ids cdb knows that the venue never saw (safe to send). ``unknown_open``: open
-    on the venue, unknown to cdb. ``missing_fills``: executions cdb had not recorded
-    (publish them). ``unresolved``: client ids that could not be looked up.
-    """
-
-    adopted: list[VenueOrder] = msgspec.field(default_factory=list)
-    not_on_venue: list[str] = msgspec.field(default_factory=list)
-    unknown_open: list[VenueOrder] = msgspec.field(default_factory=list)
-    missing_fills: list[Execution] = msgspec.field(default_factory=list)
-    unresolved: list[str] = msgspec.field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        """Nothing differs between cdb and the venue."""
-        return not (self.not_on_venue or self.unknown_open or self.missing_fills
-                    or self.unresolved)
-
-
-class _Fill(msgspec.Struct, frozen=True, kw_only=True):
-    trade_id: int
-    price_e8: int
-    qty_e8: int
-    commission_e8: int
-    commission_asset: str
-    time_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Symbol:
-    base: str
-    quote: str
-    step_e8: int
-    tick_e8: int
-    min_qty_e8: int
-    min_notional_e8: int
 
 
 @dataclass(slots=True)
@@ -281,101 +91,6 @@ class _Tracked:
     sent_at: float = float("-inf")
     """When it was last sent (clock); a not-found answer proves absence only after
     ``resolve_window_s`` from then."""
-
-
-# the ccxt client -----------------------------------------------------------------------
-
-
-@functools.cache
-def _exchange_class() -> Any:
-    """ccxt's async Binance with cdb's hooks (imported here: ccxt takes a second to load)."""
-    try:
-        import ccxt.async_support as ccxt_async
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            ["VENUE: the binance venue needs ccxt: pip install 'cdb[binance]'"]
-        ) from exc
-    from ccxt.base.errors import BaseError
-
-    class CdbBinance(ccxt_async.binance):  # type: ignore[misc]
-        """Tags every ccxt error with Binance's code, HTTP status and Retry-After, and
-        reports the venue's weight count: ccxt maps 418 and 429 alike and drops headers."""
-
-        cdb_observe: Callable[[dict[str, str]], None] | None = None
-
-        def handle_errors(self, code: int, reason: str, url: str, method: str,
-                          headers: dict[str, str], body: str, response: object,
-                          request_headers: object, request_body: object) -> Any:
-            lowered = {k.lower(): v for k, v in (headers or {}).items()}
-            if self.cdb_observe is not None:
-                self.cdb_observe(lowered)
-            try:
-                return super().handle_errors(code, reason, url, method, headers, body,
-                                             response, request_headers, request_body)
-            except BaseError as exc:
-                exc.cdb_status = code
-                exc.cdb_retry_after = _seconds(lowered.get("retry-after"))
-                exc.cdb_code = (response.get("code") if isinstance(response, dict) else None)
-                raise
-
-    return CdbBinance
-
-
-def _seconds(text: str | None) -> float | None:
-    try:
-        return max(0.0, float(text)) if text else None
-    except ValueError:
-        return None  # an HTTP date: Binance sends seconds
-
-
-Kind = Literal["ban", "rate_limit", "clock", "unknown", "not_found", "duplicate",
-               "rejected", "auth", "error"]
-_CODE_KINDS: Final[dict[int, Kind]] = {
-    -1003: "rate_limit", -1015: "rate_limit", -1021: "clock", -1022: "auth",
-    -2014: "auth", -2015: "auth", -1007: "unknown", -1001: "unknown", -1006: "unknown",
-    -2013: "not_found", -2011: "not_found",
-}
-
-
-def classify(exc: BaseException) -> tuple[Kind, int | None, float | None]:
-    """What a ccxt error means for cdb: (kind, Binance code, Retry-After seconds).
-
-    Binance's code decides first (ccxt maps some codes differently by URL: -1015 is a
-    rate limit on one map and an invalid order on another), then the HTTP status, then
-    ccxt's class.
-    """
-    from ccxt.base import errors as ccxt
-
-    status: int | None = getattr(exc, "cdb_status", None)
-    code: int | None = getattr(exc, "cdb_code", None)
-    retry: float | None = getattr(exc, "cdb_retry_after", None)
-    text = str(exc)
-    if status == 418:
-        return "ban", code, retry
-    if code in _CODE_KINDS:
-        return _CODE_KINDS[code], code, retry
-    if code == -2010 and "Duplicate order" in text:
-        return "duplicate", code, retry
-    if status == 429 or isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
-        return "rate_limit", code, retry
-    if isinstance(exc, ccxt.InvalidNonce):
-        return "clock", code, retry
-    if isinstance(exc, ccxt.OrderNotFound):
-        return "not_found", code, retry
-    if isinstance(exc, ccxt.AuthenticationError):
-        return "auth", code, retry
-    if isinstance(exc, ccxt.InsufficientFunds | ccxt.InvalidOrder | ccxt.BadRequest
-                  | ccxt.OperationRejected):
-        return "rejected", code, retry
-    if (status is not None and status >= 500) or isinstance(
-        exc, ccxt.RequestTimeout | ccxt.ExchangeNotAvailable | ccxt.NetworkError
-        | ccxt.BadResponse
-    ):
-        return "unknown", code, retry
-    return "error", code, retry
-
-
-# the venue -----------------------------------------------------------------------------
 
 
 class BinanceVenue:
@@ -418,7 +133,7 @@ class BinanceVenue:
         self._labels = (service, instance or self.name)
         self._exchange: Any = None
         self._start_lock = asyncio.Lock()
-        self._symbols: dict[str, _Symbol] = {}
+        self._symbols: dict[str, SymbolRules] = {}
         self._by_cid: dict[str, _Tracked] = {}
         self._by_oid: dict[str, _Tracked] = {}
         self._banned_until = 0.0
@@ -463,7 +178,7 @@ class BinanceVenue:
 
     def _make_exchange(self) -> Any:
         cfg = self.config
-        exchange = _exchange_class()({
+        exchange = exchange_class()({
             "apiKey": self._key, "secret": self._secret, "enableRateLimit": False,
             "timeout": int(cfg.timeout_s * 1000),
             "options": {"defaultType": "spot", "recvWindow": cfg.recv_window_ms,
@@ -476,6 +191,8 @@ class BinanceVenue:
             base = cfg.rest_url.rstrip("/")
             exchange.urls["api"].update({"public": f"{base}/api/v3", "private": f"{base}/api/v3",
                                          "v1": f"{base}/api/v1"})
+            if base.startswith("http://"):
+                exchange.timeout_on_exit = 0  # ccxt's wait on close lets TLS shut down cleanly
         exchange.cdb_observe = self._observe
         return exchange
 
@@ -496,7 +213,7 @@ class BinanceVenue:
             filters = {f["filterType"]: f for f in row.get("filters", [])}
             lot, price = filters.get("LOT_SIZE", {}), filters.get("PRICE_FILTER", {})
             notional = filters.get("NOTIONAL") or filters.get("MIN_NOTIONAL") or {}
-            self._symbols[row["symbol"]] = _Symbol(
+            self._symbols[row["symbol"]] = SymbolRules(
                 base=row["baseAsset"], quote=row["quoteAsset"],
                 step_e8=parse_e8(lot.get("stepSize", "0.00000001")) or 1,
                 tick_e8=parse_e8(price.get("tickSize", "0.00000001")) or 1,
@@ -547,16 +264,16 @@ class BinanceVenue:
         """One Binance call under the limiters, with backoff and bounded retries.
 
         Args:
-            outcome_matters: a failure that may have taken effect raises ``_OutcomeUnknown``
+            outcome_matters: a failure that may have taken effect raises ``OutcomeUnknown``
                 instead of being retried (order placement).
             retries: retries on 5xx/timeouts (default ``max_retries``).
         """
-        weight = _WEIGHTS[(method, path)]
+        weight = WEIGHTS[(method, path)]
         if path == "openOrders" and "symbol" not in params:
             weight = 80
         elif path == "myTrades" and "orderId" in params:
             weight = 5
-        api = ["public" if path in _PUBLIC else "private"]
+        api = ["public" if path in PUBLIC else "private"]
         tries = _Tries(self.config.max_retries if retries is None else retries)
         while True:
             self._check_ban()
@@ -569,10 +286,10 @@ class BinanceVenue:
                 kind, code, retry_after = classify(exc)
                 requests_total.labels(*self._labels, path, kind).inc()
                 if kind == "unknown" and outcome_matters:
-                    raise _OutcomeUnknown(str(exc)) from exc
+                    raise OutcomeUnknown(str(exc)) from exc
                 await self._recover(f"{method} {path}", kind, code, retry_after, exc, tries)
                 if kind not in ("rate_limit", "clock", "unknown"):
-                    raise _mapped(kind, code, exc, params) from exc
+                    raise mapped(kind, code, exc, params) from exc
             else:
                 requests_total.labels(*self._labels, path, "ok").inc()
                 return result
@@ -598,7 +315,7 @@ class BinanceVenue:
                 self._orders.pause(delay)
         elif kind == "clock":
             if tries.resynced:
-                raise _mapped(kind, code, exc, {}) from exc
+                raise mapped(kind, code, exc, {}) from exc
             tries.resynced = True
             await self._sync_time()
         elif kind == "unknown":
@@ -671,14 +388,17 @@ class BinanceVenue:
     async def cancel(self, order_id: str) -> bool:
         """Cancel an open order by cdb order id; False when it was not open."""
         tracked = self._by_oid.get(order_id)
-        if tracked is None or tracked.status in _FINAL or tracked.status == "PENDING":
+        if tracked is None or tracked.status in FINAL or tracked.status == "PENDING":
             return False
         params = {"symbol": tracked.order.symbol,
                   "origClientOrderId": tracked.order.client_order_id}
         try:
             body = await self._request("DELETE", "order", params)
-        except _NotFound:
-            body = await self._query(tracked.order)  # filled or gone meanwhile: learn which
+        except NotFound:
+            try:
+                body = await self._query(tracked.order)  # filled or gone: learn which
+            except NotFound:
+                return False  # never reached the venue; poll or reconcile settle it
             self._backlog.extend(await self._adopt(tracked, body))
             return False
         # The caller reports a cancel it asked for; only fills found here are new.
@@ -716,7 +436,7 @@ class BinanceVenue:
         for tracked in self._open():
             try:
                 body = await self._query(tracked.order)
-            except _NotFound:
+            except NotFound:
                 if tracked.status != "UNKNOWN":
                     self._close(tracked, "EXPIRED", "vanished from the venue")
                 elif self._clock() - tracked.sent_at >= self.config.resolve_window_s:
@@ -767,11 +487,11 @@ class BinanceVenue:
             tracked.sent_at = self._clock()
             try:
                 return await self._request("POST", "order", params, outcome_matters=True)
-            except _OutcomeUnknown as exc:
+            except OutcomeUnknown as exc:
                 _log.warning("order outcome unknown; resolving by client order id",
                              venue=self.name, client_order_id=order.client_order_id,
                              error=str(exc))
-            except _Duplicate:
+            except Duplicate:
                 pass  # open on the venue already: adopt it
             tracked.status = "UNKNOWN"
             found = await self._resolve(tracked)
@@ -789,7 +509,7 @@ class BinanceVenue:
         """The order if the venue has it, None if it says it has not."""
         try:
             return await self._query(order)
-        except _NotFound:
+        except NotFound:
             return None
 
     async def _resolve(self, tracked: _Tracked) -> Any:
@@ -804,7 +524,7 @@ class BinanceVenue:
                 found = await self._query(order)
                 unknown_orders_total.labels(*self._labels, "adopted").inc()
                 return found
-            except _NotFound:
+            except NotFound:
                 if self._clock() - tracked.sent_at >= cfg.resolve_window_s:
                     unknown_orders_total.labels(*self._labels, "absent").inc()
                     return None
@@ -824,22 +544,22 @@ class BinanceVenue:
         """Take the venue's record of an order: its status and any fills not yet reported."""
         order = tracked.order
         tracked.venue_id = int(body["orderId"])
-        status = _STATUS.get(str(body.get("status")), "NEW")
+        status = STATUS.get(str(body.get("status")), "NEW")
         executed = parse_e8(str(body.get("executedQty", "0")))
         stamp = int(body.get("transactTime") or body.get("updateTime") or 0)
-        fills = [_fill(f, stamp) for f in body.get("fills") or ()]
+        fills = [fill_of(f, stamp) for f in body.get("fills") or ()]
         if executed > sum(f.qty_e8 for f in fills):
             rows = await self._request("GET", "myTrades", {
                 "symbol": order.symbol, "orderId": str(tracked.venue_id)})
-            fills = [_trade_row(r) for r in rows]
+            fills = [trade_row(r) for r in rows]
         executions = self._executions(tracked, fills, status)
-        if status in _FINAL:
+        if status in FINAL:
             self._close(tracked, status, f"{status.lower()} on the venue", report=report)
         elif tracked.status in ("PENDING", "UNKNOWN", "NEW", "PARTIALLY_FILLED"):
             tracked.status = status
         return executions
 
-    def _executions(self, tracked: _Tracked, fills: Iterable[_Fill],
+    def _executions(self, tracked: _Tracked, fills: Iterable[VenueFill],
                     status: OrderStatus) -> list[Execution]:
         order = tracked.order
         info = self._symbols.get(order.symbol)
@@ -855,7 +575,7 @@ class BinanceVenue:
             last = i == len(ordered) - 1
             out.append(Execution(
                 order=order, ts=f.time_ms * _MS, price_e8=f.price_e8, qty_e8=f.qty_e8,
-                fee_e8=_fee(f, info), venue_fill_id=fill_id,
+                fee_e8=fee_of(f, info), venue_fill_id=fill_id,
                 status=status if last and status != "NEW" else "PARTIALLY_FILLED",
                 cum_qty_e8=cum,
             ))
@@ -866,7 +586,7 @@ class BinanceVenue:
                report: bool = True) -> None:
         previous = tracked.status
         tracked.status = status
-        if report and status != "FILLED" and previous not in _FINAL:
+        if report and status != "FILLED" and previous not in FINAL:
             self.updates.append(VenueUpdate(order=tracked.order, status=status, reason=reason,
                                             filled_qty_e8=tracked.cum_e8, ts=self._now_ns()))
 
@@ -894,7 +614,7 @@ class BinanceVenue:
                                     if f.startswith(f"{order.symbol}-"))
             try:
                 body = await self._query(order)
-            except _NotFound:
+            except NotFound:
                 report.not_on_venue.append(cid)
                 self._forget(tracked)  # never placed: submitting it is safe
                 continue
@@ -903,10 +623,10 @@ class BinanceVenue:
                 report.unresolved.append(cid)
                 continue
             report.missing_fills.extend(await self._adopt(tracked, body))
-            report.adopted.append(_venue_order(body))
+            report.adopted.append(venue_order(body))
         for row in await self._request("GET", "openOrders", {}):
             if row.get("clientOrderId") not in known:
-                report.unknown_open.append(_venue_order(row))
+                report.unknown_open.append(venue_order(row))
         if report.unknown_open:
             await self._alert(
                 "warning", "venue_unknown_open_orders",
@@ -924,54 +644,6 @@ class _Tries:
     failures: int = 0
     limited: int = 0
     resynced: bool = False
-
-
-class _Duplicate(VenueRejectedError):
-    """-2010 "Duplicate order sent.": an open order already has this client id."""
-
-
-def _mapped(kind: Kind, code: int | None, exc: Exception, params: dict[str, str]) -> Exception:
-    cid = params.get("newClientOrderId") or params.get("origClientOrderId") or ""
-    if kind == "not_found":
-        return _NotFound(str(exc))
-    if kind == "duplicate":
-        return _Duplicate(str(exc), client_order_id=cid, code=code or 0)
-    if kind in ("rejected", "clock"):
-        return VenueRejectedError(f"refused: {exc}", client_order_id=cid, code=code or 0)
-    if kind == "auth":
-        return VenueAuthError(f"authentication refused (check BINANCE_API_KEY/SECRET): {exc}")
-    return VenueError(str(exc))
-
-
-def _fill(row: Any, time_ms: int) -> _Fill:
-    return _Fill(trade_id=int(row["tradeId"]), price_e8=parse_e8(row["price"]),
-                 qty_e8=parse_e8(row["qty"]), commission_e8=parse_e8(row["commission"]),
-                 commission_asset=str(row["commissionAsset"]), time_ms=time_ms)
-
-
-def _trade_row(row: Any) -> _Fill:
-    return _Fill(trade_id=int(row["id"]), price_e8=parse_e8(row["price"]),
-                 qty_e8=parse_e8(row["qty"]), commission_e8=parse_e8(row["commission"]),
-                 commission_asset=str(row["commissionAsset"]), time_ms=int(row["time"]))
-
-
-def _fee(fill: _Fill, info: _Symbol | None) -> int:
-    if info is None or fill.commission_asset == info.quote:
-        return fill.commission_e8
-    if fill.commission_asset == info.base:
-        return mul_e8(fill.commission_e8, fill.price_e8)
-    return 0
-
-
-def _venue_order(row: Any) -> VenueOrder:
-    return VenueOrder(
-        symbol=str(row["symbol"]), venue_order_id=int(row["orderId"]),
-        client_order_id=str(row["clientOrderId"]), side=str(row["side"]),
-        type=str(row["type"]), status=str(row["status"]),
-        orig_qty_e8=parse_e8(str(row["origQty"])),
-        executed_qty_e8=parse_e8(str(row["executedQty"])),
-        price_e8=parse_e8(str(row["price"])), time_ms=int(row.get("time") or 0),
-    )
 
 
 def make_binance_venue(

@@ -1,0 +1,160 @@
+"""The Binance venue's configuration and the records it hands out, all exact (e8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import msgspec
+
+from cdb.events import Order, OrderStatus, mul_e8, parse_e8
+from cdb.venues.base import Execution
+
+Mode = Literal["testnet", "live"]
+FINAL: Final = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
+STATUS: Final[dict[str, OrderStatus]] = {
+    "NEW": "NEW", "PARTIALLY_FILLED": "PARTIALLY_FILLED", "FILLED": "FILLED",
+    "CANCELED": "CANCELED", "PENDING_CANCEL": "CANCELED", "REJECTED": "REJECTED",
+    "EXPIRED": "EXPIRED", "EXPIRED_IN_MATCH": "EXPIRED",
+}
+
+
+class BinanceVenueConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """How the Binance venue connects and behaves. Credentials are passed separately
+    so they never sit in a printable struct.
+
+    Args:
+        mode: ``testnet`` (default) or ``live``: live trading needs this said explicitly.
+        rest_url: base URL overriding the mode's (FakeBinance: ``http://127.0.0.1:PORT``).
+        weight_limit, weight_window_s: client-side request weight budget (the venue's
+            own ``exchangeInfo`` limit lowers it further).
+        order_limit, order_window_s: client-side new-order budget.
+        timeout_s: one request's timeout.
+        recv_window_ms: how long a signed request stays valid.
+        max_retries: retries of a repeatable request on 5xx/timeouts.
+        max_rate_limit_retries: retries after 429/-1003/-1015 before giving up.
+        backoff_base_s, backoff_cap_s: exponential backoff (with jitter) bounds.
+        resolve_window_s: how long an unknown order may still appear on the venue.
+        resolve_interval_s: pause between look-ups of an unknown order.
+        resolve_give_up_s: after this, an order that cannot be looked up stays unknown.
+        max_sends: most submissions of one order (each after proof it was not placed).
+        poll_interval_s: how often open orders are polled for fills.
+        name: the venue's name on fills.
+    """
+
+    mode: Mode = "testnet"
+    rest_url: str | None = None
+    weight_limit: int = 1200
+    weight_window_s: float = 60.0
+    weight_margin_s: float = 1.0
+    order_limit: int = 50
+    order_window_s: float = 10.0
+    timeout_s: float = 10.0
+    recv_window_ms: int = 5000
+    max_retries: int = 3
+    max_rate_limit_retries: int = 5
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    resolve_window_s: float = 10.0
+    resolve_interval_s: float = 1.0
+    resolve_give_up_s: float = 60.0
+    max_sends: int = 2
+    poll_interval_s: float = 2.0
+    name: str = ""
+
+
+class VenueOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """An order as the venue reports it (exact)."""
+
+    symbol: str
+    venue_order_id: int
+    client_order_id: str
+    side: str
+    type: str
+    status: str
+    orig_qty_e8: int
+    executed_qty_e8: int
+    price_e8: int
+    time_ms: int
+
+
+class VenueUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """An order that ended other than filled (expired, cancelled, rejected)."""
+
+    order: Order
+    status: OrderStatus
+    reason: str
+    filled_qty_e8: int
+    ts: int
+
+
+class ReconcileReport(msgspec.Struct, kw_only=True):
+    """What reconciliation found.
+
+    ``adopted``: orders cdb knows, found on the venue (now tracked). ``not_on_venue``:
+    client ids cdb knows that the venue never saw (safe to send). ``unknown_open``: open
+    on the venue, unknown to cdb. ``missing_fills``: executions cdb had not recorded
+    (publish them). ``unresolved``: client ids that could not be looked up.
+    """
+
+    adopted: list[VenueOrder] = msgspec.field(default_factory=list)
+    not_on_venue: list[str] = msgspec.field(default_factory=list)
+    unknown_open: list[VenueOrder] = msgspec.field(default_factory=list)
+    missing_fills: list[Execution] = msgspec.field(default_factory=list)
+    unresolved: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """Nothing differs between cdb and the venue."""
+        return not (self.not_on_venue or self.unknown_open or self.missing_fills
+                    or self.unresolved)
+
+
+class VenueFill(msgspec.Struct, frozen=True, kw_only=True):
+    trade_id: int
+    price_e8: int
+    qty_e8: int
+    commission_e8: int
+    commission_asset: str
+    time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolRules:
+    base: str
+    quote: str
+    step_e8: int
+    tick_e8: int
+    min_qty_e8: int
+    min_notional_e8: int
+
+
+def fill_of(row: Any, time_ms: int) -> VenueFill:
+    return VenueFill(trade_id=int(row["tradeId"]), price_e8=parse_e8(row["price"]),
+                 qty_e8=parse_e8(row["qty"]), commission_e8=parse_e8(row["commission"]),
+                 commission_asset=str(row["commissionAsset"]), time_ms=time_ms)
+
+
+def trade_row(row: Any) -> VenueFill:
+    return VenueFill(trade_id=int(row["id"]), price_e8=parse_e8(row["price"]),
+                 qty_e8=parse_e8(row["qty"]), commission_e8=parse_e8(row["commission"]),
+                 commission_asset=str(row["commissionAsset"]), time_ms=int(row["time"]))
+
+
+def fee_of(fill: VenueFill, info: SymbolRules | None) -> int:
+    if info is None or fill.commission_asset == info.quote:
+        return fill.commission_e8
+    if fill.commission_asset == info.base:
+        return mul_e8(fill.commission_e8, fill.price_e8)
+    return 0
+
+
+def venue_order(row: Any) -> VenueOrder:
+    return VenueOrder(
+        symbol=str(row["symbol"]), venue_order_id=int(row["orderId"]),
+        client_order_id=str(row["clientOrderId"]), side=str(row["side"]),
+        type=str(row["type"]), status=str(row["status"]),
+        orig_qty_e8=parse_e8(str(row["origQty"])),
+        executed_qty_e8=parse_e8(str(row["executedQty"])),
+        price_e8=parse_e8(str(row["price"])), time_ms=int(row.get("time") or 0),
+    )

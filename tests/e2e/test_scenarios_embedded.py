@@ -1,0 +1,125 @@
+"""`cdb scenario`: validate, schema, list, and runs of the shipped scenarios in embedded
+mode, plus the self-tests that must fail with the right assertion named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import cdb
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ROOT / "scenarios"
+SELF_TESTS = Path(__file__).parent / "scenarios"
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def run(tmp: Path, scenario: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    result = cdb("scenario", "run", str(scenario), "--json", "--report-dir", str(tmp), *args,
+                 cwd=ROOT, timeout=280)
+    assert result.stdout.strip(), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def failing(outcome: dict[str, Any]) -> dict[str, str]:
+    return {a["name"]: a["detail"] for a in outcome["assertions"] if a["status"] != "pass"}
+
+
+def passes_or_known_issue(code: int, outcome: dict[str, Any]) -> None:
+    """Pass, or fail only on the dead-lettered CancelOrders the ESS publishes (a known
+    bug of the db_writer, reported): then xfail with that reason."""
+    if code == 0:
+        assert outcome["verdict"]["status"] == "pass"
+        return
+    bad = failing(outcome)
+    if set(bad) == {"no_dead_letters"} and "CancelOrders" in bad["no_dead_letters"]:
+        pytest.xfail("known issue: db_writer dead-letters CancelOrders from stream.orders")
+    pytest.fail(f"exit {code}: {bad}")
+
+
+def test_validate_every_shipped_scenario() -> None:
+    result = cdb("scenario", "validate", *sorted(str(p) for p in SCENARIOS.glob("*.yaml")))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": valid") == 6
+
+
+def test_validate_reports_lines_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("title: x\ntimeline:\n  - name: a\n    at: soon\n    fault: {type: kil}\n")
+    result = cdb("scenario", "validate", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}:4:9: error: $.timeline[0].at: 'soon' is not a duration" in result.stderr
+    assert "did you mean 'kill'" in result.stderr
+
+
+def test_schema_is_published_as_json() -> None:
+    result = cdb("scenario", "schema")
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    assert "flash_crash" in json.dumps(schema["$defs"]["fault"])
+
+
+def test_list_shows_the_shipped_scenarios() -> None:
+    result = cdb("scenario", "list", cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "Signal flood is rate-limited" in result.stdout
+
+
+def test_dry_run_starts_nothing() -> None:
+    result = cdb("scenario", "run", str(SCENARIOS / "flash-crash.yaml"), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "flash_crash" in result.stdout
+
+
+def test_signal_flood_passes_with_reports(tmp_path: Path) -> None:
+    code, outcome = run(tmp_path, SCENARIOS / "signal-flood.yaml")
+    assert code == 0, failing(outcome)
+    assert outcome["seed"] == 11
+    for name in ("journal.json", "junit.xml", "report.html"):
+        assert (tmp_path / name).is_file()
+    journal = json.loads((tmp_path / "journal.json").read_text())
+    assert journal["cdb"]["verdict"] == "pass"
+    assert journal["cdb"]["recording"]["events"]["signal"]
+
+
+def test_a_scenario_made_to_lose_fills_fails_naming_the_invariant(tmp_path: Path) -> None:
+    code, outcome = run(tmp_path, SELF_TESTS / "lost-fill-must-fail.yaml")
+    assert code == 1
+    assert "no_lost_events" in failing(outcome)
+    assert outcome["verdict"]["reasons"][0].startswith("invariant 'no_lost_events'")
+
+
+def test_a_scenario_made_to_double_orders_fails_naming_the_invariant(tmp_path: Path) -> None:
+    code, outcome = run(tmp_path, SELF_TESTS / "duplicate-order-must-fail.yaml")
+    assert code == 1
+    assert set(failing(outcome)) == {"no_duplicates"}
+
+
+def test_flash_crash_trips_the_ess(tmp_path: Path) -> None:
+    code, outcome = run(tmp_path, SCENARIOS / "flash-crash.yaml")
+    by_name = {a["name"]: a for a in outcome["assertions"]}
+    assert by_name["the ESS tripped on the flash crash"]["status"] == "pass"
+    assert by_name["time to trip"]["measured"] <= 65
+    passes_or_known_issue(code, outcome)
+
+
+def test_ess_trip_and_reset(tmp_path: Path) -> None:
+    code, outcome = run(tmp_path, SCENARIOS / "ess-trigger-reset.yaml")
+    by_name = {a["name"]: a for a in outcome["assertions"]}
+    assert by_name["trading resumes after the reset"]["status"] == "pass"
+    passes_or_known_issue(code, outcome)
+
+
+def test_exchange_scenario_is_unknown_until_the_venue_can_be_faulted(tmp_path: Path) -> None:
+    from cdb.chaos.registry import CAPABILITIES
+
+    if CAPABILITIES.present("binance_venue") and CAPABILITIES.present("fake_binance"):
+        pytest.skip("the Binance venue landed: this scenario now runs for real")
+    code, outcome = run(tmp_path, SCENARIOS / "exchange-down-rate-limited.yaml")
+    assert code == 2
+    assert outcome["verdict"]["status"] == "unknown"
+    assert "binance_venue" in " ".join(outcome["verdict"]["reasons"])

@@ -1,0 +1,177 @@
+"""Invariants over a recording: each one passes on a clean run and names what breaks it."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from cdb.chaos.checks import CheckContext
+from cdb.chaos.faults.base import Params
+from cdb.chaos.invariants import (
+    audit_chain_complete,
+    exposure_within_limit,
+    lag_recovers,
+    no_dead_letters,
+    no_duplicates,
+    no_lost_events,
+    no_order_after_ess_trip,
+)
+from cdb.chaos.journal import Recording
+from cdb.chaos.targets.base import Plan
+from cdb.chaos.validate import validate_text
+from cdb.events import SCALE, AnyEvent, EssChange, Fill, Order, Signal, Trade
+from cdb.risk.limits import RiskLimits
+
+S = 1_000_000_000
+PRICE = 100 * SCALE
+
+
+def chain(n: int, ts: int, *, qty: int = SCALE, fills: int = 1) -> list[AnyEvent]:
+    trade = f"synthetic:BTCUSDT:{n}"
+    signal = Signal(id=f"s{n}", ts=ts, correlation_id=trade, causation_id=trade, source="sig",
+                    strategy_id="m", symbol="BTCUSDT", side="BUY", price_e8=PRICE, trade_id=n,
+                    move_bp=0, volume_e8=0)
+    order = Order(id=f"s{n}-o", ts=ts, correlation_id=trade, causation_id=signal.id,
+                  source="risk", client_order_id=f"c{n}", symbol="BTCUSDT", side="BUY",
+                  order_type="MARKET", qty_e8=qty, ref_price_e8=PRICE)
+    out: list[AnyEvent] = [signal, order]
+    for i in range(fills):
+        out.append(Fill(id=f"s{n}-o-f{i}", ts=ts + 1 + i, correlation_id=trade,
+                        causation_id=order.id, source="exec", order_id=order.id,
+                        client_order_id=order.client_order_id, venue="paper",
+                        symbol="BTCUSDT", side="BUY", price_e8=PRICE, qty_e8=qty // fills,
+                        fee_e8=0, venue_fill_id=f"c{n}-{i}", order_status="FILLED",
+                        cum_qty_e8=qty))
+    return out
+
+
+TABLE = {Signal: "signals", Order: "orders", Fill: "fills", EssChange: "ess_changes"}
+
+
+def context(events: list[AnyEvent], *, db: list[AnyEvent] | None = None,
+            ledger: bool = True, max_exposure: float = 1e6,
+            samples: list[tuple[float, int]] | None = None) -> CheckContext:
+    rec = Recording(t_of=lambda ts: ts / S)
+    topic = {Signal: "stream.signals", Order: "stream.orders", Fill: "stream.fills",
+             EssChange: "stream.risk_events"}
+    for e in events:
+        rec.on_events(topic[type(e)], [e])
+    stored = events if db is None else db
+    rec.db = {t: [] for t in ("signals", "orders", "fills", "risk_decisions", "order_updates",
+                              "alerts", "ess_changes")}
+    for e in stored:
+        rec.db[TABLE[type(e)]].append(msgspec.structs.asdict(e))
+    if ledger:
+        rec.ledger = [{"order_id": e.order_id, "client_order_id": e.client_order_id,
+                       "venue_fill_id": e.venue_fill_id, "qty_e8": e.qty_e8}
+                      for e in events if isinstance(e, Fill)]
+    for t, total in samples or []:
+        rec.sample("__lag__", t, {"total": total})
+    doc = validate_text(textwrap.dedent("title: t\n"), "t.yaml").scenario
+    assert doc is not None
+    plan = Plan(scenario=doc, mode="embedded", seed=1, namespace="n", report_dir=Path("."),
+                market_duration=10)
+    return CheckContext(scenario=doc, plan=plan, recording=rec, steps=[], ended={},
+                        t_end=10, finished=True,
+                        limits=RiskLimits(max_exposure_e8=int(max_exposure * SCALE)),
+                        missing=[], fault_windows=[("f", 1.0, 2.0)])
+
+
+def p(**kw: Any) -> Params:
+    return Params(kw)
+
+
+def ess(state: str, ts: int) -> EssChange:
+    return EssChange(id=f"e{ts}", ts=ts, correlation_id="", causation_id="", source="risk",
+                     state=state, reason="flash_crash" if state == "HALTED" else "manual_reset",
+                     actor="x")  # type: ignore[arg-type]
+
+
+CLEAN = chain(1, 1 * S) + chain(2, 2 * S, fills=2)
+
+
+@pytest.mark.parametrize("check", [no_lost_events, no_duplicates, audit_chain_complete,
+                                   exposure_within_limit, no_order_after_ess_trip,
+                                   no_dead_letters])
+def test_a_clean_run_passes(check: Any) -> None:
+    result = check(context(CLEAN), p())
+    assert result.status == "pass", result.detail
+
+
+def test_an_order_while_halted_fails_but_a_reset_reopens_trading() -> None:
+    events = [ess("HALTED", 3 * S), *chain(4, 4 * S), ess("ACTIVE", 5 * S), *chain(6, 6 * S)]
+    result = no_order_after_ess_trip(context(events), p())
+    assert result.status == "fail"
+    assert "order s4-o at t=4.000s while HALTED since t=3.000s" in result.detail
+    assert "s6-o" not in result.detail
+
+
+def test_a_fill_missing_from_the_database_is_lost() -> None:
+    db = [e for e in CLEAN if e.id != "s2-o-f1"]
+    result = no_lost_events(context(CLEAN, db=db), p())
+    assert result.status == "fail"
+    assert "fill s2-o-f1" in result.detail
+    assert "venue execution c2-1" in " ".join(result.evidence)
+
+
+def test_a_gap_in_trade_ids_is_a_lost_trade() -> None:
+    ctx = context(CLEAN)
+    for tid in (10, 11, 14):
+        ctx.recording.on_events("stream.market_data", [Trade(
+            id=f"t{tid}", ts=tid * S, correlation_id="", causation_id="", source="ws",
+            venue="synthetic", symbol="BTCUSDT", trade_id=tid, price_e8=PRICE, qty_e8=1)])
+    result = no_lost_events(ctx, p())
+    assert result.status == "fail"
+    assert "2 BTCUSDT trade(s) never reached the bus" in result.detail
+
+
+def test_duplicates_are_found() -> None:
+    dup = msgspec.structs.replace(CLEAN[2], id="s1-o-f0-dup")  # same venue fill id
+    result = no_duplicates(context([*CLEAN, dup], ledger=False), p())
+    assert result.status == "fail"
+    assert "2 fills with venue fill id c1-0" in result.detail
+    assert "filled 2 of 1" in " ".join(result.evidence)
+
+
+def test_a_fill_the_venue_never_made_is_a_duplicate() -> None:
+    extra = Fill(**{**msgspec.structs.asdict(CLEAN[2]), "id": "ghost", "venue_fill_id": "g"})
+    ctx = context(CLEAN, db=[*CLEAN, extra])
+    result = no_duplicates(ctx, p())
+    assert result.status == "fail"
+    assert "fill ghost (g) was never made by the venue" in " ".join(result.evidence)
+
+
+def test_exposure_over_the_limit_fails_with_the_time() -> None:
+    result = exposure_within_limit(context(CLEAN, max_exposure=150), p())
+    assert result.status == "fail"
+    assert "exposure 200.00 > limit 150.00 at t=2.000s after order s2-o" in result.detail
+
+
+def test_a_broken_chain_is_named() -> None:
+    orphan = msgspec.structs.replace(CLEAN[1], id="lonely", causation_id="nobody",
+                                     client_order_id="cx")
+    result = audit_chain_complete(context([*CLEAN, orphan]), p())
+    assert result.status == "fail"
+    assert "order lonely has no signal nobody" in result.detail
+
+
+def test_lag_must_come_back_to_zero_within_the_bound() -> None:
+    ok = lag_recovers(context(CLEAN, samples=[(2.0, 50), (3.0, 0)]), p(within="2s"))
+    assert (ok.status, ok.measured) == ("pass", 1.0)
+    slow = lag_recovers(context(CLEAN, samples=[(2.0, 50), (5.0, 0)]), p(within="2s"))
+    assert slow.status == "fail"
+    never = lag_recovers(context(CLEAN, samples=[(2.0, 50), (5.0, 3)]), p())
+    assert never.status == "fail"
+    assert "never back to 0" in never.detail
+    blind = lag_recovers(context(CLEAN), p())
+    assert blind.status == "unknown"
+
+
+def test_unfinished_runs_cannot_prove_nothing_was_lost() -> None:
+    ctx = context(CLEAN)
+    ctx.finished = False
+    assert no_lost_events(ctx, p()).status == "unknown"

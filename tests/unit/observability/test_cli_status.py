@@ -1,0 +1,77 @@
+"""`cdb status` rows and table: live instances with their health, gone ones marked."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from cdb.cli_status import InstanceStatus, _row, healthy_enough, redis_from_url, table
+from cdb.errors import ConfigError
+from cdb.observability.discovery import InstanceRecord, Registration
+
+NOW = 1_800_000_000 * 10**9
+
+
+def registration(service: str, *, alive: bool = True, seen_s_ago: float = 1.0) -> Registration:
+    record = InstanceRecord(
+        service=service, instance=f"{service}-1", address="http://127.0.0.1:8000",
+        version="0.1.0", started="2027-01-15T08:00:00+00:00", started_ns=NOW - 60 * 10**9,
+        last_seen_ns=NOW - int(seen_s_ago * 1e9),
+    )
+    return Registration(record=record, alive=alive, ttl_left_s=5.0 if alive else None)
+
+
+def test_a_live_instance_shows_its_health() -> None:
+    row = _row(registration("risk"), "degraded", "redis: refused", NOW)
+    assert (row.state, row.health, row.note) == ("live", "degraded", "redis: refused")
+    assert row.last_seen_s == 1.0
+    assert row.uptime_s == 60.0
+
+
+def test_an_expired_heartbeat_is_gone_whatever_was_answered() -> None:
+    row = _row(registration("ws", alive=False, seen_s_ago=42), "healthy", "", NOW)
+    assert (row.state, row.health) == ("gone", "gone")
+    assert "heartbeat expired (42 s" in row.note
+
+
+def test_an_instance_not_answering_is_gone() -> None:
+    row = _row(registration("ws"), "gone", "not answering: ConnectError", NOW)
+    assert row.state == "gone"
+
+
+def rows(*healths: str) -> list[InstanceStatus]:
+    return [_row(registration(f"s{i}"), h, "", NOW) for i, h in enumerate(healths)]
+
+
+@pytest.mark.parametrize(
+    ("healths", "ok"),
+    [(("healthy", "degraded"), True), (("healthy", "unhealthy"), False),
+     (("healthy", "gone"), False), ((), False)],
+)
+def test_healthy_enough_decides_the_exit_code(healths: tuple[str, ...], ok: bool) -> None:
+    assert healthy_enough(rows(*healths)) is ok
+
+
+def test_the_table_lists_every_instance() -> None:
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(table(rows("healthy", "gone"), "ns1"))
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "namespace ns1" in text
+    assert "s0-1" in text
+    assert "healthy" in text
+    assert "gone" in text
+    assert "60 s" in text  # up since a minute
+
+
+@pytest.mark.parametrize("url", ["http://h:1", "redis://", "h:6379"])
+def test_a_bad_redis_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="--redis"):
+        redis_from_url(url)
+
+
+def test_a_redis_url_error_never_shows_the_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        redis_from_url("http://:pa55word-x@h:1")
+    assert "pa55word-x" not in str(info.value)
