@@ -469,7 +469,7 @@ def child_feed(rate: float, seconds: float) -> None:
     from cdb.marketdata.synthetic import SyntheticSource
     from cdb.observability import logging as cdb_logging
     from cdb.resilience.redis import make_bus, make_redis
-    from cdb.runtime.distributed import CONSUMER_GROUPS, LagPacer
+    from cdb.runtime.distributed import LagPacer
     from cdb.runtime.service import ServiceContext, ServiceHost
     from cdb.services.ws import WsService
 
@@ -500,8 +500,7 @@ def child_feed(rate: float, seconds: float) -> None:
 
     async def run() -> tuple[int, float]:
         client = make_redis(settings)
-        bus = make_bus(settings, client, service="ws", instance="ws-live",
-                       groups=CONSUMER_GROUPS)
+        bus = make_bus(settings, client, service="ws", instance="ws-live")
         await bus.start()
         ctx = ServiceContext(name="ws", instance="ws-live", bus=bus, clock=WallClock())
         lag = LagPacer(bus, None)

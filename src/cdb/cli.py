@@ -289,20 +289,22 @@ def version() -> None:
 
 def main() -> None:
     """Entry point: run the app; expected errors exit 2 with one clear message."""
+    from typer._click.exceptions import ClickException
+
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except CdbError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
+    except ClickException as exc:  # usage errors: a missing argument, an unknown option
+        exc.show()
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
     except typer.Abort:
         err.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+    if isinstance(code, int) and code:
+        sys.exit(code)

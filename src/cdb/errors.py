@@ -13,6 +13,8 @@
     ├── StoreError                the database failed an operation
     ├── DataRejectedError         the database refused an event's data (not retried; parked)
     ├── VenueError                the exchange refused or failed a request
+    │   └── OrderNotPlacedError   the order is known not to be on the venue (rejected,
+    │                             rate-limited, banned, unavailable): safe to report
     └── LifecycleError            a component used in the wrong state (reuse, double start)
 
 Errors carry context (setting name, file and line, stream, order id) so the message
@@ -93,6 +95,11 @@ class DataRejectedError(CdbError):
 
 class VenueError(CdbError):
     """The venue refused or failed a request."""
+
+
+class OrderNotPlacedError(VenueError):
+    """The venue certainly did not place the order (refused, rate-limited, banned or
+    unreachable after bounded retries): it can be reported REJECTED with the reason."""
 
 
 class LifecycleError(CdbError):

@@ -256,8 +256,6 @@ def test_cdb_run_summary_reports_the_ess(tmp_path: Path) -> None:
     assert summary["ess_trips"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="db_writer/storage do not persist CancelOrders yet: the "
-                   "risk report asks for an order_cancels table; remove this marker then")
 async def test_the_cancel_command_is_recorded_and_nothing_is_parked(tmp_path: Path) -> None:
     await run(tmp_path, settings(), shapes=(flash_crash("BTCUSDT", 300, 20, 20),), duration=900)
     db = tmp_path / "run.db"

@@ -59,8 +59,10 @@ def test_two_coordinators_share_one_redis_and_postgres_without_interfering(
                     "--postgres", f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"]
             if i == 1:
                 args += ["--http-port", str(port)]
-            procs.append(subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))
+            # Files, not pipes: nobody reads the second one while the first runs.
+            with (tmp_path / f"c{i}.out").open("w") as out:
+                procs.append(subprocess.Popen(args, env=env, cwd=ROOT, stdout=out,
+                                              stderr=subprocess.STDOUT))
         seen_health = seen_metrics = False
         deadline = time.monotonic() + 300
         while procs[0].poll() is None and time.monotonic() < deadline:
@@ -73,10 +75,10 @@ def test_two_coordinators_share_one_redis_and_postgres_without_interfering(
                 pass
             time.sleep(0.5)
         outcomes = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=300)
-            assert out.strip(), err
-            outcomes.append((proc.returncode, json.loads(out)))
+        for i, proc in enumerate(procs, 1):
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            text = (tmp_path / f"c{i}.out").read_text()
+            outcomes.append((proc.returncode, json.loads(text.strip().splitlines()[-1])))
         import redis as redis_sync
 
         with redis_sync.Redis(host=redis.host, port=redis.port, password="shared-pw") as r:

@@ -4,16 +4,19 @@ Sentinel failover, and sit behind a circuit breaker with a disk buffer for produ
 ::
 
     client = make_redis(settings)                    # redis-py Retry + Backoff; Sentinel
-    bus = make_bus(settings, client, service="ws", instance="ws-1", groups=CONSUMERS)
+    bus = make_bus(settings, client, service="ws", instance="ws-1")
     await bus.start()                                # flushes what a crash left on disk
     health.add("redis", redis_probe(bus, client), critical=False)
 
 Three layers, each doing one thing:
 
 - redis-py's own ``Retry`` with cdb's ``Backoff`` retries one command on a connection
-  error (``REDIS_RETRIES`` times: a dropped idle connection, a failover under way);
-  with Sentinel, redis-py asks the sentinels for the master on every new connection
-  and drops connections to a demoted master.
+  error (``REDIS_RETRIES`` times: a dropped idle connection, a failover under way).
+  With Sentinel (``REDIS_SENTINELS``), redis-py's ``Sentinel`` finds the master for
+  every new connection, ``SentinelWatch`` moves the open ones within
+  ``REDIS_SENTINEL_POLL_S`` of a failover, and with ``REDIS_MIN_REPLICAS`` (set it to
+  the number of replicas) a publish counts only once the replicas have it, since
+  what only the old master had is gone after the failover.
 - The ``CircuitBreaker`` counts commands that still failed; after
   ``CDB_BREAKER_FAILURES`` in a row nothing is sent to Redis for ``CDB_BREAKER_OPEN_S``,
   then one trial.
@@ -29,7 +32,8 @@ import asyncio
 import contextlib
 import os
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,7 +43,7 @@ import structlog
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cdb.bus.buffered import BufferedBus, guarded
@@ -237,45 +241,95 @@ class SentinelWatch:
 
 
 class BacklogGate:
-    """Paces a buffer flush: creates the consumer groups of a topic when they are
-    missing (Redis restarted empty) and waits while one of them is ``high_water``
-    events behind.
+    """Paces a buffer flush: waits while a consumer group of the topic is ``high_water``
+    events behind, so the flush never pushes a stream past what its groups read before
+    ``MAXLEN`` trims it.
+
+    Every group on the stream counts, whatever its name (shards included); a group
+    nobody reads any more holds the flush back until it is deleted (logged once). A
+    stream without any group (Redis restarted empty, the consumers have not created
+    theirs again yet) is filled up to ``high_water`` only, for ``orphan_wait`` s at
+    most, then flushed unpaced (a stream nobody consumes, such as a dead-letter one).
 
     Args:
         bus: the Redis Streams bus the flush publishes to.
         breaker: the bus's breaker; every call goes through it.
-        groups: topic -> the consumer groups that read it.
         high_water: most events a group may have unread before the flush waits.
+        orphan_wait: how long a stream without groups is held at ``high_water`` (s).
         poll: wait between two looks at the backlog (s).
     """
 
     def __init__(
-        self, bus: RedisStreamsBus, breaker: CircuitBreaker, groups: Mapping[str, Sequence[str]],
-        *, high_water: int = FLUSH_HIGH_WATER, poll: float = 0.05,
+        self, bus: RedisStreamsBus, breaker: CircuitBreaker, *,
+        high_water: int = FLUSH_HIGH_WATER, orphan_wait: float = 30.0, poll: float = 0.05,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bus = bus
         self._breaker = breaker
-        self._groups = {topic: tuple(names) for topic, names in groups.items()}
         self._high_water = high_water
+        self._orphan_wait = orphan_wait
         self._poll = poll
         self._sleep = sleep
+        self._clock = clock
+        self._orphan_since: dict[str, float] = {}
+        self._waiting = False
 
     async def __call__(self, topic: str, n: int) -> None:
-        groups = self._groups.get(topic)
-        if not groups:
-            return
-        for group in groups:
-            sub = self._bus.subscribe([topic], group, "flush")
-            await guarded(self._breaker, sub.ensure_groups)
         while True:
-            backlog = 0
-            for group in groups:
-                pending = await guarded(self._breaker, partial(self._bus.pending, topic, group))
-                backlog = max(backlog, pending)
-            if backlog == 0 or backlog + n <= self._high_water:
+            backlog, groups = await guarded(self._breaker, partial(self.backlog, topic))
+            if groups:
+                self._orphan_since.pop(topic, None)
+                go = backlog == 0 or backlog + n <= self._high_water
+            else:
+                since = self._orphan_since.setdefault(topic, self._clock())
+                go = backlog + n <= self._high_water or (
+                    self._clock() - since >= self._orphan_wait
+                )
+            if go:
+                if self._waiting:
+                    self._waiting = False
+                    _log.info("flush going on", topic=topic)
                 return
+            if not self._waiting:
+                self._waiting = True
+                _log.warning(
+                    "flush waits for consumers to catch up", topic=topic, backlog=backlog,
+                    groups=groups or "none yet",
+                )
             await self._sleep(self._poll)
+
+    async def backlog(self, topic: str) -> tuple[int, list[str]]:
+        """The largest backlog of a group on ``topic`` and the groups; without any
+        group, the stream's length.
+
+        Raises:
+            BusError: Redis failed.
+        """
+        key = self._bus.namespace.key(topic)
+        client = self._bus.client
+        try:
+            infos = await client.xinfo_groups(key)
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return 0, []
+            raise BusError(f"XINFO GROUPS {key} failed: {exc}") from exc
+        except RedisError as exc:
+            raise BusError(f"XINFO GROUPS {key} failed: {exc}") from exc
+        names = [_text(info["name"]) for info in infos]
+        if not names:
+            try:
+                return int(await client.xlen(key)), []
+            except RedisError as exc:
+                raise BusError(f"XLEN {key} failed: {exc}") from exc
+        worst = 0
+        for name in names:
+            worst = max(worst, await self._bus.pending(topic, name))
+        return worst, names
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def buffer_path(settings: Settings, service: str, instance: str) -> Path:
@@ -294,17 +348,11 @@ def buffer_path(settings: Settings, service: str, instance: str) -> Path:
 
 def make_bus(
     settings: Settings, client: aioredis.Redis, *, service: str = "", instance: str = "",
-    groups: Mapping[str, Sequence[str]] | None = None, breaker: CircuitBreaker | None = None,
-    backoff: Backoff | None = None,
+    breaker: CircuitBreaker | None = None, backoff: Backoff | None = None,
 ) -> BufferedBus[RedisStreamsBus]:
     """The distributed bus of this process: Redis Streams (namespaced by
     SERVICE_INSTANCE_NAME) behind a breaker, with a disk buffer. Not started: ``await
-    bus.start()``. Closing it closes ``client``.
-
-    Args:
-        groups: topic -> consumer groups reading it, to pace the flush after an outage
-            and to create groups Redis lost; topics left out are flushed unpaced.
-    """
+    bus.start()``. Closing it closes ``client``."""
     breaker = breaker or breaker_of(settings)
     backoff = backoff or backoff_of(settings)
     namespace = Namespace(settings.service_instance_name)
@@ -320,7 +368,7 @@ def make_bus(
         buffer_path(settings, service, instance), max_events=settings.cdb_buffer_max_events,
         max_bytes=settings.cdb_buffer_max_bytes,
     )
-    gate = BacklogGate(inner, breaker, groups) if groups else None
+    gate = BacklogGate(inner, breaker)
     pool = client.connection_pool
     watch = (
         SentinelWatch(pool, settings.redis_sentinel_poll_s)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cdb.bus.base import Bus
 from cdb.bus.buffered import BufferedBus
-from cdb.bus.keys import ALL_STREAMS, MARKET_DATA
+from cdb.bus.keys import MARKET_DATA
 from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.clock import NS_PER_S, WallClock
 from cdb.config import Settings
@@ -47,14 +47,6 @@ SHARDED = frozenset({"signal", "risk"})
 """Services keeping per-symbol state: each shard owns a disjoint set of symbols."""
 LAG_HIGH_WATER = 5_000
 """ws waits while a consumer group of market data is this far behind (< MAXLEN)."""
-CONSUMER_GROUPS = {
-    topic: tuple(
-        cls.name for cls in (SignalService, RiskService, ExecutionService, DbWriterService)
-        if topic in cls.inputs
-    )
-    for topic in ALL_STREAMS
-}
-"""Topic -> the consumer groups that read it: the disk buffer's flush is paced by them."""
 
 
 class LagPacer:
@@ -132,7 +124,7 @@ async def build_service(
     if name == "ws":
         # Groups exist before the first trade, so trimming never drops unread events.
         # Redis down at start is no reason not to start: trades go to the disk buffer,
-        # whose flush creates missing groups first.
+        # whose flush waits for the consumers' groups (BacklogGate).
         try:
             for group in DOWNSTREAM_OF_MARKET_DATA:
                 sub = bus.inner.subscribe([MARKET_DATA], group, instance)
@@ -184,7 +176,7 @@ async def run_service(name: str, settings: Settings) -> None:
     instance = settings.cdb_consumer or f"{name}-{socket.gethostname()}"
     prepare_process(settings, name, instance)  # log identity, secrets masked everywhere
     client = make_redis(settings)
-    bus = make_bus(settings, client, service=name, instance=instance, groups=CONSUMER_GROUPS)
+    bus = make_bus(settings, client, service=name, instance=instance)
     await bus.start()  # flushes first what a crash left in the disk buffer
     health = Health(name, instance, settings.environment)
     # Degraded, not down, while Redis is unreachable: producers buffer, consumers hold.

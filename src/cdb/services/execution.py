@@ -12,7 +12,8 @@ import msgspec
 from fastapi import APIRouter, Response
 
 from cdb.bus.keys import FILLS, MARKET_DATA, ORDERS
-from cdb.events import AnyEvent, CancelOrders, Fill, Order, OrderUpdate, Trade
+from cdb.errors import OrderNotPlacedError, VenueError
+from cdb.events import AnyEvent, CancelOrders, Fill, Order, OrderStatus, OrderUpdate, Trade
 from cdb.observability import metrics
 from cdb.runtime.service import Service, ServiceContext
 from cdb.venues.base import Execution, Venue
@@ -46,13 +47,45 @@ class ExecutionService(Service):
             for order in events:
                 if isinstance(order, Order):
                     self.orders += 1
-                    executions.extend(await self.venue.submit(order))
+                    executions.extend(await self._submit(order))
                 elif isinstance(order, CancelOrders):
                     cancels.append(order)
         if executions:
             await self._publish(executions)
+        await self._report_updates()
         for command in cancels:
             await self._cancel(command)
+
+    async def _submit(self, order: Order) -> list[Execution]:
+        """Place ``order``; a venue that certainly did not place it gets it reported
+        REJECTED (risk frees it, the ESS counts it), an unknown outcome is left to the
+        venue to resolve by its client order id, never by sending it again."""
+        try:
+            return await self.venue.submit(order)
+        except OrderNotPlacedError as exc:
+            self._unreported.append(self._update(order, "REJECTED", str(exc), order.ts))
+        except VenueError as exc:
+            self.ctx.log.warning("order outcome unknown; the venue resolves it",
+                                 order_id=order.id, error=str(exc))
+        return []
+
+    def _update(self, order: Order, status: OrderStatus, reason: str, ts: int) -> OrderUpdate:
+        return OrderUpdate(
+            id=f"{order.id}-{status.lower()}", ts=ts, correlation_id=order.correlation_id,
+            causation_id=order.id, source=self.ctx.instance, order_id=order.id,
+            client_order_id=order.client_order_id, symbol=order.symbol, status=status,
+            reason=reason[:500], filled_qty_e8=self._filled.pop(order.id, 0),
+        )
+
+    async def _report_updates(self) -> None:
+        """Publish orders that ended other than filled (venue updates, rejections)."""
+        take = getattr(self.venue, "take_updates", None)
+        if take is not None:
+            for u in take():
+                self._unreported.append(self._update(u.order, u.status, u.reason, u.ts))
+        if self._unreported:
+            await self.ctx.publish(FILLS, self._unreported)
+            self._unreported = []
 
     async def _publish(self, executions: list[Execution]) -> None:
         source = self.ctx.instance

@@ -7,7 +7,7 @@ for the pipeline to absorb the batch; live or at a replay speed it waits for tim
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import ClassVar
 
 from cdb.bus.keys import MARKET_DATA
@@ -28,7 +28,8 @@ class WsService(Service):
     name: ClassVar[str] = "ws"
 
     def __init__(
-        self, ctx: ServiceContext, source: Iterable[list[Trade]], pace: Pace = no_pace
+        self, ctx: ServiceContext, source: Iterable[list[Trade]] | AsyncIterable[list[Trade]],
+        pace: Pace = no_pace,
     ) -> None:
         super().__init__(ctx)
         self._source = source
@@ -40,19 +41,30 @@ class WsService(Service):
         self._published = metrics.redis_publish.labels(ctx.name, ctx.instance)
 
     async def produce(self) -> None:
-        publish = self.ctx.publish
-        pace = self._pace
-        for batch in self._source:
-            if not batch:
-                continue
-            n = len(batch)
-            self._decoded.inc(n)
-            await publish(MARKET_DATA, batch)
-            self._published.inc(n)
-            self.trades += n
-            self.last_trade_ts = batch[-1].ts
-            await pace(batch)
+        source = self._source
+        if isinstance(source, AsyncIterable):
+            # A live feed (Binance websocket) awaits its trades; files and the
+            # synthetic market are produced in the loop, a batch at a time.
+            async for batch in source:
+                await self._emit(batch)
+        else:
+            for batch in source:
+                await self._emit(batch)
         self.done = True
+        # Tell risk the silence that follows is the end of the data, not a stale feed.
+        await self.ctx.alert("info", "market_data_end",
+                             f"market data source finished after {self.trades} trades")
+
+    async def _emit(self, batch: list[Trade]) -> None:
+        if not batch:
+            return
+        n = len(batch)
+        self._decoded.inc(n)
+        await self.ctx.publish(MARKET_DATA, batch)
+        self._published.inc(n)
+        self.trades += n
+        self.last_trade_ts = batch[-1].ts
+        await self._pace(batch)
 
     def status(self) -> dict[str, object]:
         return {"trades": self.trades, "last_trade_ts": self.last_trade_ts, "done": self.done}

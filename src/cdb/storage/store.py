@@ -26,6 +26,7 @@ from cdb.errors import LifecycleError, StoreError
 from cdb.events import (
     Alert,
     AnyEvent,
+    CancelOrders,
     EssChange,
     Event,
     Fill,
@@ -58,7 +59,8 @@ class StoreState(enum.Enum):
 
 
 StepKind = Literal[
-    "trade", "signal", "risk_decision", "order", "fill", "order_update", "alert", "ess_change"
+    "trade", "signal", "risk_decision", "order", "fill", "order_update", "alert", "ess_change",
+    "cancel_orders",
 ]
 
 
@@ -87,6 +89,7 @@ _KIND: Final[dict[type[Event], StepKind]] = {
     OrderUpdate: "order_update",
     Alert: "alert",
     EssChange: "ess_change",
+    CancelOrders: "cancel_orders",
 }
 
 # Within one ts, cause before effect.
@@ -99,6 +102,7 @@ _RANK: Final[dict[StepKind, int]] = {
     "order_update": 5,
     "alert": 6,
     "ess_change": 7,
+    "cancel_orders": 8,
 }
 
 
@@ -384,4 +388,7 @@ def _summary(event: Event) -> str:
         case EssChange():
             detail = f" ({event.detail})" if event.detail else ""
             return f"{event.state} by {event.actor}: {event.reason}{detail}"
+        case CancelOrders():
+            scope = event.symbol or "every symbol"
+            return f"cancel open orders of {scope}: {event.reason}"
     return type(event).__name__

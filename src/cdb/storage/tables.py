@@ -22,6 +22,7 @@ from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, Table, Te
 
 from cdb.events import (
     Alert,
+    CancelOrders,
     EssChange,
     Event,
     Fill,
@@ -158,6 +159,15 @@ ess_changes: Final = Table(
     _text("detail"),
 )
 
+order_cancels: Final = Table(
+    "order_cancels",
+    metadata,
+    *_envelope(),
+    _text("reason"),
+    _text("symbol"),
+    _bool("keep_reduce_only"),
+)
+
 TABLE_OF: Final[dict[type[Event], Table]] = {
     Signal: signals,
     RiskDecision: risk_decisions,
@@ -166,6 +176,7 @@ TABLE_OF: Final[dict[type[Event], Table]] = {
     OrderUpdate: order_updates,
     Alert: alerts,
     EssChange: ess_changes,
+    CancelOrders: order_cancels,
 }
 """The table each persisted event type is written to (``Trade`` is not persisted)."""
 

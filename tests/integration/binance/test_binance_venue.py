@@ -336,7 +336,7 @@ async def test_the_limiter_keeps_a_burst_under_the_venue_limit(
     make_venue: MakeVenue, fake: FakeBinance,
 ) -> None:
     fake.weight_limit, fake.weight_window_s, fake.ban_after = 200, 0.5, 1
-    venue = await make_venue(weight_limit=200, weight_window_s=0.5, weight_margin_s=0.05)
+    venue = await make_venue(weight_limit=200, weight_window_s=0.5, weight_margin_s=0.2)
     fake.stats.max_weight_in_window = 0
     venue.limiter.history = []
     started = time.monotonic()

@@ -36,7 +36,6 @@ def redis_or_exit(**kwargs: Any) -> RedisServer:
 
 
 T0 = 1_700_000_000_000_000_000
-GROUPS = {FILLS: ("recorder", "db_writer")}
 
 
 def settings_for(
@@ -120,19 +119,15 @@ class Recorder(Service):
 class Rig:
     """Buses, hosts and stores of one test, each as its own process would have them."""
 
-    def __init__(
-        self, settings: Settings, groups: dict[str, tuple[str, ...]] | None = None
-    ) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.groups = GROUPS if groups is None else groups
-        """Consumer groups that pace a flush (a group nobody reads would stall it)."""
         self.buses: list[BufferedBus[RedisStreamsBus]] = []
         self.hosts: list[ServiceHost] = []
         self.stores: list[Store] = []
 
     async def bus(self, service: str, instance: str) -> BufferedBus[RedisStreamsBus]:
         bus = make_bus(self.settings, make_redis(self.settings), service=service,
-                       instance=instance, groups=self.groups)
+                       instance=instance)
         await bus.start()
         self.buses.append(bus)
         return bus

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tests.integration.resilience.rig import GROUPS, fill, settings_for
+from tests.integration.resilience.rig import fill, settings_for
 
 from cdb.bus.keys import FILLS, Namespace
 from cdb.events import decode
@@ -72,8 +72,7 @@ async def test_a_killed_producer_flushes_its_buffer_when_restarted(
     settings = settings_for(tmp_path, namespace, redis_port=redis_server.port)
     client = redis_server.client()
     try:
-        bus = make_bus(settings, make_redis(settings), service="ws", instance="ws-1",
-                       groups=GROUPS)
+        bus = make_bus(settings, make_redis(settings), service="ws", instance="ws-1")
         assert bus.buffer.path.exists()
         async with bus:
             await bus.publish(FILLS, [fill("p1", 500)])  # new: must come after the rest

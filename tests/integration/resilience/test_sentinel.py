@@ -71,7 +71,7 @@ async def test_a_sentinel_failover_loses_nothing(
         REDIS_SENTINELS=f"127.0.0.1:{sentinel.port}", REDIS_MASTER="mymaster",
         REDIS_MIN_REPLICAS="1", REDIS_REPLICA_TIMEOUT_S="0.5",
     )
-    rig = Rig(settings, groups={FILLS: ("recorder",)})
+    rig = Rig(settings)
     rig_factory.append(rig)
     recorder = await rig.recorder()
     # Slow enough that the stream keeps everything (MAXLEN) for the check at the end.

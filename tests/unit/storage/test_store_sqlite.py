@@ -32,7 +32,7 @@ async def test_migrate_creates_every_table_in_an_empty_database(db_url: str) -> 
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
     await engine.dispose()
     assert tables == {*TABLE_NAMES, "alembic_version"}
-    assert version == "0001"
+    assert version == "0002"
 
 
 async def test_migrate_again_changes_nothing(db_url: str, make_chain: Any) -> None:
@@ -118,7 +118,7 @@ async def test_rewriting_a_batch_adds_no_row(store: Store, make_chain: Any) -> N
     assert (first, again) == (len(events), 0)
     assert await store.counts() == {
         "signals": 2, "risk_decisions": 1, "orders": 1, "fills": 2, "order_updates": 1,
-        "alerts": 0, "ess_changes": 0,
+        "alerts": 0, "ess_changes": 0, "order_cancels": 0,
     }  # fmt: skip
 
 

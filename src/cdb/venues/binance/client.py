@@ -15,7 +15,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
-from cdb.errors import ConfigError, VenueError
+from cdb.errors import ConfigError, OrderNotPlacedError, VenueError
 
 TESTNET_URL: Final = "https://testnet.binance.vision"
 LIVE_URL: Final = "https://api.binance.com"
@@ -29,7 +29,7 @@ WEIGHTS: Final = {
 PUBLIC: Final = frozenset({"ping", "time", "exchangeInfo"})
 
 
-class VenueRateLimitedError(VenueError):
+class VenueRateLimitedError(OrderNotPlacedError):
     """The venue kept answering 429/-1003/-1015 after every backoff; nothing was placed."""
 
     def __init__(self, message: str, *, code: int | None, retry_after_s: float | None) -> None:
@@ -37,7 +37,7 @@ class VenueRateLimitedError(VenueError):
         self.code, self.retry_after_s = code, retry_after_s
 
 
-class VenueBannedError(VenueError):
+class VenueBannedError(OrderNotPlacedError):
     """The venue banned this client (HTTP 418); no request is sent until ``until``.
 
     Args:
@@ -49,15 +49,15 @@ class VenueBannedError(VenueError):
         self.until = until
 
 
-class VenueUnavailableError(VenueError):
+class VenueUnavailableError(OrderNotPlacedError):
     """5xx, timeouts or connection failures outlasted the bounded retries."""
 
 
-class VenueAuthError(VenueError):
+class VenueAuthError(OrderNotPlacedError):
     """Key, signature or permissions refused (-1022, -2014, -2015); check the API key."""
 
 
-class VenueRejectedError(VenueError):
+class VenueRejectedError(OrderNotPlacedError):
     """The venue refused the order (filters, balance, symbol); it was not placed.
 
     Args:
