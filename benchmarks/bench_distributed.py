@@ -457,10 +457,11 @@ def latency(rate: float, seconds: float, warmup: float) -> dict[str, Any]:
 
 def child_feed(rate: float, seconds: float) -> None:
     """The live market of the latency run: cdb's ws service (WsService, buffered Redis
-    bus, LagPacer) over a synthetic market of ``rate`` trades/s released in real time.
+    bus, LagPacer) over a synthetic market of ``rate`` trades/s released in real time,
+    as a live (async) source such as the Binance websocket feed is.
 
     A trade is stamped with the wall clock (its ``ts``, what tick-to-order counts from)
-    when ws takes it from the source, i.e. on arrival, then published at once.
+    when it comes due, i.e. on arrival, and published at once.
     """
     import msgspec
 
@@ -477,39 +478,30 @@ def child_feed(rate: float, seconds: float) -> None:
     cdb_logging.configure(settings.log_level, sys.stderr)
     source = SyntheticSource(seed=settings.ws_seed, symbols=settings.symbols(),
                              duration_s=seconds, trades_per_s=rate, start_ns=0)
-    state = {"due": 0.0}
     replace = msgspec.structs.replace
 
-    def released() -> Any:
+    async def arrivals() -> Any:
         trades = (t for b in source.batches() for t in b)
         t0 = time.monotonic()
         pending = next(trades, None)
         while pending is not None:
-            batch = []
+            delay = t0 + pending.ts / 1e9 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
             now = time.monotonic()
+            batch = []
             while pending is not None and t0 + pending.ts / 1e9 <= now:
                 batch.append(replace(pending, ts=time.time_ns()))
                 pending = next(trades, None)
-            if pending is not None:
-                state["due"] = t0 + pending.ts / 1e9
             if batch:
                 yield batch
-            elif pending is not None:
-                # The pace's sleep ended a hair early: wait out the rest here.
-                time.sleep(max(0.0, state["due"] - time.monotonic()))
 
     async def run() -> tuple[int, float]:
         client = make_redis(settings)
         bus = make_bus(settings, client, service="ws", instance="ws-live")
         await bus.start()
         ctx = ServiceContext(name="ws", instance="ws-live", bus=bus, clock=WallClock())
-        lag = LagPacer(bus, None)
-
-        async def pace(batch: list[Any]) -> None:
-            await lag(batch)
-            await asyncio.sleep(max(0.0, state["due"] - time.monotonic()))
-
-        service = WsService(ctx, released(), pace)
+        service = WsService(ctx, arrivals(), LagPacer(bus, None))
         started = time.monotonic()
         host = ServiceHost(service)
         await host.start()

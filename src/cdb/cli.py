@@ -94,8 +94,17 @@ def run(
     db: Annotated[str, typer.Option(help="Database URL or SQLite file.")] = DEFAULT_DB,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
+    source: Annotated[
+        str | None, typer.Option(help="synthetic, replay or binance (live websocket trades).")
+    ] = None,
+    venue: Annotated[
+        str, typer.Option(help="paper, binance-testnet or binance-live (real money).")
+    ] = "paper",
+    exchange_url: Annotated[
+        str | None, typer.Option(help="Binance REST/websocket base URL (e.g. a FakeBinance).")
+    ] = None,
 ) -> None:
-    """Run the whole pipeline in this process on a synthetic market or a replay."""
+    """Run the whole pipeline in this process on a synthetic market, a replay or Binance."""
     from cdb.runtime.embedded import EmbeddedPipeline, RunOptions
 
     settings = load_settings()
@@ -104,9 +113,22 @@ def run(
     for path in replay or []:
         if not path.is_file():
             raise CdbError(f"--replay: {path} is not a readable file")
+    kind = source or ("replay" if replay else "synthetic")
+    problems = []
+    if kind not in ("synthetic", "replay", "binance"):
+        problems.append(f"--source: {kind!r} is not synthetic, replay or binance")
+    if venue not in ("paper", "binance-testnet", "binance-live"):
+        problems.append(f"--venue: {venue!r} is not paper, binance-testnet or binance-live")
+    if kind == "replay" and not replay:
+        problems.append("--source replay needs --replay FILE")
+    if problems:
+        raise ConfigError(problems)
     options = RunOptions(
+        source=kind,  # type: ignore[arg-type]  # checked above
+        venue=venue,  # type: ignore[arg-type]
+        exchange_url=exchange_url,
         db_url=url,
-        replay=tuple(str(p) for p in replay or ()),
+        replay=tuple(str(p) for p in replay or ()) if kind == "replay" else (),
         seed=seed,
         symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip()),
         duration_s=parse_duration(duration),

@@ -29,15 +29,18 @@ def load() -> None:
         sabotage,
         service,
     )
+    from cdb.chaos.faults.exchange import exchange_wired
 
     for cap in (
         Capability(name="ess", summary="the emergency stop system (risk /ess API, EssChange "
                    "events)", issue="5", check=module_exists("cdb.risk.ess")),
         Capability(name="fake_binance", summary="the fake Binance exchange with fault control",
                    issue="6", check=module_exists("cdb.testing.fake_binance")),
-        Capability(name="binance_venue", summary="execution on the Binance venue, pointed "
-                   "at FakeBinance by a setting (EXECUTION_VENUE, BINANCE_BASE_URL)", issue="6",
-                   check=setting_exists("execution_venue")),
+        Capability(name="binance_venue", summary="a pipeline whose execution trades on "
+                   "FakeBinance, started by the coordinator (the embedded runtime takes a "
+                   "venue and exchange_url; the distributed one needs a venue setting, and "
+                   "the fake's clock must follow the simulated one)", issue="6/8",
+                   check=exchange_wired),
         Capability(name="disk_buffer", summary="the durable local buffer of producers while "
                    "Redis is down", issue="7", check=module_exists("cdb.bus.disk_buffer")),
         Capability(name="ws_shapes", summary="market shapes in the ws service's settings "

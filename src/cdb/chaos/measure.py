@@ -50,17 +50,40 @@ def _healthy_times(ctx: CheckContext, max_lag: int | None = None) -> list[float]
     return out
 
 
-def _recovered_times(ctx: CheckContext, start: float) -> list[float]:
+def _recovered_times(ctx: CheckContext, start: float, service: str | None) -> list[float]:
     """Healthy sample times after the first unhealthy one from ``start`` (a restart
-    that has not begun yet is not a recovery); all healthy ones if none was unhealthy."""
-    down = next((t for t in _unhealthy_times(ctx) if t >= start), None)
-    healthy = _healthy_times(ctx)
+    that has not begun yet is not a recovery); all healthy ones if none was unhealthy.
+    With ``service``, that service's health alone (other faults may overlap)."""
+    down = next((t for t in _unhealthy_times(ctx, service) if t >= start), None)
+    healthy = _service_times(ctx, service, healthy=True) if service else _healthy_times(ctx)
     return healthy if down is None else [t for t in healthy if t > down]
 
 
-def _unhealthy_times(ctx: CheckContext) -> list[float]:
+def _service_times(ctx: CheckContext, service: str, *, healthy: bool) -> list[float]:
+    out = []
+    for s in ctx.recording.samples.get(HEALTH, []):
+        if s.error is None and isinstance(s.value, dict):
+            status = (s.value.get("services") or {}).get(service)
+            if status is not None and (status == "healthy") == healthy:
+                out.append(s.t)
+    return out
+
+
+def _unhealthy_times(ctx: CheckContext, service: str | None = None) -> list[float]:
+    if service:
+        return _service_times(ctx, service, healthy=False)
     return [s.t for s in ctx.recording.samples.get(HEALTH, [])
             if s.error is None and isinstance(s.value, dict) and s.value.get("status") != "healthy"]
+
+
+def _service_of(ref: Any, ctx: CheckContext) -> str | None:
+    """The service a timeline step's fault is about, if any (``kill risk``: risk)."""
+    if not isinstance(ref, str):
+        return None
+    name = ref.removesuffix(".end").partition("#")[0]
+    step = next((s for s in ctx.steps if s.name == name), None)
+    service = step.provider.params.get("service") if step is not None else None
+    return service if isinstance(service, str) and service != "*" else None
 
 
 def _sample_times(samples: list[Sample], tolerance: Any) -> tuple[list[float], str]:
@@ -115,7 +138,9 @@ def measure(m: Measurement, ctx: CheckContext) -> Assertion:
                         *_unhealthy_times(ctx)])
         what = "an alert, an ESS trip or a service not healthy"
     else:
-        times, what = _recovered_times(ctx, start), "every service healthy again"
+        service = _service_of(m.start, ctx)
+        times = _recovered_times(ctx, start, service)
+        what = f"{service} healthy again" if service else "every service healthy again"
     found = next((t for t in times if t >= start), None)
     if found is None:
         if error:

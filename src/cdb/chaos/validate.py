@@ -262,6 +262,10 @@ def _semantic_problems(scenario: model.Scenario, located: Located) -> list[Probl
     pipe = scenario.pipeline
     if pipe.mode not in pipe.modes:
         add("$.pipeline.mode", f"mode {pipe.mode!r} is not among modes {list(pipe.modes)}")
+    for activity in (*scenario.method, *scenario.rollbacks):
+        if activity.provider.type in _SHAPES:
+            add(f"{activity.provider.path}.type", f"{activity.provider.type!r} shapes the "
+                "market, which is generated before the run: put it on the timeline")
     providers = [a.provider for a in (*scenario.method, *scenario.rollbacks)]
     providers += [a.provider for a in (scenario.steady_state.probes if scenario.steady_state
                                         else ())]
@@ -314,6 +318,7 @@ def _check_references(scenario: model.Scenario, add: Any) -> None:
             add(f"{m.path}.until.sampled", f"no sampled probe named {m.until.sampled!r}")
 
 
+_SHAPES: Final = frozenset({"flash_crash", "spike", "gap", "stale", "flat"})
 _HELD: Final = frozenset({"stop", "redis_down", "postgres_down", "network", "network_down",
                           "exchange"})
 

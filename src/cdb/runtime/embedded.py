@@ -11,14 +11,16 @@ commits in a thread while the pipeline goes on) and is drained at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
 from cdb.bus.memory import MemoryBus
-from cdb.clock import NS_PER_S, SimClock
+from cdb.clock import NS_PER_S, SimClock, WallClock
 from cdb.config import Settings
 from cdb.events import SCALE, Trade
 from cdb.marketdata.replay import ReplaySource
@@ -36,6 +38,7 @@ from cdb.services.signal import SignalService
 from cdb.services.ws import WsService
 from cdb.storage.store import Store, migrate
 from cdb.strategies.base import load as load_strategy
+from cdb.venues.base import Venue
 from cdb.venues.paper import PaperVenue
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
@@ -54,6 +57,12 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     shapes: tuple[Shape, ...] = ()
     instance: str = "embedded"
     batch_size: int = 1000
+    source: Literal["synthetic", "replay", "binance"] = "synthetic"
+    """``binance``: live trades from the exchange's websocket (``duration_s`` of wall
+    time); the others are replayed in simulated time."""
+    venue: Literal["paper", "binance-testnet", "binance-live"] = "paper"
+    exchange_url: str | None = None
+    """Point the Binance source and venue elsewhere (FakeBinance in tests)."""
     metrics_port: int | None = None
     """Serve /metrics and /health of the whole pipeline on this port (default
     CDB_METRICS_PORT; None: no HTTP)."""
@@ -112,7 +121,9 @@ class EmbeddedPipeline:
         self.settings = settings
         self.options = options
         self.bus = MemoryBus()
-        self.clock = SimClock()
+        self.live = options.source == "binance"
+        # A live feed runs on the wall clock; files and the synthetic market on event time.
+        self.clock: SimClock | WallClock = WallClock() if self.live else SimClock()
         self.progress = Progress()
         self._first_ts = 0
         self._wall_start = 0.0
@@ -123,9 +134,16 @@ class EmbeddedPipeline:
         self._strategy = load_strategy(self._strategy_params)
         self._source = self._make_source()
 
-    def _make_source(self) -> Iterable[list[Trade]]:
+    def _make_source(self) -> Iterable[list[Trade]] | AsyncIterable[list[Trade]]:
         o = self.options
         name = f"{o.instance}.ws"
+        if self.live:
+            from cdb.marketdata.binance import make_binance_source
+
+            return make_binance_source(
+                o.symbols, exchange_url=o.exchange_url, testnet=o.venue != "binance-live",
+                source=name,
+            )
         if o.replay:
             self._replay = ReplaySource(
                 [Path(p) for p in o.replay], source=name, batch_size=o.batch_size
@@ -145,6 +163,10 @@ class EmbeddedPipeline:
         last = batch[-1].ts
         if not self._first_ts:
             self._first_ts = batch[0].ts
+        if isinstance(self.clock, WallClock):
+            self.progress.trades += len(batch)
+            self.progress.sim_ts = last
+            return
         self.clock.advance(last)
         self.progress.trades += len(batch)
         self.progress.sim_ts = last
@@ -177,11 +199,9 @@ class EmbeddedPipeline:
                 self._ctx("risk"), s.risk_limits(), round(s.risk_initial_cash * SCALE),
                 ess=s.ess_config(), ess_store=DatabaseEssStore(store), api_token=token,
             )
-            venue = PaperVenue(
-                taker_fee_bps=s.paper_taker_fee_bps, maker_fee_bps=s.paper_maker_fee_bps,
-                slippage_bps=s.paper_slippage_bps,
-            )
-            execution = ExecutionService(self._ctx("execution"), venue)
+            exec_ctx = self._ctx("execution")
+            venue = await self._venue(exec_ctx)
+            execution = ExecutionService(exec_ctx, venue)
             db_writer = DbWriterService(self._ctx("db_writer"), store)
             services: list[Service] = [db_writer, execution, risk, signal, ws]
             hosts = [ServiceHost(svc) for svc in services]
@@ -194,7 +214,16 @@ class EmbeddedPipeline:
             try:
                 for host in hosts:
                     await host.start()
-                await hosts[-1].wait_producer()
+                attach = getattr(self._source, "attach_alerts", None)
+                if attach is not None:
+                    attach(ws.ctx.alert)  # gaps and stale feeds reach risk's ESS
+                if self.live:
+                    # A live feed never ends by itself: listen for duration_s.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(hosts[-1].wait_producer(), o.duration_s)
+                    await hosts[-1].stop()
+                else:
+                    await hosts[-1].wait_producer()
                 await self.bus.wait_drained()
             finally:
                 ticker.cancel()
@@ -203,11 +232,33 @@ class EmbeddedPipeline:
                 await self.bus.close()
                 if http is not None:
                     await http.stop()
+                closing = getattr(venue, "aclose", None)
+                if closing is not None:
+                    await closing()
             self._refresh_progress()
             if on_progress is not None:
                 on_progress(self.progress)
             rows = await store.counts()
         return self._summary(ws, signal, risk, execution, rows)
+
+    async def _venue(self, ctx: ServiceContext) -> Venue:
+        """The paper venue, or Binance (testnet unless ``binance-live`` is named)."""
+        s, o = self.settings, self.options
+        if o.venue == "paper":
+            return PaperVenue(
+                taker_fee_bps=s.paper_taker_fee_bps, maker_fee_bps=s.paper_maker_fee_bps,
+                slippage_bps=s.paper_slippage_bps,
+            )
+        from cdb.venues.binance import make_binance_venue
+
+        key, secret = s.binance_api_key, s.binance_api_secret
+        venue = make_binance_venue(
+            o.venue, api_key=key.get_secret_value() if key else None,
+            api_secret=secret.get_secret_value() if secret else None,
+            exchange_url=o.exchange_url, alert=ctx.alert, instance=ctx.instance,
+        )
+        await venue.start()
+        return venue
 
     def _http(self, store: Store, services: list[Service]) -> HttpServer | None:
         """/metrics and /health of the five services on one port, when asked for."""

@@ -87,3 +87,20 @@ def test_probe_expectations_judge_the_final_value_or_say_unknown() -> None:
     assert expect(exp, ctx, (3, None)).status == "pass"
     assert expect(exp, ctx, (4, None)).status == "fail"
     assert expect(exp, ctx, (None, "unavailable: no ESS")).status == "unknown"
+
+
+def test_recovery_of_the_faulted_service_ignores_overlapping_faults() -> None:
+    from cdb.chaos.model import TimelineEntry
+
+    ctx = context(CLEAN)
+    ctx.steps = expand([TimelineEntry(name="kill risk", at=1.0, path="$.k",
+                                      fault=Provider(type="kill", params={"service": "risk"}))])
+    states = [(1.0, "healthy", "healthy"), (2.0, "unreachable", "healthy"),
+              (3.0, "healthy", "unreachable"), (4.0, "healthy", "healthy")]
+    for t, risk, execution in states:
+        worst = "healthy" if risk == execution == "healthy" else "unreachable"
+        ctx.recording.sample("__health__", t, {"status": worst, "services": {
+            "risk": risk, "execution": execution}})
+    result = measure(m(start="kill risk", kind="recover"), ctx)
+    assert result.measured == 2.0
+    assert "risk healthy again" in result.detail

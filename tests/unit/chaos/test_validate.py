@@ -173,3 +173,15 @@ def test_positions_of_values_and_keys() -> None:
 def test_an_empty_file_is_not_a_scenario() -> None:
     (p,) = problems("")
     assert "not an empty file" in p.message or "empty file" in p.message
+
+
+def test_market_shapes_belong_on_the_timeline() -> None:
+    found = errors("""
+        title: t
+        method:
+          - type: action
+            name: crash
+            provider: {type: flash_crash, symbol: BTCUSDT, drop_pct: 10, over: 5s}
+        """)
+    assert [(line, msg.split(",")[0]) for line, _, msg in found] == [
+        (5, "'flash_crash' shapes the market")]

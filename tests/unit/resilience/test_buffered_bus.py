@@ -7,6 +7,7 @@ import asyncio
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,16 +109,16 @@ async def read_ids(sub: MemorySubscription) -> list[str]:
     return [e.id for b in batches for e in b.events]
 
 
-def fast(tmp_path: Path, inner: FlakyBus, **kw: object) -> BufferedBus[FlakyBus]:
+def fast(tmp_path: Path, inner: FlakyBus, *, max_events: int = 1000,
+         **kw: Any) -> BufferedBus[FlakyBus]:
     """A bus with short real intervals."""
-    options: dict[str, object] = {
+    options: dict[str, Any] = {
         "breaker": CircuitBreaker("redis", failures=3, open_s=0.05),
         "backoff": Backoff(base=0.01, cap=0.05),
-        "service": "test", "instance": str(tmp_path.name),
+        "service": "test", "instance": str(tmp_path.name), **kw,
     }
-    options.update(kw)
-    buffer = DiskBuffer(tmp_path / "buffer.sqlite", max_events=int(options.pop("max_events", 1000)))  # type: ignore[call-overload]
-    return BufferedBus(inner, buffer, **options)  # type: ignore[arg-type]
+    buffer = DiskBuffer(tmp_path / "buffer.sqlite", max_events=max_events)
+    return BufferedBus(inner, buffer, **options)
 
 
 async def test_publishes_directly_while_the_bus_works(tmp_path: Path) -> None:

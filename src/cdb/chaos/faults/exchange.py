@@ -21,6 +21,12 @@ from cdb.chaos.journal import Effect
 from cdb.chaos.registry import CAPABILITIES, FAULTS, P, Unavailable
 
 CONTROL_PATH: Final = "/_fake/faults"
+WIRED = False
+"""Set when a target can run the pipeline's execution on FakeBinance (``exchange_url``)."""
+
+
+def exchange_wired() -> bool:
+    return WIRED
 ERRORS: Final[dict[str, dict[str, Any]]] = {
     "-1003": {"kind": "rate_limit"},
     "-1015": {"kind": "order_rate_limit"},

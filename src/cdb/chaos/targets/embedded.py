@@ -363,12 +363,14 @@ class EmbeddedTarget(Target):
         return self.switches
 
     def ledger(self) -> list[dict[str, Any]] | None:
-        if self.pipeline is None or not hasattr(self.pipeline, "venue"):
-            return None
+        venue = getattr(self.pipeline, "venue", None)
+        executions = getattr(venue, "ledger", None)
+        if executions is None:
+            return None  # a venue without its own record (not the paper venue)
         return [
             {"order_id": x.order.id, "client_order_id": x.order.client_order_id,
              "venue_fill_id": x.venue_fill_id, "ts": x.ts, "price_e8": x.price_e8,
              "qty_e8": x.qty_e8, "status": x.status, "cum_qty_e8": x.cum_qty_e8,
              "symbol": x.order.symbol, "side": x.order.side}
-            for x in self.pipeline.venue.ledger
+            for x in executions
         ]
