@@ -25,6 +25,15 @@ for req in tomllib.load(open("pyproject.toml", "rb"))["dependency-groups"]["dev"
 PY
 )
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check \
-  -c constraints.txt -e . "${extras[@]}"
+target=.
+# The tests drive the Binance venue (ccxt, an optional extra) against FakeBinance.
+[ "${1:-}" = "--dev" ] && target=".[binance]"
+log=$(mktemp)
+if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    -c constraints.txt -e "$target" "${extras[@]}" >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "setup failed: pip could not install cdb (see above)" >&2
+  exit 2
+fi
+rm -f "$log"
 echo "$want" > "$stamp"

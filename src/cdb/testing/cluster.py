@@ -69,6 +69,8 @@ class LocalPipeline:
             "SERVICE_INSTANCE_NAME": self.namespace,
             "SIGNAL_STRATEGY_ID": "momentum",
             "CDB_CLAIM_IDLE_S": "2",
+            # Disk buffers of this pipeline live and die with it.
+            "CDB_BUFFER_DIR": str(self.workdir / "buffers"),
             "LOG_LEVEL": "INFO",
             **{f"CDB_PORT_{name.upper()}": str(port) for name, port in self.ports.items()},
             **self.extra_env,
