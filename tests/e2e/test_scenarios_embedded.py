@@ -30,15 +30,9 @@ def failing(outcome: dict[str, Any]) -> dict[str, str]:
 
 
 def passes_or_known_issue(code: int, outcome: dict[str, Any]) -> None:
-    """Pass, or fail only on the dead-lettered CancelOrders the ESS publishes (a known
-    bug of the db_writer, reported): then xfail with that reason."""
-    if code == 0:
-        assert outcome["verdict"]["status"] == "pass"
-        return
-    bad = failing(outcome)
-    if set(bad) == {"no_dead_letters"} and "CancelOrders" in bad["no_dead_letters"]:
-        pytest.xfail("known issue: db_writer dead-letters CancelOrders from stream.orders")
-    pytest.fail(f"exit {code}: {bad}")
+    """The run passed; otherwise fail naming every assertion that did not."""
+    if code != 0 or outcome["verdict"]["status"] != "pass":
+        pytest.fail(f"exit {code}: {failing(outcome)}")
 
 
 def test_validate_every_shipped_scenario() -> None:

@@ -63,7 +63,9 @@ class LagPacer:
         self._anchor: tuple[float, int] | None = None
         self._since_check = 0
 
-    async def __call__(self, batch: list[Trade]) -> None:
+    async def until_due(self, batch: list[Trade]) -> None:
+        """Before publishing: wait until the batch's last trade is due at this speed, so
+        no trade reaches the bus before its time (as on a real feed)."""
         if self._speed is not None:
             if self._anchor is None:
                 self._anchor = (time.monotonic(), batch[0].ts)
@@ -71,6 +73,9 @@ class LagPacer:
             delay = wall0 + (batch[-1].ts - ts0) / NS_PER_S / self._speed - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+
+    async def __call__(self, batch: list[Trade]) -> None:
+        """After publishing: hold while a consumer group is far behind."""
         self._since_check += len(batch)
         if self._since_check < 1_000:
             return
@@ -94,10 +99,14 @@ def _source(settings: Settings, instance: str) -> Iterable[list[Trade]]:
         return ReplaySource(paths, source=instance).batches()
     # A live-paced market starts now; a replay as fast as possible keeps the fixed
     # start so its trade ids and times repeat run after run.
-    live = settings.ws_speed != "max"
+    speed = parse_speed(settings.ws_speed)
+    live = speed is not None
+    # Near real time a trade is published on its own, as a live feed delivers it;
+    # batching would hold the first trades of a batch back for the last one.
+    batch = 1 if speed is not None and speed <= 100 else 1000
     return SyntheticSource(
         seed=settings.ws_seed, symbols=settings.symbols(), duration_s=settings.ws_duration_s,
-        source=instance, start_ns=WallClock().now() if live else START_NS,
+        source=instance, start_ns=WallClock().now() if live else START_NS, batch_size=batch,
     ).batches()
 
 
@@ -132,7 +141,7 @@ async def build_service(
         except BusError as exc:
             ctx.log.warning("cannot create the consumer groups yet", error=str(exc))
         pacer = LagPacer(bus, parse_speed(settings.ws_speed))
-        return WsService(ctx, _source(settings, instance), pacer), None
+        return WsService(ctx, _source(settings, instance), pacer, before=pacer.until_due), None
     if name == "signal":
         params = settings.strategy_params()
         return SignalService(ctx, load_strategy(params), params.strategy_id), None

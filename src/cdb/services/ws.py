@@ -1,8 +1,9 @@
 """ws: market data in. Pulls batches of trades from a source and publishes them.
 
-The source is any iterator of trade batches (synthetic, replay, Binance); ``pace``
-decides how fast it is drained: in a simulated run it advances the clock and waits
-for the pipeline to absorb the batch; live or at a replay speed it waits for time.
+The source is any iterator of trade batches (synthetic, replay, Binance); ``before``
+and ``pace`` (around each publish) decide how fast it is drained: in a simulated run
+it advances the clock and waits for the pipeline to absorb the batch; live or at a
+replay speed it waits for time.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ class WsService(Service):
 
     def __init__(
         self, ctx: ServiceContext, source: Iterable[list[Trade]] | AsyncIterable[list[Trade]],
-        pace: Pace = no_pace,
+        pace: Pace = no_pace, before: Pace = no_pace,
     ) -> None:
         super().__init__(ctx)
         self._source = source
         self._pace = pace
+        self._before = before
         self.trades = 0
         self.last_trade_ts = 0
         self.done = False
@@ -59,6 +61,7 @@ class WsService(Service):
         if not batch:
             return
         n = len(batch)
+        await self._before(batch)
         self._decoded.inc(n)
         await self.ctx.publish(MARKET_DATA, batch)
         self._published.inc(n)
