@@ -378,6 +378,39 @@ def redis_benchmark(n: int) -> list[dict[str, Any]]:
     return out
 
 
+def calibrate(n: int = 2000) -> dict[str, float]:
+    """What one Redis round trip costs on this host now (best of 3): raw asyncio and
+    redis-py asyncio PING, wall and client CPU per round trip (us). On a busy shared
+    host these swing by 5x; they put the other figures in context."""
+    import redis.asyncio as aioredis
+
+    from cdb.testing.redis import RedisServer
+
+    async def run(port: int) -> dict[str, float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client = aioredis.Redis(host="127.0.0.1", port=port)
+        await client.ping()
+        best: dict[str, float] = {}
+        for _ in range(3):
+            for name in ("raw", "redis-py"):
+                wall, cpu = time.perf_counter(), time.process_time()
+                for _ in range(n):
+                    if name == "raw":
+                        writer.write(b"*1\r\n$4\r\nPING\r\n")
+                        await reader.readuntil(b"\r\n")
+                    else:
+                        await client.ping()
+                for key, value in ((f"{name}_wall_us", time.perf_counter() - wall),
+                                   (f"{name}_cpu_us", time.process_time() - cpu)):
+                    best[key] = min(best.get(key, float("inf")), round(1e6 * value / n, 1))
+        writer.close()
+        await client.aclose()
+        return best
+
+    with RedisServer() as server:
+        return {**asyncio.run(run(server.port)), **host_load()}
+
+
 # -- 4. latency ---------------------------------------------------------------------
 
 
@@ -426,10 +459,13 @@ def latency(rate: float, seconds: float, warmup: float) -> dict[str, Any]:
             orders0 = int(p.details("risk")["orders"])
             load0 = host_load()
             sampler.start_cpu()
+            rss0 = {n: rss_mb(pid) for n, pid in pids.items() if n in SERVICES}
             t0 = time.monotonic()
             while time.monotonic() - t0 < seconds:
                 sampler.sample_rss()
                 time.sleep(0.5)
+            growth = {n: round((rss_mb(pids[n]) - v) / (seconds / 60), 2)
+                      for n, v in rss0.items()}
             after = histogram(httpx.get(p.url("risk", "/metrics")).text, name)
             cpu = sampler.cpu_pct()
             load1 = host_load()
@@ -451,7 +487,7 @@ def latency(rate: float, seconds: float, warmup: float) -> dict[str, Any]:
         "p99_ms": 1000 * quantile(0.99, buckets),
         "buckets": [(b, int(c)) for b, c in buckets],
         "cpu_pct": cpu, "rss_mb": {k: round(v, 1) for k, v in sampler.rss.items()},
-        "load_before": load0, "load_after": load1,
+        "rss_growth_mb_per_min": growth, "load_before": load0, "load_after": load1,
     }
 
 
@@ -535,7 +571,8 @@ def main() -> None:
         child_feed(*args.child_feed)
         return
     skip = set(filter(None, args.skip.split(",")))
-    report: dict[str, Any] = {"cpus": os.cpu_count()}
+    report: dict[str, Any] = {"cpus": os.cpu_count(), "calibration": calibrate()}
+    print(f"calibration (Redis PING round trip): {report['calibration']}", flush=True)
     if "throughput" not in skip:
         path = make_file(args.trades)
         runs, naive_runs = [], []
@@ -567,6 +604,7 @@ def main() -> None:
 
 def print_report(report: dict[str, Any]) -> None:
     print(f"\nhost: {report['cpus']} CPUs, {host_load()}")
+    print(f"PING round trip   {report['calibration']}")
     t = report.get("throughput")
     if t:
         best, nb = t["best"], t["best_naive"]
@@ -577,6 +615,8 @@ def print_report(report: dict[str, Any]) -> None:
               f"{best['published']['stream.orders']}, fills {best['published']['stream.fills']}; "
               f"db {best['db']}; checked {best['checked']}")
         print(f"                  CPU % per process {best['cpu_pct']}")
+        print(f"                  CPU us per trade {best['cpu_us_per_trade']} = "
+              f"{best['cpu_us_per_trade_total']} us")
         print(f"naive             {nb['rate']:,.0f} trades/s ({nb['trades']:,} trades, best of "
               f"{len(t['naive_runs'])})")
         per_round = ", ".join(f"{x:.1f}" for x in t["ratio_per_round"])
@@ -590,7 +630,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"tick-to-order     at {lat['trades_per_s']:,.0f} trades/s: p50 {lat['p50_ms']:.2f} ms, "
               f"p90 {lat['p90_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, mean "
               f"{lat['mean_ms']:.2f} ms ({lat['samples']} orders)")
-        print(f"                  CPU % {lat['cpu_pct']}; RSS MB {lat['rss_mb']}")
+        print(f"                  CPU % {lat['cpu_pct']}; RSS MB {lat['rss_mb']}; RSS growth "
+              f"MB/min {lat['rss_growth_mb_per_min']}")
 
 
 if __name__ == "__main__":

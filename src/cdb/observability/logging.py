@@ -193,6 +193,9 @@ def _chain() -> list[Any]:
     ]
 
 
+_LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic", "asyncio")
+
+
 def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     """Send JSON lines at ``level`` and above to ``stream`` (stderr by default); the
     standard library's loggers go the same way."""
@@ -227,6 +230,13 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(numeric)
     _handler = handler
+    # Libraries that configure their own logging (uvicorn's default dictConfig, run
+    # by any uvicorn server in the process) would otherwise bypass the JSON chain.
+    for name in _LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
+        library.disabled = False
 
 
 def reset() -> None:
