@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -156,7 +157,8 @@ def quantile(q: float, buckets: list[tuple[float, float]]) -> float:
             if bound == float("inf"):
                 return lower_bound
             width = count - lower_count
-            return lower_bound + (bound - lower_bound) * ((rank - lower_count) / width if width else 1)
+            share = (rank - lower_count) / width if width else 1.0
+            return lower_bound + (bound - lower_bound) * share
         lower_bound, lower_count = bound, count
     return buckets[-1][0]
 
@@ -165,7 +167,7 @@ def _published(client: Any, key: str) -> int:
     """Entries ever added to stream ``key`` (Redis 7 counts them past trimming)."""
     try:
         return int(client.xinfo_stream(key)["entries-added"])
-    except Exception:  # noqa: BLE001 - not created yet
+    except Exception:
         return 0
 
 
@@ -196,7 +198,8 @@ def _db_counts(dsn: str, schema: str) -> dict[str, int]:
         try:
             out = {}
             for table in ("signals", "orders", "fills", "risk_decisions"):
-                out[table] = int(await conn.fetchval(f'SELECT count(*) FROM "{schema}"."{table}"'))
+                query = f'SELECT count(*) FROM "{schema}"."{table}"'  # noqa: S608 - our names
+                out[table] = int(await conn.fetchval(query))
             return out
         finally:
             await conn.close()
@@ -216,10 +219,8 @@ class Sampler:
 
     def sample_rss(self) -> None:
         for name, pid in self.pids.items():
-            try:
+            with contextlib.suppress(OSError):  # a process that just exited
                 self.rss[name] = max(self.rss[name], rss_mb(pid))
-            except OSError:
-                pass
 
     def _cpu(self) -> dict[str, float]:
         out = {}
@@ -324,8 +325,8 @@ def throughput(path: Path, trades: int, extra_env: dict[str, str]) -> dict[str, 
         "trades": trades, "seconds": round(seconds, 3), "rate": trades / seconds,
         "steady_rate": steady, "signal_consumed": int(consumed), "published": published,
         "db": db, "checked": ok, "cpu_pct": cpu, "cpu_us_per_trade": cpu_us,
-        "cpu_us_per_trade_total": round(sum(cpu_us.values()), 1), "rss_mb": {k: round(v, 1) for k, v in
-                                                           sampler.rss.items()},
+        "cpu_us_per_trade_total": round(sum(cpu_us.values()), 1),
+        "rss_mb": {k: round(v, 1) for k, v in sampler.rss.items()},
         "hwm_mb": hwm, "load_before": load0, "load_after": load1,
     }
 
@@ -429,6 +430,38 @@ LATENCY_ENV = {
 }
 
 
+async def hop_times(p: Any) -> dict[str, dict[str, float]]:
+    """Where tick-to-order goes, from the Redis entry ids (ms, host clock) of the last
+    orders' signals: trade arrival (``ts``) to its signal in Redis, signal to order."""
+    from cdb.bus.keys import ORDERS, SIGNALS, Namespace
+    from cdb.events import decode
+
+    ns = Namespace(p.namespace)
+    client = p.redis.client()
+    try:
+        signals = {}
+        for entry_id, fields in await client.xrange(ns.key(SIGNALS), count=20_000):
+            signals[decode(fields[b"e"]).id] = int(entry_id.split(b"-")[0])
+        first, second = [], []
+        for entry_id, fields in await client.xrange(ns.key(ORDERS), count=20_000):
+            order = decode(fields[b"e"])
+            at = signals.get(order.causation_id)
+            if at is not None:
+                first.append(at - order.ts / 1e6)
+                second.append(int(entry_id.split(b"-")[0]) - at)
+    finally:
+        await client.aclose()
+
+    def summary(values: list[float]) -> dict[str, float]:
+        values.sort()
+        if not values:
+            return {}
+        return {q: round(values[min(len(values) - 1, int(f * len(values)))], 2)
+                for q, f in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
+
+    return {"trade_to_signal": summary(first), "signal_to_order": summary(second)}
+
+
 def latency(rate: float, seconds: float, warmup: float) -> dict[str, Any]:
     """Tick-to-order at ``rate`` trades/s for ``seconds`` after ``warmup``."""
     import httpx
@@ -443,7 +476,7 @@ def latency(rate: float, seconds: float, warmup: float) -> dict[str, Any]:
                 **p.env, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(p.redis.port),
                 "REDIS_PASSWORD": REDIS_PASSWORD, "CDB_BUFFER_DIR": tmp,
             }
-            feed = subprocess.Popen(  # noqa: S603
+            feed = subprocess.Popen(
                 [sys.executable, __file__, "--child-feed", str(rate), str(warmup + seconds + 2)],
                 env=feed_env, stdout=subprocess.PIPE, stderr=(Path(tmp) / "feed.log").open("w"),
                 text=True,
@@ -470,6 +503,7 @@ def latency(rate: float, seconds: float, warmup: float) -> dict[str, Any]:
             cpu = sampler.cpu_pct()
             load1 = host_load()
             orders1 = int(p.details("risk")["orders"])
+            hops = asyncio.run(hop_times(p))
             try:
                 fed = json.loads(feed.communicate(timeout=60)[0].strip().splitlines()[-1])
             except (subprocess.TimeoutExpired, IndexError):
@@ -486,6 +520,7 @@ def latency(rate: float, seconds: float, warmup: float) -> dict[str, Any]:
         "p50_ms": 1000 * quantile(0.5, buckets), "p90_ms": 1000 * quantile(0.9, buckets),
         "p99_ms": 1000 * quantile(0.99, buckets),
         "buckets": [(b, int(c)) for b, c in buckets],
+        "hops_ms": hops,
         "cpu_pct": cpu, "rss_mb": {k: round(v, 1) for k, v in sampler.rss.items()},
         "rss_growth_mb_per_min": growth, "load_before": load0, "load_after": load1,
     }
@@ -547,7 +582,9 @@ def child_feed(rate: float, seconds: float) -> None:
         await bus.close()
         return service.trades, elapsed
 
-    trades, elapsed = asyncio.run(run())
+    import uvloop  # as `cdb service ws` runs (cdb.cli.run_loop)
+
+    trades, elapsed = uvloop.run(run())
     print(json.dumps({"trades": trades, "rate": trades / elapsed}))
 
 
@@ -584,7 +621,8 @@ def main() -> None:
                   f"load {r['load_before']} -> {r['load_after']})", flush=True)
             naive_runs.append(naive(path, args.naive_trades))
             n = naive_runs[-1]
-            print(f"[{i + 1}/{args.repeat}] naive {n['rate']:9,.0f} trades/s ({n['seconds']:.1f} s; "
+            print(f"[{i + 1}/{args.repeat}] naive {n['rate']:9,.0f} trades/s "
+                  f"({n['seconds']:.1f} s; "
                   f"load {n['load_before']} -> {n['load_after']})", flush=True)
         best = max(runs, key=lambda r: r["rate"])
         best_naive = max(naive_runs, key=lambda r: r["rate"])
@@ -608,7 +646,8 @@ def print_report(report: dict[str, Any]) -> None:
     t = report.get("throughput")
     if t:
         best, nb = t["best"], t["best_naive"]
-        print(f"throughput        {best['rate']:,.0f} trades/s end to end ({best['trades']:,} trades "
+        print(f"throughput        {best['rate']:,.0f} trades/s end to end "
+              f"({best['trades']:,} trades "
               f"in {best['seconds']} s, best of {len(t['runs'])}); steady "
               f"{best['steady_rate']:,.0f}/s")
         print(f"                  signals {best['published']['stream.signals']}, orders "
@@ -627,9 +666,11 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"redis-benchmark   {row['rps']:>11,.0f} req/s  {row['command']}")
     lat = report.get("latency")
     if lat:
-        print(f"tick-to-order     at {lat['trades_per_s']:,.0f} trades/s: p50 {lat['p50_ms']:.2f} ms, "
+        print(f"tick-to-order     at {lat['trades_per_s']:,.0f} trades/s: "
+              f"p50 {lat['p50_ms']:.2f} ms, "
               f"p90 {lat['p90_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, mean "
               f"{lat['mean_ms']:.2f} ms ({lat['samples']} orders)")
+        print(f"                  hops (ms, from Redis entry ids) {lat['hops_ms']}")
         print(f"                  CPU % {lat['cpu_pct']}; RSS MB {lat['rss_mb']}; RSS growth "
               f"MB/min {lat['rss_growth_mb_per_min']}")
 

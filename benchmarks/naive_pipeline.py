@@ -119,16 +119,15 @@ def run_consumer(stage: str, url: str, ns: str) -> None:
                         ))
                     else:
                         last_price[event.symbol] = event.price_e8  # type: ignore[union-attr]
-                elif stage == "execution":
-                    if isinstance(event, Order):
-                        out = (FILLS, Fill(
-                            id=f"{event.id}-f1", ts=event.ts, correlation_id=event.correlation_id,
-                            causation_id=event.id, source=instance, order_id=event.id,
-                            client_order_id=event.client_order_id, venue="paper",
-                            symbol=event.symbol, side=event.side, price_e8=event.ref_price_e8,
-                            qty_e8=event.qty_e8, fee_e8=0, venue_fill_id=f"{event.id}-1",
-                            order_status="FILLED", cum_qty_e8=event.qty_e8,
-                        ))
+                elif stage == "execution" and isinstance(event, Order):
+                    out = (FILLS, Fill(
+                        id=f"{event.id}-f1", ts=event.ts, correlation_id=event.correlation_id,
+                        causation_id=event.id, source=instance, order_id=event.id,
+                        client_order_id=event.client_order_id, venue="paper",
+                        symbol=event.symbol, side=event.side, price_e8=event.ref_price_e8,
+                        qty_e8=event.qty_e8, fee_e8=0, venue_fill_id=f"{event.id}-1",
+                        order_status="FILLED", cum_qty_e8=event.qty_e8,
+                    ))
                 if out is not None:
                     client.xadd(_key(ns, out[0]), {b"e": encode(out[1])})
                 client.xack(key, stage, entry_id)
@@ -148,7 +147,7 @@ async def run_db_writer(url: str, ns: str, dsn: str) -> None:
         f"CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY, kind text, ts bigint, "
         "body bytea)"
     )
-    insert = f"INSERT INTO {table} VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+    insert = f"INSERT INTO {table} VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"  # noqa: S608
     streams = {_key(ns, s): ">" for s in INPUTS["db_writer"]}
     print("ready", flush=True)
     while True:
@@ -205,7 +204,7 @@ def run(url: str, dsn: str, replay: str, trades: int, timeout: float = 600.0) ->
     me = [sys.executable, __file__]
     env = dict(os.environ)
     consumers = [
-        subprocess.Popen([*me, "stage", stage, "--redis", url, "--ns", ns, "--postgres", dsn],  # noqa: S603
+        subprocess.Popen([*me, "stage", stage, "--redis", url, "--ns", ns, "--postgres", dsn],
                          stdout=subprocess.PIPE, env=env)
         for stage in INPUTS
     ]
@@ -216,7 +215,7 @@ def run(url: str, dsn: str, replay: str, trades: int, timeout: float = 600.0) ->
                 raise RuntimeError("a naive stage did not start")
         watch = _Watch(url, _key(ns, MARKET_DATA))
         watch.start()
-        ws = subprocess.Popen([*me, "stage", "ws", "--redis", url, "--ns", ns,  # noqa: S603
+        ws = subprocess.Popen([*me, "stage", "ws", "--redis", url, "--ns", ns,
                                "--replay", replay, "--trades", str(trades)], env=env)
         deadline = time.monotonic() + timeout
         while True:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import typer
@@ -43,6 +44,18 @@ err = Console(stderr=True)
 DEFAULT_DB = "sqlite+aiosqlite:///cdb-data/cdb.db"
 _DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run a long-lived service on uvloop where it is installed (every platform but
+    Windows): the consume cycle is mostly event-loop and socket work, which libuv does
+    with less CPU per cycle than asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def parse_duration(text: str) -> float:
@@ -234,7 +247,7 @@ def service(
     if problems:
         raise ConfigError(problems)
     cdb_logging.configure(settings.log_level)
-    asyncio.run(run_service(name, settings))
+    run_loop(run_service(name, settings))
 
 
 @app.command()

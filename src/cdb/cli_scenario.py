@@ -1,17 +1,20 @@
 """``cdb scenario``: validate, publish the schema of, list and run chaos scenarios.
 
 Exit codes: ``validate`` 0 valid, 2 invalid; ``run`` 0 pass, 1 fail, 2 unknown (also
-for an invalid scenario and for Ctrl-C, after the undos ran and the reports were
-written).
+for an invalid scenario and for Ctrl-C or SIGTERM, after the undos ran, the pipeline
+was stopped and the reports were written). A run killed outright (SIGKILL) takes its
+service processes with it (see ``cdb.runtime.supervisor``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import typer
@@ -183,8 +186,8 @@ def run(
             if progress is not None:
                 runner.progress = progress
             try:
-                asyncio.run(runner.run())
-            except KeyboardInterrupt:
+                _run_to_end(_until_terminated(runner.run()))
+            except (KeyboardInterrupt, asyncio.CancelledError):
                 interrupted = True
     finally:
         log.close()
@@ -199,6 +202,40 @@ def run(
     if interrupted:
         _err.print("interrupted: faults undone, reports written", style="yellow")
     sys.exit(outcome.verdict.exit_code)
+
+
+async def _until_terminated(run: Coroutine[Any, Any, object]) -> None:
+    """Run ``run``; SIGTERM and Ctrl-C cancel it (it then undoes, stops and reports)."""
+    task = asyncio.ensure_future(run)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+_LEFTOVER_S = 5.0
+
+
+def _run_to_end(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run``, except that tasks still pending at the end (a client stuck in
+    its cleanup) get a bounded time to end instead of holding the process forever."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main)
+    finally:
+        try:
+            left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.wait(left, timeout=_LEFTOVER_S))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
 
 class _nothing:

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, ValidationError
+import msgspec
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cdb.errors import ConfigError
 from cdb.events import SCALE
+from cdb.marketdata.synthetic import Shape
 from cdb.risk.ess import EssConfig, pct_to_ppm
 from cdb.risk.limits import RiskLimits
 from cdb.strategies.base import StrategyParams
@@ -104,7 +106,8 @@ class Settings(BaseSettings):
     paper_maker_fee_bps: int = Field(2, ge=0, le=1000)
     paper_slippage_bps: int = Field(5, ge=0, le=1000)
 
-    ws_source: Literal["synthetic", "replay"] = "synthetic"
+    ws_source: Literal["synthetic", "replay", "binance"] = "synthetic"
+    """binance: live trade streams of WS_SYMBOLS (at BINANCE_URL when set)."""
     ws_seed: int = 7
     ws_symbols: str = "BTCUSDT,ETHUSDT,SOLUSDT"
     ws_duration_s: float = Field(86_400.0, gt=0)
@@ -112,6 +115,22 @@ class Settings(BaseSettings):
     """max (as fast as consumers keep up), realtime, or a factor such as 60."""
     ws_replay: str = ""
     """Comma-separated replay files (WS_SOURCE=replay)."""
+    ws_start_ns: int | None = Field(None, ge=0)
+    """Event time (ns since the epoch) at which the synthetic market starts. Unset: now
+    for a paced market (realtime or a factor), 2024-01-01 for ``max``. When set and the
+    market is paced, each trade is published once the wall clock reaches its time (its
+    offset from this start divided by the speed): a start in the past is caught up at
+    once, one in the future is waited for. This is how a coordinator lines the market
+    up with its own timeline."""
+    ws_trades_per_s: float = Field(50.0, gt=0)
+    """Synthetic market: mean trades per second over all symbols."""
+    ws_bursts_per_hour: float = Field(2.0, ge=0)
+    """Synthetic market: natural momentum moves per symbol per hour (0: none)."""
+    ws_shapes: str = ""
+    """Synthetic market: shapes to inject, a JSON array of objects ``{"kind":
+    "flash_crash"|"spike"|"gap"|"flat"|"stale", "symbol": "BTCUSDT" or "*", "at_s":
+    seconds after the market's start, "duration_s": ..., "magnitude_pct": ...}`` (see
+    ``cdb.marketdata.synthetic.Shape``); empty: none."""
 
     cdb_port_ws: int | None = Field(None, ge=1, le=65535)
     cdb_port_signal: int | None = Field(None, ge=1, le=65535)
@@ -171,6 +190,15 @@ class Settings(BaseSettings):
     """Host other machines reach this instance at (discovery); default: BIND_HOST, or
     the host name when binding every interface."""
 
+    execution_venue: Literal["paper", "binance-testnet", "binance-live"] = "paper"
+    """Where execution places orders; binance-live trades real money (named explicitly)."""
+    binance_url: str | None = None
+    """Base URL of Binance's REST API and trade streams instead of the venue's own (a
+    FakeBinance in tests: one ``http://`` URL serves both)."""
+    binance_resolve_window_s: float = Field(10.0, gt=0)
+    """An order whose submission outcome is unknown, not found this long after it was
+    sent, never reached the venue (it is then sent once more, never twice)."""
+
     cdb_api_token: SecretStr | None = None
     binance_api_key: SecretStr | None = None
     binance_api_secret: SecretStr | None = None
@@ -182,6 +210,16 @@ class Settings(BaseSettings):
             min_volume=self.signal_min_volume,
             lookback_s=self.signal_lookback_s,
         )
+
+    @field_validator("ws_shapes")
+    @classmethod
+    def _valid_shapes(cls, value: str) -> str:
+        _decode_shapes(value)  # a bad shape stops the service at start, naming WS_SHAPES
+        return value
+
+    def market_shapes(self) -> tuple[Shape, ...]:
+        """The synthetic market's shapes (``WS_SHAPES``)."""
+        return _decode_shapes(self.ws_shapes)
 
     def symbols(self) -> tuple[str, ...]:
         return tuple(s.strip().upper() for s in self.ws_symbols.split(",") if s.strip())
@@ -276,6 +314,18 @@ class Settings(BaseSettings):
         if service in (None, "signal") and not self.signal_strategy_id:
             problems.append("SIGNAL_STRATEGY_ID: required in distributed mode (e.g. momentum)")
         return problems
+
+
+def _decode_shapes(text: str) -> tuple[Shape, ...]:
+    """``WS_SHAPES`` as shapes; ValueError says what is wrong."""
+    if not text.strip():
+        return ()
+    try:
+        return msgspec.json.decode(text, type=tuple[Shape, ...])
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a JSON array of shapes ({exc}); e.g. "
+                         '[{"kind": "flash_crash", "symbol": "BTCUSDT", "at_s": 15, '
+                         '"duration_s": 60, "magnitude_pct": 15}]') from None
 
 
 def _read_secrets(environ: dict[str, str]) -> tuple[dict[str, str], list[str]]:

@@ -108,12 +108,13 @@ def test_ess_trip_and_reset(tmp_path: Path) -> None:
     passes_or_known_issue(code, outcome)
 
 
-def test_exchange_scenario_is_unknown_until_the_venue_can_be_faulted(tmp_path: Path) -> None:
-    from cdb.chaos.registry import CAPABILITIES
-
-    if CAPABILITIES.present("binance_venue") and CAPABILITIES.present("fake_binance"):
-        pytest.skip("the Binance venue landed: this scenario now runs for real")
-    code, outcome = run(tmp_path, SCENARIOS / "exchange-down-rate-limited.yaml")
-    assert code == 2
-    assert outcome["verdict"]["status"] == "unknown"
-    assert "binance_venue" in " ".join(outcome["verdict"]["reasons"])
+def test_exchange_scenario_is_refused_in_embedded_mode_naming_distributed(
+    tmp_path: Path,
+) -> None:
+    """The exchange faults act on a fake Binance beside the service processes: asked for
+    an embedded run, the coordinator says so instead of passing on faults never made (the
+    distributed run passes: tests/e2e/test_scenarios_distributed.py)."""
+    result = cdb("scenario", "run", str(SCENARIOS / "exchange-down-rate-limited.yaml"),
+                 "--mode", "embedded", "--json", "--report-dir", str(tmp_path), cwd=ROOT)
+    assert result.returncode == 2
+    assert "distributed" in result.stdout + result.stderr

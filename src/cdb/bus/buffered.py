@@ -434,5 +434,10 @@ class GuardedSubscription:
     async def claim(self, min_idle: float, max_events: int = 1000) -> list[Batch]:
         return await guarded(self._breaker, lambda: self.inner.claim(min_idle, max_events))
 
+    @property
+    def defer_ack(self) -> Callable[[Sequence[Batch]], None] | None:
+        """The inner subscription's ``defer_ack`` when it has one (no I/O, no breaker)."""
+        return getattr(self.inner, "defer_ack", None)
+
     async def close(self) -> None:
         await self.inner.close()

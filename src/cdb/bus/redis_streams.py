@@ -4,14 +4,17 @@ Each topic is a stream (``namespace.key(topic)``) whose entries hold one msgpack
 event in the field ``e``. Every operation on a batch is one round trip: ``publish``
 runs a Lua script per 1000 events that does one ``XADD ... MAXLEN ~`` per event,
 ``read`` is one ``XREADGROUP`` over all the subscription's streams, ``ack`` one
-pipelined ``XACK`` per stream.
+pipelined ``XACK`` per stream. These three go through a ``Lane`` (one connection
+held per subscription, one for publishing) rather than redis-py's command path,
+which costs several times what Redis does per call (see ``cdb.bus.lane``).
 
 Topics with a contract pub/sub topic (``keys.PUBSUB_TOPIC``) also get one
-``PUBLISH`` per chunk of up to 1000 events, from the same script: a best-effort
-notification (lost while nobody listens, never replayed) whose payload is the msgpack
-array of the chunk's events, read with ``decode_notification``. One message per batch
-rather than per event keeps a subscriber's work and Redis's fan-out per batch; the
-streams stay the source of truth.
+``PUBLISH`` per chunk of up to 1000 events, from the same script, when the channel
+has a subscriber: a best-effort notification (lost while nobody listens, never
+replayed) whose payload is the msgpack array of the chunk's events, read with
+``decode_notification``. One message per batch rather than per event keeps a
+subscriber's work and Redis's fan-out per batch; the streams stay the source of
+truth.
 
 What a consumer cannot use is parked, never fatal: an entry that does not decode, or
 one delivered more than ``max_deliveries`` times, is copied to
@@ -25,16 +28,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final, NamedTuple, TypeAlias, cast
 
 import msgspec
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.typing import KeyT, StreamIdT
 
 from cdb.bus.base import Batch
 from cdb.bus.keys import PUBSUB_TOPIC, STREAM_MAXLEN, Namespace
+from cdb.bus.lane import Lane, pack, raise_first
 from cdb.errors import BusClosedError, BusError, DecodeError
 from cdb.events import AnyEvent, decode, encode
 
@@ -59,7 +62,7 @@ local key, maxlen = KEYS[1], ARGV[1]
 for i = 4, #ARGV do
   redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'e', ARGV[i])
 end
-if ARGV[2] ~= '' then
+if ARGV[2] ~= '' and redis.call('PUBSUB', 'NUMSUB', ARGV[2])[2] > 0 then
   redis.call('PUBLISH', ARGV[2], ARGV[3] .. table.concat(ARGV, '', 4))
 end
 return #ARGV - 3
@@ -67,8 +70,19 @@ return #ARGV - 3
 _PUBLISH_SHA: Final = hashlib.sha1(_PUBLISH_LUA.encode(), usedforsecurity=False).hexdigest()
 _CHUNK: Final = 1000
 
-_Entry = tuple[bytes, "dict[bytes, bytes] | None"]
+_Fields: TypeAlias = "dict[bytes, bytes] | list[bytes] | None"
+"""An entry's fields: a dict from redis-py's parsing, a flat list in a raw reply."""
+_Entry = tuple[bytes, _Fields]
 _Token = tuple[str, list[bytes]]
+
+
+class GroupBacklog(NamedTuple):
+    """A consumer group's unacknowledged events (pending and not yet delivered)."""
+
+    group: str
+    events: int
+    consumers: int
+    """Consumers that ever joined (0: created ahead of its service, nobody read yet)."""
 
 
 def decode_notification(payload: bytes) -> list[AnyEvent]:
@@ -96,17 +110,29 @@ def _msgpack_array_header(n: int) -> bytes:
 def _streams(response: Any) -> Iterable[tuple[bytes, list[_Entry]]]:
     """(stream, entries) pairs of an XREADGROUP reply, whatever the reply shape.
 
-    redis-py returns a list of ``[stream, entries]`` on RESP2, a dict on RESP3, and on
-    RESP3 with legacy responses a dict whose values wrap the entries in one more list.
+    Redis answers a list of ``[stream, entries]`` on RESP2, a map on RESP3; redis-py's
+    RESP3 legacy responses wrap the entries of each stream in one more list.
     """
     if not response:
         return ()
     if isinstance(response, dict):
         return (
-            (key, value[0] if value and isinstance(value[0], list) else value)
+            (key, value[0] if value and value[0] and isinstance(value[0][0], list) else value)
             for key, value in response.items()
         )
     return ((item[0], item[1]) for item in response)
+
+
+def _payload(fields: dict[bytes, bytes] | list[bytes]) -> bytes | None:
+    """The event bytes of an entry's fields, ``None`` without the ``e`` field."""
+    if type(fields) is list:
+        if len(fields) == 2 and fields[0] == FIELD:  # the only shape cdb writes
+            return fields[1]
+        for i in range(0, len(fields) - 1, 2):
+            if fields[i] == FIELD:
+                return fields[i + 1]
+        return None
+    return fields.get(FIELD)  # type: ignore[union-attr]
 
 
 def _is_lost_group(exc: ResponseError) -> bool:
@@ -168,6 +194,9 @@ class RedisStreamsBus:
         self._channels = {t: namespace.key(c) for t, c in PUBSUB_TOPIC.items()}
         self.published: dict[str, int] = {}
         self.dead_lettered: dict[str, int] = {}
+        self._lane: Lane | None = None
+        self._lanes: list[Lane] = []
+        """Every lane of this bus and its subscriptions: closed with the bus."""
 
     @classmethod
     def from_url(
@@ -206,7 +235,9 @@ class RedisStreamsBus:
                 await self._publish(key, channel, payloads)
             except NoScriptError:
                 # Redis restarted or its script cache was flushed; nothing ran.
-                await self.client.script_load(_PUBLISH_LUA)
+                if self._lane is None:
+                    self._lane = self.lane()
+                raise_first(await self._lane.call(pack("SCRIPT", "LOAD", _PUBLISH_LUA)))
                 await self._publish(key, channel, payloads)
         except RedisError as exc:
             # Some chunks may be in: a retry duplicates them, which consumers absorb by
@@ -215,14 +246,30 @@ class RedisStreamsBus:
         self.published[topic] = self.published.get(topic, 0) + len(payloads)
 
     async def _publish(self, key: str, channel: str, payloads: list[bytes]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for i in range(0, len(payloads), _CHUNK):
-            chunk = payloads[i : i + _CHUNK]
-            header = _msgpack_array_header(len(chunk)) if channel else b""
-            pipe.execute_command(
-                "EVALSHA", _PUBLISH_SHA, 1, key, self.maxlen, channel, header, *chunk
-            )
-        await pipe.execute()
+        await self._run_publish(key, channel, payloads)
+
+    async def _run_publish(self, key: str, channel: str, payloads: list[bytes],
+                           *after: bytes) -> list[Any]:
+        """The publish script once per chunk, then the ``after`` commands, in one round
+        trip on the publishing lane; their replies (the scripts' first)."""
+        if self._lane is None:
+            self._lane = self.lane()
+        commands = [
+            pack("EVALSHA", _PUBLISH_SHA, 1, key, self.maxlen, channel,
+                 _msgpack_array_header(len(chunk)) if channel else b"", *chunk)
+            for chunk in (payloads[i : i + _CHUNK] for i in range(0, len(payloads), _CHUNK))
+        ]
+        replies = await self._lane.call(b"".join([*commands, *after]),
+                                        len(commands) + len(after))
+        # NOSCRIPT fails every chunk alike (one script), before anything ran.
+        raise_first(replies)
+        return replies
+
+    def lane(self) -> Lane:
+        """A connection of this bus's client for one caller's hot-path commands."""
+        lane = Lane(self.client)
+        self._lanes.append(lane)
+        return lane
 
     def subscribe(
         self, topics: Sequence[str], group: str, consumer: str
@@ -230,6 +277,13 @@ class RedisStreamsBus:
         return RedisStreamsSubscription(self, topics, group, consumer)
 
     async def pending(self, topic: str, group: str) -> int:
+        for backlog in await self.backlogs(topic, group):
+            return backlog.events
+        return 0
+
+    async def backlogs(self, topic: str, group: str | None = None) -> list[GroupBacklog]:
+        """What each consumer group of ``topic`` (or only ``group``) has not acknowledged,
+        from one ``XINFO GROUPS`` (none for a stream that does not exist yet)."""
         key = self.namespace.key(topic)
         pipe = self.client.pipeline(transaction=False)
         pipe.xinfo_groups(key)
@@ -239,19 +293,22 @@ class RedisStreamsBus:
         except RedisError as exc:
             raise BusError(f"XINFO GROUPS {key} failed: {exc}") from exc
         if isinstance(groups, ResponseError) and "no such key" in str(groups).lower():
-            return 0
+            return []
         if isinstance(groups, Exception):
             raise BusError(f"XINFO GROUPS {key} failed: {groups}")
-        wanted = group.encode()
+        out = []
         for info in groups:
-            if _as_bytes(info["name"]) == wanted:
-                lag = info.get("lag")
-                if lag is None:
-                    lag = await self._count_after(key, _as_bytes(info["last-delivered-id"]))
-                # Redis counts entries trimmed before delivery in the lag; they will never
-                # be delivered, and the undelivered entries that remain are in the stream.
-                return int(info["pending"]) + min(int(lag), int(length))
-        return 0
+            name = _as_bytes(info["name"]).decode()
+            if group is not None and name != group:
+                continue
+            lag = info.get("lag")
+            if lag is None:
+                lag = await self._count_after(key, _as_bytes(info["last-delivered-id"]))
+            # Redis counts entries trimmed before delivery in the lag; they will never
+            # be delivered, and the undelivered entries that remain are in the stream.
+            events = int(info["pending"]) + min(int(lag), int(length))
+            out.append(GroupBacklog(name, events, int(info["consumers"])))
+        return out
 
     async def _count_after(self, key: str, last_id: bytes) -> int:
         """Entries after ``last_id``, counted by reading them: Redis reports no lag
@@ -274,6 +331,8 @@ class RedisStreamsBus:
         if self._closed:
             return
         self._closed = True
+        for lane in self._lanes:
+            await lane.close()
         if self._owns_client:
             await self.client.aclose()
 
@@ -300,18 +359,21 @@ class RedisStreamsSubscription:
         ns = bus.namespace
         self._keys = [ns.key(t) for t in topics]
         self._topics = {ns.key(t).encode(): t for t in topics}
-        self._streams: dict[KeyT, StreamIdT] = {key: ">" for key in self._keys}
         self._ready = False
         self._closed = False
         self._next_auto_claim = 0.0
+        self._lane = bus.lane()
+        self._reads: dict[tuple[int, int | None], bytes] = {}
+        self._deferred: dict[str, list[bytes]] = {}
+        """Entry ids acknowledged with ``defer_ack``, sent with the next round trip."""
 
     async def ensure_groups(self) -> None:
         """Create the group on every topic (and the stream) where it is missing."""
-        pipe = self._bus.client.pipeline(transaction=False)
-        for key in self._keys:
-            pipe.xgroup_create(key, self.group, id="0", mkstream=True)
+        command = b"".join(
+            pack("XGROUP", "CREATE", key, self.group, "0", "MKSTREAM") for key in self._keys
+        )
         try:
-            results = await pipe.execute(raise_on_error=False)
+            results = await self._lane.call(command, len(self._keys))
         except RedisError as exc:
             raise BusError(f"creating group {self.group} on {self._keys} failed: {exc}") from exc
         for key, result in zip(self._keys, results, strict=True):
@@ -331,17 +393,32 @@ class RedisStreamsSubscription:
         block: int | None = max(1, int(timeout * 1000)) if timeout > 0 else None
         if block is not None and self._bus._max_block_ms is not None:
             block = min(block, self._bus._max_block_ms)
-        try:
-            response = await self._bus.client.xreadgroup(
-                self.group, self.consumer, self._streams, count=max_events, block=block
+        command = self._reads.get((max_events, block))
+        if command is None:
+            blocking = ("BLOCK", block) if block is not None else ()
+            command = self._reads[max_events, block] = pack(
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", max_events,
+                *blocking, "STREAMS", *self._keys, *(">" for _ in self._keys),
             )
-        except ResponseError as exc:
-            if _is_lost_group(exc):
-                await self._recreate_groups(exc)
-                return []
-            raise BusError(f"XREADGROUP {self.group} on {self._keys} failed: {exc}") from exc
+        deferred = self._deferred
+        acks = self._pack_acks(deferred)
+        try:
+            replies = await self._lane.call(
+                acks + command, len(deferred) + 1,
+                timeout=(block or 0) / 1000 + self._lane.timeout,
+            )
         except RedisError as exc:
+            # The deferred acks stay: XACK is idempotent, the next read sends them again.
             raise BusError(f"XREADGROUP {self.group} on {self._keys} failed: {exc}") from exc
+        if deferred:
+            self._deferred = {}
+            self._check_acks(deferred, replies[:-1])
+        response = replies[-1]
+        if isinstance(response, ResponseError):
+            if _is_lost_group(response):
+                await self._recreate_groups(response)
+                return []
+            raise BusError(f"XREADGROUP {self.group} on {self._keys} failed: {response}")
         return await self._batches(_streams(response), {})
 
     async def _auto_claim(self, idle: float, max_events: int) -> list[Batch]:
@@ -379,7 +456,7 @@ class RedisStreamsSubscription:
                     # Trimmed while pending (Redis 6.2 hands these out as nil).
                     gone.setdefault(key, []).append(entry_id)
                     continue
-                data = fields.get(FIELD)
+                data = _payload(fields)
                 if data is None:
                     parked.append((key, entry_id, b"", f"no {FIELD.decode()!r} field"))
                     continue
@@ -436,25 +513,40 @@ class RedisStreamsSubscription:
                 group=self.group, reason=reason,
             )
 
-    async def ack(self, batches: Sequence[Batch]) -> None:
-        if not batches:
-            return
-        by_stream: dict[str, list[bytes]] = {}
+    def defer_ack(self, batches: Sequence[Batch]) -> None:
+        """Acknowledge ``batches`` in the same round trip as the next ``read`` (or with
+        ``ack`` or ``close``): one round trip per consume cycle instead of two. A crash
+        before then leaves them pending, to be delivered again, which consumers absorb
+        (they are idempotent on event ids)."""
         for batch in batches:
             stream, ids = cast(_Token, batch.token)
-            by_stream.setdefault(stream, []).extend(ids)
-        client = self._bus.client
+            self._deferred.setdefault(stream, []).extend(ids)
+
+    def _pack_acks(self, by_stream: dict[str, list[bytes]]) -> bytes:
+        return b"".join(
+            pack("XACK", stream, self.group, *ids) for stream, ids in by_stream.items()
+        )
+
+    def _check_acks(self, by_stream: dict[str, list[bytes]], replies: list[Any]) -> None:
+        """Report XACKs Redis refused (the group is gone: nothing is pending any more)."""
+        for stream, reply in zip(by_stream, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                _log.warning("acknowledgement refused", stream=stream, group=self.group,
+                             error=str(reply))
+
+    async def ack(self, batches: Sequence[Batch]) -> None:
+        self.defer_ack(batches)
+        by_stream = self._deferred
+        if not by_stream:
+            return
         try:
-            if len(by_stream) == 1:
-                [(stream, ids)] = by_stream.items()
-                await client.xack(stream, self.group, *ids)
-                return
-            pipe = client.pipeline(transaction=False)
-            for stream, ids in by_stream.items():
-                pipe.xack(stream, self.group, *ids)
-            await pipe.execute()
+            replies = await self._lane.call(self._pack_acks(by_stream), len(by_stream))
         except RedisError as exc:
             raise BusError(f"XACK {self.group} on {list(by_stream)} failed: {exc}") from exc
+        self._deferred = {}
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise BusError(f"XACK {self.group} on {list(by_stream)} failed: {reply}")
 
     async def claim(self, min_idle: float, max_events: int = 1000) -> list[Batch]:
         """Take over entries pending for ``min_idle`` s, this consumer's own included
@@ -507,3 +599,10 @@ class RedisStreamsSubscription:
         """Stop reading. The consumer stays in the group: deleting it would drop its
         pending entries, which others must be able to claim."""
         self._closed = True
+        if self._deferred and not self._bus.closed:
+            try:
+                await self.ack(())
+            except BusError as exc:
+                _log.warning("acknowledgements not sent before closing; the entries will "
+                             "be delivered again", group=self.group, error=str(exc))
+        await self._lane.close()

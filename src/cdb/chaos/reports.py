@@ -109,6 +109,7 @@ def journal(runner: Runner, outcome: Outcome) -> dict[str, Any]:
                           for s in runner.steps],
             },
             "phases_wall_s": runner.phases,
+            "left_behind": runner.left_behind,
             "applied": runner.applied,
             "undone": runner.ended,
             "activities": msgspec.to_builtins(activities),

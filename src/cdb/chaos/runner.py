@@ -50,6 +50,11 @@ from cdb.errors import InputError
 _log = structlog.get_logger("cdb.chaos.runner")
 _MARGIN_S = 60.0
 _PROBE_TIMEOUT_S = 30.0
+_CANCEL_S = 5.0
+"""How long cancelled samplers and steps get to end."""
+_OVERRUN_S = 30.0
+"""A step still running this long after the end of the timeline is cancelled: one hung
+fault must not hold the run (and its reports) forever."""
 
 
 class Options(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,6 +173,8 @@ class Runner:
         self._step_uses: dict[str, _Use] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._api: Any = None
+        self.left_behind: list[str] = []
+        """Tasks that did not end when cancelled (named in the journal)."""
         self.plan = self._plan()
 
     @property
@@ -318,9 +325,7 @@ class Runner:
             self.phase = "warm-up"
             await target.clock.sleep_until(0.0)
             tasks += await self._experiment(target)
-            for task in samplers:
-                task.cancel()
-            await asyncio.gather(*samplers, return_exceptions=True)
+            await self._cancel(samplers)
             self.phase = "finishing"
             target.clock.leave()
             await target.finish()
@@ -335,10 +340,7 @@ class Runner:
             error = f"{type(exc).__name__}: {exc}"
             _log.error("scenario run failed", error=error, tb=traceback.format_exc())
         finally:
-            everything = [*tasks, *self._tasks]
-            for task in everything:
-                task.cancel()
-            await asyncio.gather(*everything, return_exceptions=True)
+            await self._cancel([*tasks, *self._tasks])
             await self._undo_all("cleanup")
             await asyncio.shield(target.stop())
             if ticker is not None:
@@ -351,6 +353,19 @@ class Runner:
                 api.conclude(self.outcome.verdict.status, counts)
                 await api.stop()
         return self.outcome
+
+    async def _cancel(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Cancel ``tasks`` and wait for them, a bounded time: a probe stuck in a
+        client's cleanup (a connection that hangs) must not hold the run."""
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return
+        _, stuck = await asyncio.wait(tasks, timeout=_CANCEL_S)
+        if stuck:
+            names = sorted(t.get_name() for t in stuck)
+            _log.warning("tasks did not end when cancelled; left behind", tasks=names)
+            self.left_behind += names
 
     async def _experiment(self, target: Target) -> list[asyncio.Task[Any]]:
         clock = target.clock
@@ -411,7 +426,16 @@ class Runner:
             sleeper.result()
             if pending:
                 clock.leave()
-                await asyncio.gather(*pending)
+                done, late = await asyncio.wait(pending, timeout=_OVERRUN_S)
+                for task in late:
+                    task.cancel()
+                    self.assertions.append(Assertion(
+                        name=task.get_name(), category="run", status="unknown",
+                        detail=f"still running {_OVERRUN_S:g}s after the end of the timeline "
+                               f"(t={self.t_end:g}s): cancelled ({self.current})"))
+                await asyncio.gather(*late, return_exceptions=True)
+                for task in done:
+                    task.result()
         finally:
             sleeper.cancel()
         clock.join()
@@ -606,7 +630,8 @@ class Runner:
             value, error = await self._probe_value(use)
             target.recording.sample(measure.HEALTH, t, value, error)
             try:
-                lag = await target.lag()
+                async with asyncio.timeout(_PROBE_TIMEOUT_S):
+                    lag = await target.lag()
                 total = sum(n for groups in lag.values() for n in groups.values())
                 target.recording.sample(measure.LAG, t, {"total": total, "by_stream": lag})
             except Exception as exc:
@@ -700,12 +725,20 @@ class Runner:
                 detail="not run: a required feature is missing (--run-anyway runs it anyway)"))
         if interrupted:
             assertions.append(Assertion(name="run", category="run", status="unknown",
-                                        detail="interrupted (Ctrl-C)"))
+                                        detail="interrupted (Ctrl-C or SIGTERM)"))
         if error is not None:
             assertions.append(Assertion(name="run", category="run", status="unknown",
                                         detail=f"the run failed: {error}"))
         if self.target is not None and not skipped:
-            assertions += self._evaluate()
+            evaluated = self._evaluate()
+            if interrupted:
+                # Cut short, the consequences a scenario expects had no time to happen:
+                # such a miss proves nothing (a broken invariant still fails the run).
+                evaluated = [msgspec.structs.replace(
+                    a, status="unknown", detail=f"interrupted before the end: {a.detail}")
+                    if a.status == "fail" and a.category in ("expectation", "measurement")
+                    else a for a in evaluated]
+            assertions += evaluated
         verdict = decide(assertions)
         outcome = Outcome(
             verdict=verdict, assertions=assertions, seed=self.seed, mode=self.mode,

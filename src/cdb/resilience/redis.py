@@ -49,12 +49,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from cdb.bus.buffered import BufferedBus, guarded
 from cdb.bus.disk_buffer import DiskBuffer
 from cdb.bus.keys import STREAM_MAXLEN, Namespace
-from cdb.bus.redis_streams import (
-    _CHUNK,
-    _PUBLISH_SHA,
-    RedisStreamsBus,
-    _msgpack_array_header,
-)
+from cdb.bus.lane import pack
+from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.config import Settings
 from cdb.errors import BusError, CircuitOpenError, ConfigError
 from cdb.resilience.backoff import Backoff
@@ -165,17 +161,10 @@ class ReplicatedStreamsBus(RedisStreamsBus):
         self._wait_ms = max(1, int(replica_timeout * 1000))
 
     async def _publish(self, key: str, channel: str, payloads: list[bytes]) -> None:
-        # The parent's pipeline, plus WAIT in the same round trip: WAIT counts the
-        # writes of its own connection, and a pipeline runs on one connection.
-        pipe = self.client.pipeline(transaction=False)
-        for i in range(0, len(payloads), _CHUNK):
-            chunk = payloads[i : i + _CHUNK]
-            header = _msgpack_array_header(len(chunk)) if channel else b""
-            pipe.execute_command(
-                "EVALSHA", _PUBLISH_SHA, 1, key, self.maxlen, channel, header, *chunk
-            )
-        pipe.execute_command("WAIT", self.min_replicas, self._wait_ms)
-        results = await pipe.execute()
+        # The parent's round trip, plus WAIT on the same connection: WAIT counts the
+        # writes of its own connection.
+        results = await self._run_publish(key, channel, payloads,
+                                          pack("WAIT", self.min_replicas, self._wait_ms))
         confirmed = int(results[-1])
         if confirmed < self.min_replicas:
             await self._follow_failover()

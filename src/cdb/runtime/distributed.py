@@ -14,10 +14,11 @@ import signal
 import socket
 import time
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cdb.bus.base import Bus
-from cdb.bus.buffered import BufferedBus
+from cdb.bus.buffered import BufferedBus, guarded
 from cdb.bus.keys import MARKET_DATA
 from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.clock import NS_PER_S, WallClock
@@ -33,13 +34,16 @@ from cdb.risk.persistence import DatabaseEssStore, LayeredEssStore, RedisEssStor
 from cdb.runtime.http import HttpServer, build_app
 from cdb.runtime.service import Service, ServiceContext, ServiceHost
 from cdb.services.db_writer import DbWriterService
-from cdb.services.execution import ExecutionService
-from cdb.services.risk import RiskService
+from cdb.services.execution import ExecutionService, store_recall
+from cdb.services.risk import RiskService, store_history
 from cdb.services.signal import SignalService
 from cdb.services.ws import WsService
 from cdb.storage.store import Store, migrate
 from cdb.strategies.base import load as load_strategy
 from cdb.venues.paper import PaperVenue
+
+if TYPE_CHECKING:
+    from cdb.marketdata.binance import BinanceTradeSource
 
 SERVICES = ("ws", "signal", "risk", "execution", "db_writer")
 DOWNSTREAM_OF_MARKET_DATA = ("signal", "risk", "execution")
@@ -57,10 +61,15 @@ class LagPacer:
     in-memory bus gives for free.
     """
 
-    def __init__(self, bus: Bus, speed: float | None) -> None:
+    def __init__(self, bus: BufferedBus[RedisStreamsBus], speed: float | None,
+                 start_ns: int | None = None) -> None:
         self._bus = bus
         self._speed = speed
         self._anchor: tuple[float, int] | None = None
+        if start_ns is not None and speed is not None:
+            # A given start is a wall-clock instant: trades are due on the wall, not
+            # from whenever the first one happened to be published.
+            self._anchor = (time.monotonic() + (start_ns - time.time_ns()) / NS_PER_S, start_ns)
         self._since_check = 0
 
     async def until_due(self, batch: list[Trade]) -> None:
@@ -74,6 +83,21 @@ class LagPacer:
             if delay > 0:
                 await asyncio.sleep(delay)
 
+    async def lag(self) -> int:
+        """How far the slowest consumer group of the market data is behind.
+
+        Every group counts, a shard's (``signal.<shard>``) too, and one whose service
+        has not started reading yet (ws creates the contract groups ahead of their
+        services so that none is outrun while it starts), except a service's plain
+        group that nobody joined while its shard groups exist: with sharding, ws's
+        ``signal`` group is never read.
+        """
+        bus = self._bus
+        groups = await guarded(bus.breaker, partial(bus.inner.backlogs, MARKET_DATA))
+        sharded = {g.group.partition(".")[0] for g in groups if "." in g.group}
+        return max([g.events for g in groups
+                    if g.consumers or g.group not in sharded] or [0])
+
     async def __call__(self, batch: list[Trade]) -> None:
         """After publishing: hold while a consumer group is far behind."""
         self._since_check += len(batch)
@@ -82,8 +106,7 @@ class LagPacer:
         self._since_check = 0
         while True:
             try:
-                lag = max([await self._bus.pending(MARKET_DATA, g)
-                           for g in DOWNSTREAM_OF_MARKET_DATA])
+                lag = await self.lag()
             except BusError:
                 # Redis is unreachable: trades go to the bounded disk buffer, whose
                 # flush is paced by the consumer groups once Redis is back.
@@ -91,6 +114,16 @@ class LagPacer:
             if lag < LAG_HIGH_WATER:
                 return
             await asyncio.sleep(0.005)
+
+
+def _binance_source(settings: Settings, instance: str) -> BinanceTradeSource:
+    from cdb.marketdata.binance import make_binance_source
+
+    # Paper trading follows the real market; the testnet venue trades on its own book.
+    return make_binance_source(
+        settings.symbols(), exchange_url=settings.binance_url,
+        testnet=settings.execution_venue == "binance-testnet", source=instance,
+    )
 
 
 def _source(settings: Settings, instance: str) -> Iterable[list[Trade]]:
@@ -104,9 +137,13 @@ def _source(settings: Settings, instance: str) -> Iterable[list[Trade]]:
     # Near real time a trade is published on its own, as a live feed delivers it;
     # batching would hold the first trades of a batch back for the last one.
     batch = 1 if speed is not None and speed <= 100 else 1000
+    start = settings.ws_start_ns
+    if start is None:
+        start = WallClock().now() if live else START_NS
     return SyntheticSource(
         seed=settings.ws_seed, symbols=settings.symbols(), duration_s=settings.ws_duration_s,
-        source=instance, start_ns=WallClock().now() if live else START_NS, batch_size=batch,
+        source=instance, start_ns=start, batch_size=batch, shapes=settings.market_shapes(),
+        trades_per_s=settings.ws_trades_per_s, bursts_per_hour=settings.ws_bursts_per_hour,
     ).batches()
 
 
@@ -140,7 +177,12 @@ async def build_service(
                 await sub.ensure_groups()
         except BusError as exc:
             ctx.log.warning("cannot create the consumer groups yet", error=str(exc))
-        pacer = LagPacer(bus, parse_speed(settings.ws_speed))
+        if settings.ws_source == "binance":  # live: trades come when they come
+            live = _binance_source(settings, instance)
+            live.attach_alerts(ctx.alert)  # gaps and a stale feed reach risk's ESS
+            health.add("exchange", live.probe, critical=False)
+            return WsService(ctx, live, LagPacer(bus, None)), None
+        pacer = LagPacer(bus, parse_speed(settings.ws_speed), settings.ws_start_ns)
         return WsService(ctx, _source(settings, instance), pacer, before=pacer.until_due), None
     if name == "signal":
         params = settings.strategy_params()
@@ -158,9 +200,11 @@ async def build_service(
         return RiskService(
             ctx, settings.risk_limits(), round(settings.risk_initial_cash * SCALE),
             ess=settings.ess_config(), ess_store=LayeredEssStore(shared, DatabaseEssStore(store)),
-            ess_watch=shared, api_token=token,
+            ess_watch=shared, api_token=token, history=store_history(store),
         ), store
     if name == "execution":
+        if settings.execution_venue != "paper":
+            return await _binance_execution(settings, ctx, health)
         venue = PaperVenue(
             taker_fee_bps=settings.paper_taker_fee_bps, maker_fee_bps=settings.paper_maker_fee_bps,
             slippage_bps=settings.paper_slippage_bps,
@@ -178,6 +222,24 @@ async def build_service(
         health.add("postgres", writer.probe, critical=False)
         return writer, store
     raise ValueError(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
+
+
+async def _binance_execution(
+    settings: Settings, ctx: ServiceContext, health: Health
+) -> tuple[Service, Store]:
+    """Execution on Binance (EXECUTION_VENUE), reconciled with the database at start."""
+    from cdb.venues.binance.venue import venue_from_settings
+
+    venue = venue_from_settings(settings, settings.execution_venue,
+                                exchange_url=settings.binance_url, alert=ctx.alert,
+                                instance=ctx.instance)
+    url, schema = settings.postgres_url(), settings.postgres_schema()
+    await migrate(url, schema=schema)
+    store = Store(url, schema=schema)
+    await store.__aenter__()
+    health.add("exchange", venue.ping, critical=False)
+    health.add("postgres", store.ping, critical=False)
+    return ExecutionService(ctx, venue, recall=store_recall(store)), store
 
 
 async def run_service(name: str, settings: Settings) -> None:

@@ -32,7 +32,7 @@ from cdb.risk.persistence import DatabaseEssStore
 from cdb.runtime.http import HttpServer, build_app
 from cdb.runtime.service import Service, ServiceContext, ServiceHost
 from cdb.services.db_writer import DbWriterService
-from cdb.services.execution import ExecutionService
+from cdb.services.execution import ExecutionService, store_recall
 from cdb.services.risk import RiskService
 from cdb.services.signal import SignalService
 from cdb.services.ws import WsService
@@ -140,8 +140,9 @@ class EmbeddedPipeline:
         if self.live:
             from cdb.marketdata.binance import make_binance_source
 
+            # Paper trading follows the real market; testnet orders its own book.
             return make_binance_source(
-                o.symbols, exchange_url=o.exchange_url, testnet=o.venue != "binance-live",
+                o.symbols, exchange_url=o.exchange_url, testnet=o.venue == "binance-testnet",
                 source=name,
             )
         if o.replay:
@@ -201,7 +202,9 @@ class EmbeddedPipeline:
             )
             exec_ctx = self._ctx("execution")
             venue = await self._venue(exec_ctx)
-            execution = ExecutionService(exec_ctx, venue)
+            # A real venue is reconciled with this database's records before trading.
+            recall = None if isinstance(venue, PaperVenue) else store_recall(store)
+            execution = ExecutionService(exec_ctx, venue, recall=recall)
             db_writer = DbWriterService(self._ctx("db_writer"), store)
             services: list[Service] = [db_writer, execution, risk, signal, ws]
             hosts = [ServiceHost(svc) for svc in services]
@@ -249,14 +252,10 @@ class EmbeddedPipeline:
                 taker_fee_bps=s.paper_taker_fee_bps, maker_fee_bps=s.paper_maker_fee_bps,
                 slippage_bps=s.paper_slippage_bps,
             )
-        from cdb.venues.binance import make_binance_venue
+        from cdb.venues.binance.venue import venue_from_settings
 
-        key, secret = s.binance_api_key, s.binance_api_secret
-        venue = make_binance_venue(
-            o.venue, api_key=key.get_secret_value() if key else None,
-            api_secret=secret.get_secret_value() if secret else None,
-            exchange_url=o.exchange_url, alert=ctx.alert, instance=ctx.instance,
-        )
+        venue = venue_from_settings(s, o.venue, exchange_url=o.exchange_url,
+                                    alert=ctx.alert, instance=ctx.instance)
         await venue.start()
         return venue
 

@@ -224,6 +224,9 @@ class ServiceHost:
     async def _consume(self) -> None:
         ctx = self.ctx
         sub = ctx.bus.subscribe(self.service.inputs, ctx.group, ctx.instance)
+        # Over Redis the ack travels with the next read (one round trip per cycle);
+        # stopping sends it on close.
+        defer_ack: Callable[[list[Batch]], None] | None = getattr(sub, "defer_ack", None)
         # Claim at once: a restarted consumer picks up what its predecessor left pending.
         last_claim = float("-inf")
         outage = _Outage(ctx, "bus")
@@ -247,7 +250,10 @@ class ServiceHost:
                 with handling(owned):  # log lines carry the events' correlation ids
                     await self._process(owned)
                 # The ack is the commit point of the batch: never cancelled half-way.
-                await self._retrying(partial(_shielded_ack, sub, batches))
+                if defer_ack is not None:
+                    defer_ack(batches)
+                else:
+                    await self._retrying(partial(_shielded_ack, sub, batches))
         finally:
             await sub.close()
 

@@ -5,15 +5,23 @@ process that exits unexpectedly is restarted after an exponential backoff (1 s
 doubling to 30 s, reset once it has stayed up for a minute). Stopping sends SIGTERM
 upstream first (ws, signal, risk, execution, db_writer) so each stage drains what
 the one before it published, then SIGKILLs whatever outlives the drain timeout.
+
+The children die with the supervisor: each runs in a session of its own (a Ctrl-C
+meant for the supervisor does not reach it out of order), and on Linux it is sent
+``parent_death_signal`` when the supervisor's process ends in any way, SIGKILL
+included (``PR_SET_PDEATHSIG``), so a killed ``cdb up`` or scenario run leaves no
+orphaned service behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +29,23 @@ from cdb.runtime.distributed import SERVICES
 
 STARTUP_ORDER = ("db_writer", "execution", "risk", "signal", "ws")
 """Consumers first, so their groups exist before the first trade is published."""
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child sent ``sig`` when this process ends (Linux;
+    None elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:  # runs in the child, between fork and exec
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the prctl took hold
+            os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 @dataclass(slots=True)
@@ -45,11 +70,14 @@ class Supervisor:
         log_dir: where each child's output goes (``<service>.log``).
         services: which services to run.
         drain_timeout: seconds a child gets to drain after SIGTERM.
+        parent_death_signal: what a child gets when this process dies without stopping
+            it (SIGTERM drains; SIGKILL also ends a paused child); None: nothing.
     """
 
     def __init__(
         self, env: dict[str, str], log_dir: Path, services: tuple[str, ...] = SERVICES,
         drain_timeout: float = 15.0, max_backoff: float = 30.0,
+        parent_death_signal: int | None = signal.SIGTERM,
     ) -> None:
         self.env = env
         self.log_dir = log_dir
@@ -58,6 +86,8 @@ class Supervisor:
         self.max_backoff = max_backoff
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
+        self._preexec = (die_with_parent(parent_death_signal)
+                         if parent_death_signal is not None else None)
 
     async def _spawn(self, child: Child) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +96,8 @@ class Supervisor:
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cdb", "service", child.name,
                 env=self.env, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
+                # The preexec is one prctl: safe between fork and exec.
+                start_new_session=True, preexec_fn=self._preexec,
             )
         finally:
             log.close()

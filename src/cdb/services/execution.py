@@ -2,14 +2,23 @@
 
 Idempotent on the client order id (a redelivered order is not placed again); fills
 are published on ``stream.fills`` with envelopes that chain them to their order.
+
+A venue that can ``reconcile`` (Binance) is reconciled before the first order: the
+orders the database holds as not finished, and the fills recorded for them, are
+compared with the venue. Orders found there are tracked again (a resting order keeps
+being polled for fills), fills made while execution was down are published, orders
+that ended on the venue are reported, and every difference is logged, counted
+(``cdb_venue_reconcile_differences``) and raised as a ``venue_reconcile`` alert.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import msgspec
 from fastapi import APIRouter, Response
+from prometheus_client import Counter
 
 from cdb.bus.keys import FILLS, MARKET_DATA, ORDERS
 from cdb.errors import OrderNotPlacedError, VenueError
@@ -18,6 +27,34 @@ from cdb.observability import metrics
 from cdb.runtime.service import Service, ServiceContext
 from cdb.venues.base import Execution, Venue
 
+if TYPE_CHECKING:
+    from cdb.storage.store import Store
+
+Recall = Callable[[], Awaitable[tuple[list[Order], set[str]]]]
+"""What cdb's records say: orders not known to be finished, and the venue fill ids
+recorded for them."""
+
+_FINAL: Final = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
+reconcile_differences = Counter(
+    "cdb_venue_reconcile_differences",
+    "Differences between the venue and the database found by reconciliation, by kind",
+    ("service", "instance", "kind"), registry=metrics.REGISTRY,
+)
+
+
+def store_recall(store: Store) -> Recall:
+    """``Recall`` from the database: orders without a final fill or update."""
+
+    async def recall() -> tuple[list[Order], set[str]]:
+        done = {u.order_id for u in await store.read(OrderUpdate) if u.status in _FINAL}
+        fills = await store.read(Fill)
+        done.update(f.order_id for f in fills if f.order_status in _FINAL)
+        orders = [o for o in await store.read(Order) if o.id not in done]
+        wanted = {o.id for o in orders}
+        return orders, {f.venue_fill_id for f in fills if f.order_id in wanted}
+
+    return recall
+
 
 class ExecutionService(Service):
     """Drives a ``Venue``: orders in, fills out."""
@@ -25,9 +62,13 @@ class ExecutionService(Service):
     name: ClassVar[str] = "execution"
     inputs: ClassVar[tuple[str, ...]] = (ORDERS, MARKET_DATA)
 
-    def __init__(self, ctx: ServiceContext, venue: Venue) -> None:
+    def __init__(self, ctx: ServiceContext, venue: Venue, *, recall: Recall | None = None
+                 ) -> None:
         super().__init__(ctx)
         self.venue = venue
+        self._recall = recall
+        self.reconciled: object = None
+        """The last reconciliation's report (``ReconcileReport``), None before one."""
         self.fills = 0
         self.orders = 0
         self._fills_metric = metrics.fills_total.labels(ctx.name, ctx.instance)
@@ -36,6 +77,49 @@ class ExecutionService(Service):
         """Cumulative filled quantity of orders not yet done, for cancel reports."""
         self._unreported: list[AnyEvent] = []
         """Cancels done on the venue whose report is not published yet."""
+
+    async def on_start(self) -> None:
+        await self.reconcile()
+
+    async def on_stop(self) -> None:
+        closing = getattr(self.venue, "aclose", None)
+        if closing is not None:
+            await closing()
+
+    async def reconcile(self) -> None:
+        """Compare the venue with cdb's records; publish what was missed, report the rest.
+
+        A venue that cannot be reached is alerted about, not fatal: orders redelivered
+        later are still looked up by client order id before any is sent.
+        """
+        reconcile = getattr(self.venue, "reconcile", None)
+        if reconcile is None or self._recall is None:
+            return
+        ctx = self.ctx
+        try:
+            orders, fill_ids = await self._recall()
+            report = await reconcile(orders, known_fill_ids=fill_ids)
+        except VenueError as exc:
+            ctx.log.warning("reconciliation failed", venue=self.venue.name, error=str(exc))
+            await ctx.alert("warning", "venue_reconcile_failed",
+                            f"{self.venue.name}: reconciliation at start failed: {exc}")
+            return
+        self.reconciled = report
+        if report.missing_fills:
+            await self._publish(report.missing_fills)
+        await self._report_updates()
+        found = {"missing_fill": len(report.missing_fills),
+                 "not_on_venue": len(report.not_on_venue),
+                 "unknown_open": len(report.unknown_open),
+                 "unresolved": len(report.unresolved)}
+        for kind, n in found.items():
+            if n:
+                reconcile_differences.labels(ctx.name, ctx.instance, kind).inc(n)
+        ctx.log.info("reconciled with the venue", venue=self.venue.name,
+                     checked=len(orders), adopted=len(report.adopted), **found)
+        if any(found.values()):
+            await ctx.alert("warning", "venue_reconcile", f"{self.venue.name}: " + ", ".join(
+                f"{n} {kind.replace('_', ' ')}" for kind, n in found.items() if n))
 
     async def handle(self, topic: str, events: list[AnyEvent]) -> None:
         cancels: list[CancelOrders] = []

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 import msgspec
 from fastapi import APIRouter
@@ -61,6 +62,12 @@ from cdb.risk.persistence import EssStore
 from cdb.risk.portfolio import Portfolio
 from cdb.runtime.service import Service, ServiceContext
 
+if TYPE_CHECKING:
+    from cdb.storage.store import Store
+
+History = Callable[[], Awaitable[list[AnyEvent]]]
+"""The orders, fills and order updates on record: what the portfolio is rebuilt from."""
+
 # Alert codes risk publishes.
 ESS_TRIPPED: Final = "ess_tripped"
 ESS_RESET: Final = "ess_reset"
@@ -72,6 +79,8 @@ STALE_FEED_CODES: Final = frozenset({"stale_feed", "market_data_stale"})
 # A finite source (replay, synthetic with a duration) that ended says so with this
 # code: the silence after it is not a stale feed.
 MARKET_DATA_END_CODES: Final = frozenset({"market_data_end"})
+DECIDED_KEPT: Final = 100_000
+"""Decided signal ids remembered against redelivery."""
 
 _L = ("service", "instance")
 ess_trips = Counter(
@@ -129,9 +138,10 @@ class RiskService(Service):
         self, ctx: ServiceContext, limits: RiskLimits, initial_cash_e8: int, *,
         ess: EssConfig | None = None, ess_store: EssStore | None = None,
         ess_watch: EssStore | None = None, api_token: str | None = None,
-        tick_s: float = 1.0,
+        tick_s: float = 1.0, history: History | None = None,
     ) -> None:
         super().__init__(ctx)
+        self._history = history
         self.limits = limits
         self.book = Portfolio(cash_e8=initial_cash_e8)
         self.rate = OrderRate(limits.rate_window_ns)
@@ -141,7 +151,10 @@ class RiskService(Service):
         self.api_token = api_token
         self.orders = 0
         self.rejections: dict[str, int] = {}
-        self._decided: set[str] = set()
+        # Signals already decided, so a redelivered one is not decided twice. Redelivery
+        # comes within a claim's idle time (seconds); the newest DECIDED_KEPT ids cover
+        # that many times over, and a long run does not grow without bound.
+        self._decided: dict[str, None] = {}
         self._ess_store = ess_store
         self._ess_watch = ess_watch
         self._tick_s = tick_s
@@ -170,7 +183,10 @@ class RiskService(Service):
     # -- lifecycle ---------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        """Come back in the state persisted before; HALTED means HALTED."""
+        """Come back in the state persisted before: the portfolio from the record of
+        orders and fills, the ESS from its store (HALTED means HALTED)."""
+        if self._history is not None:
+            self._rebuild(await self._history())
         if self._ess_store is None:
             return
         state = await self._ess_store.load()
@@ -201,6 +217,37 @@ class RiskService(Service):
             self._outbox.append(
                 (ALERTS_STREAM, [replace(alert, id=alert_id, correlation_id=alert_id)]))
             await self._flush_soon()
+
+    def _rebuild(self, history: list[AnyEvent]) -> None:
+        """Positions, cash, open orders and the order rate from the record (this shard's
+        symbols), so a restarted risk holds its limits against what is really open.
+
+        Fills and updates still on the streams arrive again afterwards: fills count once
+        (by id), updates only close orders. Orders decided just before a crash that the
+        database does not hold yet count from their fills on.
+        """
+        book, symbols = self.book, self.ctx.symbols
+        orders = fills = 0
+        for event in history:
+            if symbols and getattr(event, "symbol", None) not in symbols:
+                continue
+            if isinstance(event, Order):
+                book.on_order(event)
+                self.rate.record(event.ts)
+                self._decided[event.causation_id] = None
+                orders += 1
+            elif isinstance(event, Fill):
+                book.on_fill(event)
+                fills += 1
+            elif isinstance(event, OrderUpdate):
+                book.on_order_update(event)
+        if orders or fills:
+            self.ctx.log.info(
+                "portfolio rebuilt from the record", orders=orders, fills=fills,
+                open_orders=len(book.open_orders), exposure=fmt_e8(book.exposure_e8()),
+                cash=fmt_e8(book.cash_e8),
+            )
+        self._update_gauges()
 
     async def produce(self) -> None:
         """The ESS's own timer: stale data and other instances' changes, between events."""
@@ -319,7 +366,9 @@ class RiskService(Service):
             if signal.id in self._decided:
                 continue
             decision = decide(signal, self.book, self.limits, self.rate, halted=self.halted)
-            self._decided.add(signal.id)
+            self._decided[signal.id] = None
+            if len(self._decided) > DECIDED_KEPT:
+                del self._decided[next(iter(self._decided))]
             if isinstance(decision, Approval):
                 order_id = f"{signal.id}-o"
                 order = Order(
@@ -565,3 +614,15 @@ class RiskService(Service):
 def last_prices(trades: list[Trade]) -> dict[str, int]:
     """Last price per symbol in a batch of trades."""
     return {t.symbol: t.price_e8 for t in trades}
+
+
+def store_history(store: Store) -> History:
+    """``History`` from the database of record: orders first, then fills and updates in
+    event time (a fill's order is always known when it is applied)."""
+
+    async def history() -> list[AnyEvent]:
+        rest: list[AnyEvent] = [*await store.read(Fill), *await store.read(OrderUpdate)]
+        rest.sort(key=lambda e: (e.ts, e.id))
+        return [*await store.read(Order), *rest]
+
+    return history

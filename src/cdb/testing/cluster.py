@@ -21,7 +21,7 @@ import redis
 
 from cdb.bus.keys import ALL_STREAMS, Namespace
 from cdb.config import SERVICE_PORTS
-from cdb.testing.ports import free_port
+from cdb.testing.ports import restartable_port
 from cdb.testing.postgres import PostgresServer
 from cdb.testing.redis import RedisServer
 from cdb.testing.waiting import eventually
@@ -42,7 +42,7 @@ class LocalPipeline:
                  namespace: str | None = None) -> None:
         self.workdir = workdir
         self.namespace = namespace or f"t{uuid.uuid4().hex[:8]}"
-        self.ports = {name: free_port() for name in SERVICE_PORTS}
+        self.ports = {name: restartable_port() for name in SERVICE_PORTS}
         self.redis = RedisServer(password=REDIS_PASSWORD)
         self.postgres = PostgresServer()
         self.extra_env = env or {}

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from cdb.errors import CdbError, LifecycleError
-from cdb.testing.ports import free_port
+from cdb.testing.ports import restartable_port
 
 BIN_ENV: Final = "CDB_POSTGRES_BIN"
 """Environment variable naming the directory of ``initdb`` and ``pg_ctl``."""
@@ -112,7 +112,7 @@ class PostgresServer:
         run_as: str = "postgres",
     ) -> None:
         self.host = host
-        self.port = port or free_port(host)
+        self.port = port or restartable_port(host)  # it may be stopped and started again
         self.database = database
         self.user = user
         self._run_as = run_as

@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from cdb.errors import CdbError, LifecycleError
-from cdb.testing.ports import free_port
+from cdb.testing.ports import restartable_port
 
 _INSTALL_HINT = (
     "install it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) "
@@ -63,7 +63,7 @@ class RedisServer:
         args: tuple[str, ...] = (),
     ) -> None:
         self.host = host
-        self.port = port or free_port(host)
+        self.port = port or restartable_port(host)  # it may be stopped and started again
         self.password = password
         self.startup_timeout = startup_timeout
         self._executable = executable or os.environ.get("CDB_REDIS_SERVER") or "redis-server"

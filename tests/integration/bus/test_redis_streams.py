@@ -76,8 +76,8 @@ async def test_empty_namespace_uses_the_contract_names(redis_server: RedisServer
     # A db of its own: the other tests' keys all live under a namespace.
     client = redis_server.client(db=1)
     try:
-        bus = RedisStreamsBus(client, Namespace(""))
-        await bus.publish("stream.orders", alerts(1))
+        async with RedisStreamsBus(client, Namespace("")) as bus:
+            await bus.publish("stream.orders", alerts(1))
         assert await client.exists("stream.orders") == 1
         assert await client.keys("*") == [b"stream.orders"]
     finally:
@@ -304,3 +304,62 @@ async def test_claim_drops_pending_entries_that_were_trimmed_away(make_bus: Make
     assert await other.claim(min_idle=0) == []
     lag = await bus.pending(TOPIC, "g")
     assert 100 <= lag <= 200  # what is left is the retained, undelivered tail
+
+
+async def test_deferred_acks_travel_with_the_next_read_and_are_sent_on_close(
+    make_bus: MakeBus, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    bus = make_bus()
+    sub = bus.subscribe([TOPIC], "g", "c1")
+    await bus.publish(TOPIC, alerts(3))
+    first = await sub.read(timeout=1.0)
+    sub.defer_ack(first)
+    assert await bus.pending(TOPIC, "g") == 3  # nothing sent yet
+    await bus.publish(TOPIC, alerts(2, 3))
+    second = await sub.read(timeout=1.0)
+    assert [e.id for b in second for e in b.events] == ["a3", "a4"]
+    assert await bus.pending(TOPIC, "g") == 2  # the first read's acks went with it
+    sub.defer_ack(second)
+    await sub.close()
+    assert await bus.pending(TOPIC, "g") == 0
+    assert await redis_client.xpending(f"{namespace}:{TOPIC}", "g") == {
+        "pending": 0, "min": None, "max": None, "consumers": []}
+
+
+async def test_notifications_are_published_only_while_someone_listens(
+    private_bus: RedisStreamsBus, private_redis: aioredis.Redis, namespace: str
+) -> None:
+    bus, redis_client = private_bus, private_redis
+    await bus.publish(TOPIC, alerts(5))  # nobody listens: no PUBLISH at all
+    assert "cmdstat_publish" not in await redis_client.info("commandstats")
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(f"{namespace}:signals")
+    try:
+        assert await pubsub.get_message(timeout=1.0) is not None
+        await bus.publish(TOPIC, alerts(2, 5))
+        message = await pubsub.get_message(timeout=1.0)
+        assert message is not None
+        assert [e.id for e in decode_notification(message["data"])] == ["a5", "a6"]
+    finally:
+        await pubsub.aclose()
+
+
+async def test_a_paused_redis_fails_calls_within_the_socket_timeout() -> None:
+    """A frozen server (SIGSTOP) accepts connections but never answers: publishing,
+    connecting (its AUTH) included, fails within the timeout instead of hanging, and
+    works again once the server goes on."""
+    import time
+
+    async with RedisServer(password="pw") as server:
+        client = server.client(socket_timeout=0.5, socket_connect_timeout=0.5)
+        async with RedisStreamsBus(client, Namespace("paused"), owns_client=True) as bus:
+            server.pause()
+            try:
+                started = time.monotonic()
+                with pytest.raises(BusError, match="publish of 1 events"):
+                    await bus.publish(TOPIC, alerts(1))  # the lane connects now
+                assert time.monotonic() - started < 3.0
+            finally:
+                server.resume()
+            await bus.publish(TOPIC, alerts(1, 1))
+            assert await client.xlen(f"paused:{TOPIC}") == 1

@@ -88,8 +88,11 @@ async def test_a_restarted_risk_service_over_redis_and_postgres_stays_halted(
 ) -> None:
     ns = Namespace(namespace)
 
+    buses: list[RedisStreamsBus] = []
+
     def service(instance: str) -> tuple[RiskService, RedisStreamsBus]:
         bus = RedisStreamsBus(redis_client, ns)
+        buses.append(bus)
         ctx = ServiceContext(name="risk", instance=instance, bus=bus, clock=WallClock())
         shared = RedisEssStore(redis_client, ns)
         return RiskService(
@@ -120,3 +123,5 @@ async def test_a_restarted_risk_service_over_redis_and_postgres_stays_halted(
     third, _ = service("risk-3")
     await third.on_start()
     assert third.halted, "the database remembers what Redis forgot"
+    for each in buses:
+        await each.close()

@@ -3,6 +3,7 @@ pipeline), test-only faults that log what they do, and a scenario factory."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ LOG: list[str] = []
 @FAULTS.register("test_switch", summary="a fault for the runner's tests",
                  params={"name": P.string(), "fail": P.boolean(), "effect": P.anything(),
                          "undo_fails": P.boolean(), "missing": P.boolean(),
-                         "ends_market": P.boolean()},
+                         "ends_market": P.boolean(), "hangs": P.boolean()},
                  required=("name",))
 class SwitchFault(Fault):
     async def apply(self) -> Any:
@@ -40,6 +41,8 @@ class SwitchFault(Fault):
         if self.p.flag("ends_market"):
             raise ClockClosed("the market ran out")
         LOG.append(f"apply {name}")
+        if self.p.flag("hangs"):
+            await asyncio.Event().wait()  # a fault stuck for good (a hung connection)
         return f"{name} on"
 
     async def undo(self) -> Any:

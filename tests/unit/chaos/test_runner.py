@@ -8,6 +8,7 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.unit.chaos.conftest import RunFactory
@@ -25,6 +26,18 @@ pipeline: {mode: embedded, market: {warmup: 0s}}
 
 def read(path: str) -> str:
     return Path(path).read_text()
+
+
+async def interrupt_after(r: Any, log: list[str], entry: str) -> None:
+    """Run ``r`` until ``entry`` is logged, then cancel it as Ctrl-C does."""
+    task = asyncio.create_task(r.run())
+    for _ in range(200):
+        if entry in log:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 def spec(body: str) -> str:
@@ -98,14 +111,7 @@ timeline:
   - {name: late, at: 30s, fault: {type: test_switch, name: late}}
 """))
     r = runner(sc)
-    task = asyncio.create_task(r.run())
-    for _ in range(200):
-        if "apply b" in log:
-            break
-        await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await interrupt_after(r, log, "apply b")
     assert log == ["start", "apply a", "apply b", "undo b", "undo a", "stop"]
     assert r.outcome is not None
     assert r.outcome.interrupted
@@ -113,6 +119,47 @@ timeline:
     assert "interrupted" in " ".join(r.outcome.verdict.reasons)
     journal = json.loads(read(r.outcome.reports["json"]))
     assert journal["status"] == "interrupted"
+
+
+async def test_a_terminated_run_is_unknown_even_when_expectations_missed(
+    scenario: Callable[[str], Scenario], runner: RunFactory, log: list[str]
+) -> None:
+    """Cut short, an expectation that had no time to come true proves nothing."""
+    sc = scenario(spec("""
+timeline:
+  - {name: a, at: 0s, fault: {type: test_switch, name: a}}
+  - {name: late, at: 30s, fault: {type: test_switch, name: late}}
+expect:
+  - {name: never seen, event: order, count: {type: range, range: [1, null]}}
+"""))
+    r = runner(sc)
+    await interrupt_after(r, log, "apply a")
+    assert r.outcome is not None
+    assert r.outcome.verdict.status == "unknown", r.outcome.verdict.reasons
+    missed = next(a for a in r.outcome.assertions if a.name == "never seen")
+    assert missed.status == "unknown"
+    assert missed.detail.startswith("interrupted before the end")
+
+
+async def test_a_step_hung_past_the_end_of_the_timeline_is_cancelled(
+    scenario: Callable[[str], Scenario], runner: RunFactory, log: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One stuck fault does not hold the run: it is cancelled after a grace period, the
+    rest is undone and reported, and the verdict is unknown naming the step."""
+    from cdb.chaos import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "_OVERRUN_S", 0.2)
+    sc = scenario(spec("""
+timeline:
+  - {name: a, at: 0s, fault: {type: test_switch, name: a}}
+  - {name: stuck, at: 0.02s, fault: {type: test_switch, name: stuck, hangs: true}}
+"""))
+    outcome = await asyncio.wait_for(runner(sc).run(), 10)
+    assert log == ["start", "apply a", "apply stuck", "undo a", "finish", "stop"]
+    assert outcome.verdict.status == "unknown"
+    late = [a for a in outcome.assertions if a.category == "run"]
+    assert any(a.name == "step.stuck" and "still running" in a.detail for a in late), late
 
 
 async def test_steady_state_not_met_injects_nothing(

@@ -4,15 +4,17 @@ partial fills, dropped streams.
 They go through FakeBinance's control API (``POST /_fake/faults``, one fault for the
 step's duration; ``GET /_fake/faults`` tells how often it fired, which is the effect
 check; ``DELETE`` clears). That needs a pipeline whose execution venue is the fake
-(``pipeline.venue: fake-binance``) and a target that started one (``exchange_url``).
-Until the runtimes can run execution on it (issue 6: a venue setting), the fault
-raises ``Unavailable`` and the run ends ``unknown`` with that reason: never a pass on
-a fault that was not injected.
+(``pipeline.venue: fake-binance``) and a target that started one (``exchange_url``):
+the distributed target runs ``FakeExchange`` beside its services, which trade on it
+through ``EXECUTION_VENUE=binance-testnet`` and ``BINANCE_URL``. The embedded
+target has none (its venue runs on simulated time, the fake on the wall clock): the
+fault is distributed-only, and a target without a fake makes it ``Unavailable``, so the
+run ends ``unknown`` with that reason: never a pass on a fault that was not injected.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
@@ -20,9 +22,57 @@ from cdb.chaos.faults.base import Fault
 from cdb.chaos.journal import Effect
 from cdb.chaos.registry import CAPABILITIES, FAULTS, P, Unavailable
 
+if TYPE_CHECKING:
+    from cdb.testing.fake_binance import FakeBinance
+
 CONTROL_PATH: Final = "/_fake/faults"
-WIRED = False
-"""Set when a target can run the pipeline's execution on FakeBinance (``exchange_url``)."""
+WIRED = True
+"""A target can run the pipeline's execution on FakeBinance (``exchange_url``)."""
+
+
+class FakeExchange:
+    """The fake Binance a target's pipeline trades on: started with the target (in its
+    event loop), the services' settings to reach it, and its ledger for the invariants.
+
+    Args:
+        symbols: the scenario market's symbols.
+    """
+
+    def __init__(self, symbols: tuple[str, ...] | list[str]) -> None:
+        self.symbols = list(symbols)
+        self.fake: FakeBinance | None = None
+
+    async def start(self) -> dict[str, str]:
+        """Start the fake; the environment that points execution at it."""
+        from cdb.testing.fake_binance import FakeBinance
+
+        # A generous weight budget: the scenario's faults, not polling, rate-limit it.
+        self.fake = FakeBinance(symbols=self.symbols, weight_limit=100_000)
+        await self.fake.start()
+        return {"EXECUTION_VENUE": "binance-testnet", "BINANCE_URL": self.fake.url,
+                "BINANCE_API_KEY": self.fake.api_key, "BINANCE_API_SECRET": self.fake.api_secret}
+
+    @property
+    def url(self) -> str:
+        if self.fake is None:
+            raise Unavailable("the fake exchange is not running")
+        return self.fake.url
+
+    def ledger(self) -> list[dict[str, Any]] | None:
+        """Every execution of the fake, as the invariants read a venue's ledger (the
+        venue knows client order ids only: they stand for the order ids)."""
+        if self.fake is None:
+            return None
+        return [
+            {"order_id": f.client_order_id, "client_order_id": f.client_order_id,
+             "venue_fill_id": f"{f.symbol}-{f.trade_id}", "ts": f.time_ms * 1_000_000,
+             "price_e8": f.price_e8, "qty_e8": f.qty_e8, "symbol": f.symbol, "side": f.side}
+            for f in self.fake.fills
+        ]
+
+    async def stop(self) -> None:
+        if self.fake is not None:
+            await self.fake.stop()
 
 
 def exchange_wired() -> bool:
@@ -48,7 +98,8 @@ ERRORS: Final[dict[str, dict[str, Any]]] = {
                          "delay": P.duration("how long a timeout holds the request"),
                          "fill_ratio": P.number("share of the quantity a partial fill fills",
                                                 exclusive_minimum=0, maximum=1)},
-                 required=("error",), requires=("fake_binance", "binance_venue"))
+                 required=("error",), modes=("distributed",),
+                 requires=("fake_binance", "binance_venue"))
 class ExchangeFault(Fault):
     def _fault(self) -> dict[str, Any]:
         body: dict[str, Any] = {**ERRORS[self.p.text("error")], "times": None,

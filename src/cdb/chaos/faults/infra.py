@@ -4,16 +4,22 @@
 crash; ``pause``: SIGSTOP, connections hang) and ``postgres_down`` stops PostgreSQL
 (``stop`` fast, ``kill`` immediate); the undo starts them again on the same port.
 The effect is checked from outside: the port refuses connections (or hangs).
+A Redis that cannot listen on its port again at once (something holds it) is retried
+for a few seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from cdb.chaos.faults.base import Fault
 from cdb.chaos.journal import Effect
 from cdb.chaos.registry import FAULTS, P
+from cdb.testing.redis import RedisServerError
+
+_RESTART_S = 15.0
 
 
 async def port_state(host: str, port: int, timeout: float = 1.0) -> str:
@@ -76,9 +82,19 @@ class RedisDown(Fault):
         server = self.ctx.target.infra("redis")
         if self.p.text("mode", "stop") == "pause":
             server.resume()
-        else:
-            await asyncio.to_thread(server.start)
-        return f"redis on port {server.port} is back"
+            return f"redis on port {server.port} is back"
+        deadline = time.monotonic() + _RESTART_S
+        tries = 1
+        while True:
+            try:
+                await asyncio.to_thread(server.start)
+                break
+            except RedisServerError:
+                if time.monotonic() > deadline:
+                    raise
+                tries += 1
+                await asyncio.sleep(0.5)
+        return f"redis on port {server.port} is back" + (f" ({tries} tries)" if tries > 1 else "")
 
 
 @FAULTS.register("postgres_down", summary="take the pipeline's PostgreSQL down (stop or "

@@ -3,36 +3,51 @@ PostgreSQL, in a namespace of their own.
 
 Each service runs under its own ``Supervisor`` (so each can have its own environment:
 its API port, and its own proxied links when the scenario injects network faults),
-restarted when it dies as in production. Redis (with an append-only file, so a
-stopped Redis comes back with its streams) and PostgreSQL are started on free ports
-and removed at the end. The coordinator reads every stream as a consumer group of its
-own, connected to Redis directly, never through the proxy.
+restarted when it dies as in production, and killed with the coordinator should it
+die without cleaning up. Redis (with an append-only file, so a stopped Redis comes
+back with its streams) and PostgreSQL are started on free ports outside the OS's
+ephemeral range (a server stopped by a fault must be able to listen on its port
+again) and removed at the end. The coordinator reads every stream as a consumer group
+of its own, connected to Redis directly, never through the proxy.
+
+The market is lined up with the timeline: ws is started once the consumers are ready,
+with ``WS_START_NS`` a moment ahead, and t = 0 is that start plus the warm-up; the
+market's shapes (``WS_SHAPES``) are placed in market seconds from that start, so a
+flash crash planned at t = 5 s happens at t = 5 s on the coordinator's clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
 import stat
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from cdb.bus.keys import ALL_STREAMS, DEAD_LETTER_SUFFIX, Namespace
 from cdb.bus.redis_streams import RedisStreamsBus, RedisStreamsSubscription
 from cdb.chaos.clock import WallClock
+from cdb.chaos.faults.exchange import FakeExchange
 from cdb.chaos.proxy import ProxyServer
+from cdb.chaos.reaper import DONE
 from cdb.chaos.registry import Unavailable
 from cdb.chaos.targets.base import GROUPS_OF, Plan, Target, scenario_env
 from cdb.chaos.targets.db import SqlReader, snapshot
@@ -41,11 +56,12 @@ from cdb.errors import BusError
 from cdb.events import AnyEvent
 from cdb.runtime.http import HttpServer
 from cdb.runtime.supervisor import STARTUP_ORDER, Supervisor, child_env
-from cdb.testing.ports import free_port
+from cdb.testing.ports import free_port, restartable_port
 from cdb.testing.postgres import PostgresServer
 from cdb.testing.redis import RedisServer
 
 RECORDER_GROUP = "chaos.recorder"
+T = TypeVar("T")
 
 
 class _Endpoint(msgspec.Struct, frozen=True):
@@ -67,6 +83,25 @@ class _Endpoint(msgspec.Struct, frozen=True):
 _READY_TIMEOUT_S = 90.0
 _DRAIN_TIMEOUT_S = 30.0
 _USES_POSTGRES = ("risk", "db_writer")
+_UNREACHABLE_S = 5.0
+"""Redis unreachable this long while draining: nothing more will drain; stop waiting."""
+_MARKET_LEAD_S = 1.0
+"""The market starts this long after ws is launched (about its start-up time): trades
+of a slower start are caught up at once."""
+_PUBLISH_RETRY_S = 5.0
+"""How long the coordinator retries one publish (Redis restarting under a fault)."""
+_CALL_S = 3.0
+"""Longest wait for one Redis call of the coordinator: a connection that hangs (a Redis
+stopping or starting) fails instead of holding the run."""
+
+
+async def _bounded(call: Awaitable[T], what: str) -> T:
+    """``call``, or BusError after ``_CALL_S``."""
+    try:
+        async with asyncio.timeout(_CALL_S):
+            return await call
+    except TimeoutError:
+        raise BusError(f"{what}: no answer from Redis within {_CALL_S:g}s") from None
 
 
 class DistributedTarget(Target):
@@ -86,9 +121,12 @@ class DistributedTarget(Target):
         self._proxy_http: HttpServer | None = None
         self._proxy_port = 0
         self.supervisors: dict[str, Supervisor] = {}
-        self.ports = {name: free_port() for name in self.services}
+        # Restartable: a killed service comes back on the same port.
+        self.ports = {name: restartable_port() for name in self.services}
+        self.market_start_ns = 0
         self.token = uuid.uuid4().hex
         self._secrets = Path(tempfile.mkdtemp(prefix="cdb-chaos-"))
+        self._reaper: subprocess.Popen[bytes] | None = None
         self._client: aioredis.Redis | None = None
         self.bus: RedisStreamsBus | None = None
         self._recorder: asyncio.Task[None] | None = None
@@ -96,6 +134,8 @@ class DistributedTarget(Target):
         self._sql: SqlReader | None = None
         self._http = httpx.AsyncClient(timeout=2.0)
         self.schema: str | None = None
+        self.exchange: FakeExchange | None = None
+        """The fake Binance execution trades on (``pipeline.venue: fake-binance``)."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -105,9 +145,37 @@ class DistributedTarget(Target):
         path.chmod(stat.S_IRUSR | stat.S_IWUSR)
         return str(path)
 
+    def _reap(self, order: dict[str, Any] | str) -> None:
+        """Tell the reaper what to clean up should this process die without doing it."""
+        if self._reaper is None or self._reaper.stdin is None:
+            return
+        with contextlib.suppress(OSError):
+            self._reaper.stdin.write((json.dumps(order) if isinstance(order, dict) else order)
+                                     .encode() + b"\n")
+            self._reaper.stdin.flush()
+
+    def _start_reaper(self) -> None:
+        # In a session of its own: whatever kills this process (or its group) spares it.
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-m", "cdb.chaos.reaper"], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self._reap({"remove": str(self._secrets)})
+
+    def _dismiss_reaper(self) -> None:
+        if self._reaper is None:
+            return
+        self._reap(DONE)
+        with contextlib.suppress(OSError):
+            if self._reaper.stdin is not None:
+                self._reaper.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._reaper.wait(timeout=5)
+        self._reaper = None
+
     async def _start_infra(self) -> None:
         """Throwaway Redis and PostgreSQL, or the ones given (shared, namespaced)."""
         plan = self.plan
+        self._start_reaper()
         starting = []
         if plan.redis_url:
             url = urlsplit(plan.redis_url)
@@ -115,20 +183,24 @@ class DistributedTarget(Target):
                                       unquote(url.password or ""), url.path.strip("/") or "0")
         else:
             aof = plan.scenario.pipeline.redis_persistence == "aof"
-            self.redis = RedisServer(password=uuid.uuid4().hex,
+            self.redis = RedisServer(port=restartable_port(), password=uuid.uuid4().hex,
                                      args=("--appendonly", "yes") if aof else ())
             self.redis_at = _Endpoint(self.redis.host, self.redis.port, self.redis.password or "")
             starting.append(asyncio.to_thread(self.redis.start))
+            self._reap({"redis": [self.redis.host, self.redis.port, self.redis.password]})
         if plan.postgres_url:
             url = urlsplit(plan.postgres_url)
             self.pg_at = _Endpoint(url.hostname or "127.0.0.1", url.port or 5432,
                                    unquote(url.password or ""), url.path.strip("/") or "cdb",
                                    unquote(url.username or "postgres"))
         else:
-            self.postgres = PostgresServer(database="cdb")
+            self.postgres = PostgresServer(port=restartable_port(), database="cdb")
             self.pg_at = _Endpoint(self.postgres.host, self.postgres.port, "", "cdb", "postgres")
             starting.append(asyncio.to_thread(self.postgres.start))
         await asyncio.gather(*starting)
+        if self.postgres is not None and self.postgres.directory is not None:
+            self._reap({"postgres": str(self.postgres.directory),
+                        "remove": str(self.postgres.directory)})
 
     async def start(self) -> None:
         plan = self.plan
@@ -148,34 +220,55 @@ class DistributedTarget(Target):
             "CDB_API_TOKEN_FILE": self._secret("cdb_api_token", self.token),
             "CDB_SECRETS_DIR": str(self._secrets), "ENVIRONMENT": "chaos",
             "WS_DURATION_S": str(plan.market_duration), "WS_SPEED": self._speed(),
+            "WS_TRADES_PER_S": str(plan.scenario.pipeline.market.trades_per_s),
+            "WS_BURSTS_PER_HOUR": str(plan.scenario.pipeline.market.bursts_per_hour),
+            "WS_SHAPES": msgspec.json.encode(plan.shapes).decode(),
             "CDB_CLAIM_IDLE_S": "2", "CDB_DRAIN_TIMEOUT_S": "5", "LOG_LEVEL": "INFO",
             "CDB_BUFFER_DIR": str(plan.report_dir / "buffers"),
             **{f"CDB_PORT_{s.upper()}": str(p) for s, p in self.ports.items()},
         }
-        self.recording.env = dict(base)
+        if plan.scenario.pipeline.venue == "fake-binance":
+            self.exchange = FakeExchange(plan.scenario.pipeline.market.symbols)
+            base.update(await self.exchange.start())
         self.schema = Settings.model_validate(
             {"service_instance_name": self.namespace}).postgres_schema()
         self._sql = SqlReader(pg.url, self.schema)
+        # Few, short retries: redis-py's default (10, backing off to 10 s) makes every
+        # call take seconds while Redis is down, and the end of a run makes dozens.
         self._client = aioredis.Redis(host=redis.host, port=redis.port, db=int(redis.db),
                                       password=redis.password or None, socket_timeout=2.0,
-                                      socket_connect_timeout=1.0)
+                                      socket_connect_timeout=1.0,
+                                      retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2))
         self.bus = RedisStreamsBus(self._client, Namespace(self.namespace))
         topics = [*ALL_STREAMS, *(s + DEAD_LETTER_SUFFIX for s in ALL_STREAMS)]
         sub = self.bus.subscribe(topics, RECORDER_GROUP, "recorder")
         await sub.ensure_groups()
         self._recorder = asyncio.create_task(self._record(sub), name="chaos.recorder")
+        # Consumers first; ws once they are ready, with its market starting a moment
+        # later (catching up what its start-up took).
         for service in STARTUP_ORDER:
-            if service not in self.services:
-                continue
-            env = child_env({**base, **self._service_env(service, links)})
-            sup = Supervisor(env, self.log_dir, services=(service,), drain_timeout=10.0,
-                             max_backoff=2.0)
-            await sup.start()
-            self.supervisors[service] = sup
-        await self._wait_ready()
+            if service in self.services and service != "ws":
+                await self._launch(service, base, links)
+        await self._wait_ready(set(self.services) - {"ws"})
+        self.market_start_ns = time.time_ns() + int(_MARKET_LEAD_S * 1e9)
+        base["WS_START_NS"] = str(self.market_start_ns)
+        self.recording.env = dict(base)
         # t = 0 when the warm-up has passed; event times map to the same axis.
-        self.clock.set_origin(time.monotonic() + plan.warmup)
-        self._t0_ns = time.time_ns() + int(plan.warmup * 1e9)
+        self._t0_ns = self.market_start_ns + int(plan.warmup * 1e9)
+        self.clock.set_origin(time.monotonic() + (self._t0_ns - time.time_ns()) / 1e9)
+        if "ws" in self.services:
+            await self._launch("ws", base, links)
+            await self._wait_ready({"ws"})
+
+    async def _launch(self, service: str, base: dict[str, str],
+                      links: list[tuple[str, str]]) -> None:
+        env = child_env({**base, **self._service_env(service, links)})
+        # SIGKILL, not SIGTERM, when the coordinator dies: a service the scenario
+        # paused (SIGSTOP) would never act on a SIGTERM.
+        sup = Supervisor(env, self.log_dir, services=(service,), drain_timeout=10.0,
+                         max_backoff=2.0, parent_death_signal=signal.SIGKILL)
+        await sup.start()
+        self.supervisors[service] = sup
 
     def _speed(self) -> str:
         speed = self.plan.scenario.pipeline.market.speed
@@ -212,9 +305,9 @@ class DistributedTarget(Target):
                     env[f"{dep.upper()}_PORT"] = port
         return env
 
-    async def _wait_ready(self) -> None:
+    async def _wait_ready(self, services: set[str]) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT_S
-        waiting = set(self.services)
+        waiting = set(services)
         while waiting:
             for service in list(waiting):
                 try:
@@ -254,10 +347,14 @@ class DistributedTarget(Target):
         if "ws" in self.supervisors:
             await self.supervisors["ws"].stop()
         deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+        reachable = time.monotonic()
         while time.monotonic() < deadline:
             try:
                 lag = await self.lag()
-            except BusError:
+                reachable = time.monotonic()
+            except (BusError, RedisError):
+                if time.monotonic() - reachable > _UNREACHABLE_S:
+                    break  # Redis is gone: nothing more will drain
                 lag = {"?": {"?": 1}}
             if not any(n for groups in lag.values() for n in groups.values()):
                 break
@@ -269,6 +366,10 @@ class DistributedTarget(Target):
         self.recording.streams = await self._streams()
         await self._drain_recorder()
         self.recording.db = await snapshot(self.pg_at.url, self.schema)
+        if self.exchange is not None:
+            self.recording.ledger = self.exchange.ledger()
+            self.recording.ledger_source = "fake Binance (its own ledger)"
+            return
         self.recording.ledger = None
         self.recording.ledger_source = "not observable (paper venue inside the execution process)"
 
@@ -276,7 +377,11 @@ class DistributedTarget(Target):
         assert self.bus is not None
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            pending = sum([await self.bus.pending(t, RECORDER_GROUP) for t in ALL_STREAMS])
+            try:
+                pending = sum([await _bounded(self.bus.pending(t, RECORDER_GROUP), "pending")
+                               for t in ALL_STREAMS])
+            except (BusError, RedisError):
+                break  # Redis is gone: the recorder has what it could get
             if not pending:
                 break
             await asyncio.sleep(0.1)
@@ -287,8 +392,10 @@ class DistributedTarget(Target):
     async def _streams(self) -> dict[str, Any]:
         out = {}
         for stream in ALL_STREAMS:
-            with contextlib.suppress(RedisError):
-                out[stream] = await self.stream_info(stream)
+            try:
+                out[stream] = await _bounded(self.stream_info(stream), f"info of {stream}")
+            except (BusError, RedisError):
+                break  # Redis is gone: each further call would only wait to fail
         return out
 
     async def stop(self) -> None:
@@ -306,6 +413,8 @@ class DistributedTarget(Target):
         if self._sql is not None:
             await self._sql.close()
         await self._http.aclose()
+        if self.exchange is not None:
+            await self.exchange.stop()
         if self._proxy_http is not None:
             await self._proxy_http.stop()
         if self.proxy is not None:
@@ -314,6 +423,7 @@ class DistributedTarget(Target):
             if server is not None:
                 await asyncio.to_thread(server.close)
         shutil.rmtree(self._secrets, ignore_errors=True)
+        await asyncio.to_thread(self._dismiss_reaper)
 
     async def _stop_services(self) -> None:
         for service in ("ws", "signal", "risk", "execution", "db_writer"):
@@ -373,7 +483,8 @@ class DistributedTarget(Target):
             if group not in self.services:
                 continue
             for topic in topics:
-                out.setdefault(topic, {})[group] = await self.bus.pending(topic, group)
+                out.setdefault(topic, {})[group] = await _bounded(
+                    self.bus.pending(topic, group), f"pending of {group} on {topic}")
         return out
 
     async def stream_info(self, stream: str) -> dict[str, Any]:
@@ -401,8 +512,18 @@ class DistributedTarget(Target):
         }
 
     async def publish(self, topic: str, events: list[AnyEvent]) -> None:
+        """Publish as a producer would, retrying for a few seconds while Redis comes back
+        (a repeated event is absorbed: consumers are idempotent on event ids)."""
         assert self.bus is not None
-        await self.bus.publish(topic, events)
+        deadline = time.monotonic() + _PUBLISH_RETRY_S
+        while True:
+            try:
+                await _bounded(self.bus.publish(topic, events), f"publish to {topic}")
+                return
+            except BusError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
 
     def now_ns(self) -> int:
         return time.time_ns()
@@ -485,6 +606,11 @@ class DistributedTarget(Target):
             raise Unavailable(f"{name} is shared ({name} URL given), not the run's own: it "
                               "is not taken down")
         return server
+
+    def exchange_url(self) -> str:
+        if self.exchange is None:
+            return super().exchange_url()
+        return self.exchange.url
 
     def proxy_url(self) -> str:
         if self.proxy is None:

@@ -349,19 +349,33 @@ class FakeBinance:
 
     async def feed(self, batches: Iterable[list[Trade]] | AsyncIterable[list[Trade]], *,
                    speed: float | None = 1.0) -> None:
-        """Publish batches paced by their event time (``speed`` x real time; None: at once)."""
+        """Publish trades paced by their event time (``speed`` x real time; None: at once).
+
+        Each trade prints when it is due, as on the real stream: a batch is only how the
+        source hands trades over, never a burst of trades from the future.
+        """
         anchor: tuple[float, int] | None = None
         async for batch in _aiter(batches):
             if not batch:
                 continue
-            if speed is not None:
-                if anchor is None:
-                    anchor = (time.monotonic(), batch[0].ts)
-                due = anchor[0] + (batch[0].ts - anchor[1]) / 1e9 / speed
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await self.publish(batch)
+            if speed is None:
+                await self.publish(batch)
+                continue
+            if anchor is None:
+                anchor = (time.monotonic(), batch[0].ts)
+            start = 0
+            while start < len(batch):
+                now = time.monotonic()
+                due_ns = anchor[1] + int((now - anchor[0]) * speed * 1e9)
+                end = start
+                while end < len(batch) and batch[end].ts <= due_ns:
+                    end += 1
+                if end > start:
+                    await self.publish(batch[start:end])
+                    start = end
+                    continue
+                wait = anchor[0] + (batch[start].ts - anchor[1]) / 1e9 / speed - now
+                await asyncio.sleep(max(wait, 0.001))
 
     def start_feed(self, batches: Iterable[list[Trade]] | AsyncIterable[list[Trade]], *,
                    speed: float | None = 1.0) -> asyncio.Task[None]:

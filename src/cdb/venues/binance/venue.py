@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 import structlog
@@ -55,6 +55,9 @@ from cdb.venues.binance.records import (
     venue_order,
 )
 from cdb.venues.limiter import Sleep, WindowLimiter
+
+if TYPE_CHECKING:
+    from cdb.config import Settings
 
 AlertHook = Callable[[Level, str, str], Awaitable[object]]
 
@@ -671,3 +674,17 @@ def make_binance_venue(
         raise ConfigError([f"VENUE: {exc}"]) from exc
     return BinanceVenue(config, api_key=api_key or "", api_secret=api_secret or "",
                         alert=alert, instance=instance)
+
+
+def venue_from_settings(
+    settings: Settings, venue: str, *, exchange_url: str | None, alert: AlertHook | None,
+    instance: str,
+) -> BinanceVenue:
+    """``make_binance_venue`` with the key, secret and resolve window of ``settings``."""
+    key, secret = settings.binance_api_key, settings.binance_api_secret
+    return make_binance_venue(
+        venue, api_key=key.get_secret_value() if key else None,
+        api_secret=secret.get_secret_value() if secret else None,
+        exchange_url=exchange_url, alert=alert, instance=instance,
+        resolve_window_s=settings.binance_resolve_window_s,
+    )
