@@ -262,7 +262,7 @@ class Settings(BaseSettings):
         override: int | None = getattr(self, f"cdb_port_{service}", None)
         if override is not None:
             return override
-        if service == "signal" and "SIGNAL_PORT" in os.environ:
+        if service == "signal" and "signal_port" in self.model_fields_set:
             return self.signal_port
         return SERVICE_PORTS[service]
 

@@ -110,6 +110,7 @@ class Recording:
 
     def __init__(self, t_of: Callable[[int], float] | None = None) -> None:
         self.t_of: Callable[[int], float] = t_of or (lambda ts: ts / 1e9)
+        self.sampling_closed = False
         self.events: dict[str, list[Recorded]] = {k: [] for k in KIND_OF.values()}
         self.prices: dict[str, list[PricePoint]] = {}
         self.last_trade: dict[str, Trade] = {}
@@ -179,7 +180,13 @@ class Recording:
     # -- samples and activities --------------------------------------------------------
 
     def sample(self, name: str, t: float, value: Any = None, error: str | None = None) -> None:
+        if self.sampling_closed:
+            return  # a late answer (the pipeline is being stopped) says nothing of the run
         self.samples.setdefault(name, []).append(Sample(t=round(t, 6), value=value, error=error))
+
+    def close_sampling(self) -> None:
+        """No sample is recorded from now on: the observation window has ended."""
+        self.sampling_closed = True
 
     def add(self, activity: Activity) -> Activity:
         self.activities.append(activity)

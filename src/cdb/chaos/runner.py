@@ -325,6 +325,9 @@ class Runner:
             self.phase = "warm-up"
             await target.clock.sleep_until(0.0)
             tasks += await self._experiment(target)
+            # Closed first: a sampler slow to notice its cancellation must not record
+            # the pipeline being stopped as part of the run.
+            target.recording.close_sampling()
             await self._cancel(samplers)
             self.phase = "finishing"
             target.clock.leave()
@@ -340,6 +343,7 @@ class Runner:
             error = f"{type(exc).__name__}: {exc}"
             _log.error("scenario run failed", error=error, tb=traceback.format_exc())
         finally:
+            target.recording.close_sampling()
             await self._cancel([*tasks, *self._tasks])
             await self._undo_all("cleanup")
             await asyncio.shield(target.stop())
@@ -661,7 +665,7 @@ class Runner:
         clock = target.clock
         t = clock.now()
         try:
-            while True:
+            while not target.recording.sampling_closed:
                 await fn()
                 t = max(t + every, clock.now())
                 await clock.sleep_until(t)

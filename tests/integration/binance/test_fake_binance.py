@@ -15,7 +15,8 @@ from tests.integration.binance.conftest import Eventually
 from websockets.asyncio.client import connect
 
 from cdb.marketdata.binance import decode_trade
-from cdb.testing.fake_binance import FakeBinance, Fault, FaultBook
+from cdb.testing import FakeBinance, Fault  # the public names
+from cdb.testing.fake_binance import FaultBook
 
 pytestmark = pytest.mark.integration
 

@@ -58,10 +58,17 @@ class SwitchFault(Fault):
 
 
 @PROBES.register("test_value", summary="a probe for the runner's tests",
-                 params={"value": P.anything(), "boom": P.boolean()})
+                 params={"value": P.anything(), "boom": P.boolean(),
+                         "stubborn": P.boolean()})
 async def value_probe(ctx: StepContext, p: Params) -> Any:
     if p.flag("boom"):
         raise RuntimeError("probe exploded")
+    if p.flag("stubborn"):
+        # A client that turns a cancellation into an answer (seen with HTTP clients).
+        try:
+            await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            return "late"
     return p.get("value", "ok")
 
 

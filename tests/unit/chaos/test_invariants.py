@@ -129,6 +129,28 @@ def test_a_gap_in_trade_ids_is_a_lost_trade() -> None:
     assert "2 BTCUSDT trade(s) never reached the bus" in result.detail
 
 
+def _stream(added: int, **groups: tuple[int, int | None, int | None]) -> dict[str, Any]:
+    return {"entries_added": added, "groups": {
+        g: {"pending": pending, "entries_read": read, "lag": lag}
+        for g, (pending, read, lag) in groups.items()}}
+
+
+def test_stream_conservation_counts_every_group() -> None:
+    ctx = context(CLEAN)
+    ctx.recording.streams = {"stream.signals": _stream(40, risk=(0, 40, 0), db_writer=(0, 40, 0))}
+    passed = no_lost_events(ctx, p())
+    assert passed.status == "pass" and "2 stream/group balance(s) conserved" in passed.detail
+    # risk holds 3 unacknowledged; db_writer never read 5 (and Redis could not give a lag)
+    ctx.recording.streams = {"stream.signals": _stream(40, risk=(3, 40, 0),
+                                                      db_writer=(0, 35, None))}
+    failed = no_lost_events(ctx, p())
+    assert failed.status == "fail"
+    assert "stream.signals/risk: 40 added = 37 acknowledged + 3 pending + 0 never delivered" in (
+        failed.evidence)
+    assert "stream.signals/db_writer: 40 added = 35 acknowledged + 0 pending + 5 never " \
+        "delivered" in failed.evidence
+
+
 def test_duplicates_are_found() -> None:
     dup = msgspec.structs.replace(CLEAN[2], id="s1-o-f0-dup")  # same venue fill id
     result = no_duplicates(context([*CLEAN, dup], ledger=False), p())

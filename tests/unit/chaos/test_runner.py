@@ -162,6 +162,26 @@ timeline:
     assert any(a.name == "step.stuck" and "still running" in a.detail for a in late), late
 
 
+async def test_nothing_is_sampled_once_the_run_is_over(
+    scenario: Callable[[str], Scenario], runner: RunFactory, log: list[str]
+) -> None:
+    """A sampler that swallows its cancellation must not record the pipeline being
+    stopped (a last 'unreachable' would read as a failure after recovery)."""
+    sc = scenario(spec("""
+timeline:
+  - {name: a, at: 0s, duration: 0.1s, fault: {type: test_switch, name: a}}
+probes:
+  - {name: slow, provider: {type: test_value, stubborn: true}}
+"""))
+    r = runner(sc)
+    outcome = await r.run()
+    assert outcome.verdict.status == "pass", outcome.verdict.reasons
+    assert r.target is not None
+    values = [s.value for s in r.target.recording.samples["slow"]]
+    assert values and "late" not in values
+    assert r.left_behind == []
+
+
 async def test_steady_state_not_met_injects_nothing(
     scenario: Callable[[str], Scenario], runner: RunFactory, log: list[str]
 ) -> None:
