@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cdb.testing.cluster import LocalPipeline
-    from cdb.testing.fake_binance import Fault, FakeBinance
+    from cdb.testing.fake_binance import FakeBinance, Fault
     from cdb.testing.postgres import PostgresServer
     from cdb.testing.redis import RedisServer
 

@@ -139,7 +139,8 @@ def test_stream_conservation_counts_every_group() -> None:
     ctx = context(CLEAN)
     ctx.recording.streams = {"stream.signals": _stream(40, risk=(0, 40, 0), db_writer=(0, 40, 0))}
     passed = no_lost_events(ctx, p())
-    assert passed.status == "pass" and "2 stream/group balance(s) conserved" in passed.detail
+    assert passed.status == "pass"
+    assert "2 stream/group balance(s) conserved" in passed.detail
     # risk holds 3 unacknowledged; db_writer never read 5 (and Redis could not give a lag)
     ctx.recording.streams = {"stream.signals": _stream(40, risk=(3, 40, 0),
                                                       db_writer=(0, 35, None))}

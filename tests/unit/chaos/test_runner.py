@@ -178,7 +178,8 @@ probes:
     assert outcome.verdict.status == "pass", outcome.verdict.reasons
     assert r.target is not None
     values = [s.value for s in r.target.recording.samples["slow"]]
-    assert values and "late" not in values
+    assert values
+    assert "late" not in values
     assert r.left_behind == []
 
 
