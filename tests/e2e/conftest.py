@@ -3,11 +3,36 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from cdb.testing.postgres import PostgresServerError, find_bin_dir
+
+
+def missing_servers() -> list[str]:
+    """What of redis-server and PostgreSQL's initdb/pg_ctl this machine lacks."""
+    missing = []
+    redis = os.environ.get("CDB_REDIS_SERVER") or "redis-server"
+    if shutil.which(redis) is None:
+        missing.append(f"{redis} (apt-get install redis-server, or set CDB_REDIS_SERVER)")
+    try:
+        find_bin_dir()
+    except PostgresServerError as exc:
+        missing.append(str(exc))
+    return missing
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _servers_installed() -> None:
+    """Stop the session with one message, not one error per test."""
+    missing = missing_servers()
+    if missing:
+        pytest.exit("cannot run the tests that start their own servers; missing: " + "; ".join(missing),
+                    returncode=3)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
