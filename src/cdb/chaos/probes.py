@@ -51,14 +51,25 @@ async def health(ctx: StepContext, p: Params) -> Any:
                  params={"service": P.string(enum=SERVICES), "name": P.string(
                      "metric or sample name, e.g. cdb_risk_rejections_total"),
                      "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                     "agg": P.string(enum=["sum", "max", "min", "count"])},
+                     "agg": P.string(enum=["sum", "max", "min", "count"]),
+                     "rate_over": P.duration("give the rate per second over this window "
+                                             "(two scrapes) instead of the value")},
                  required=("service", "name"))
 async def metric(ctx: StepContext, p: Params) -> Any:
     service, name = p.text("service"), p.text("name")
-    text = await ctx.target.metrics_text(service)
     want = {"service": service, "instance": ctx.target.instance_of(service),
             **dict(p.get("labels") or {})}
-    return metric_value(text, name, want, p.text("agg", "sum"))
+    agg = p.text("agg", "sum")
+    first = metric_value(await ctx.target.metrics_text(service), name, want, agg)
+    window = p.duration("rate_over", 0.0)
+    if window <= 0:
+        return first
+    # Per second of scenario time: the wall in distributed mode, the simulated market's
+    # time in embedded mode (where the counters move with it).
+    t0 = ctx.clock.now()
+    await ctx.clock.sleep_until(t0 + window)
+    second = metric_value(await ctx.target.metrics_text(service), name, want, agg)
+    return (second - first) / max(ctx.clock.now() - t0, 1e-9)
 
 
 def metric_value(text: str, name: str, labels: dict[str, str], agg: str = "sum") -> float:
