@@ -31,8 +31,8 @@ def _servers_installed() -> None:
     """Stop the session with one message, not one error per test."""
     missing = missing_servers()
     if missing:
-        pytest.exit("cannot run the tests that start their own servers; missing: " + "; ".join(missing),
-                    returncode=3)
+        pytest.exit("cannot run the tests that start their own servers; missing: "
+                    + "; ".join(missing), returncode=3)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
