@@ -137,8 +137,9 @@ def run(
     run_anyway: Annotated[bool, typer.Option(help="Run even when a feature the scenario "
                                                   "requires is missing (verdict unknown at "
                                                   "best).")] = False,
-    http_port: Annotated[int | None, typer.Option(help="Serve the coordinator's /health "
-                                                       "and /metrics on this port.")] = None,
+    http_port: Annotated[int, typer.Option(help="Serve the coordinator's /health and "
+                                                "/metrics on this port (0: a free one, "
+                                                "shown at the start; -1: none).")] = 0,
     redis: Annotated[str | None, typer.Option(help="Distributed: an existing Redis "
                                                    "(redis://:pw@host:port/db), shared "
                                                    "through the run's namespace.")] = None,
@@ -166,7 +167,8 @@ def run(
         runner = Runner(result.scenario, Options(mode=mode, seed=seed, dry_run=dry_run,
                                                  report_dir=report_dir,
                                                  run_anyway=run_anyway,
-                                                 http_port=http_port, redis_url=redis,
+                                                 http_port=None if http_port < 0
+                                                 else http_port, redis_url=redis,
                                                  postgres_url=postgres))
     except CdbError as exc:
         _err.print(f"error: {exc}", style="red", highlight=False)

@@ -161,6 +161,8 @@ def test_two_coordinators_share_one_redis_and_postgres_without_interfering(
     assert names[1].startswith("test-coordinator-Chaos2-")
     for code, outcome in outcomes:
         assert code == 0, failing(outcome)
+    assert outcomes[0][1]["http_url"] == f"http://127.0.0.1:{port}"
+    assert outcomes[1][1]["http_url"].startswith("http://127.0.0.1:")  # a free port
     assert keys == []  # a shared Redis keeps nothing of the runs
 
 

@@ -1,6 +1,7 @@
 """The coordinator observed like every service: ``/health`` and ``/metrics``.
 
-``cdb scenario run --http-port N`` serves them while the run goes on: health carries
+``cdb scenario run`` serves them while the run goes on (on a free port unless
+``--http-port N``; the URL is in the progress and the outcome): health carries
 the live state of the run (phase, scenario time, faults in force, last probe values),
 metrics the scenario time, the faults in force and, at the end, the verdict and the
 assertions by result. Labels ``service="coordinator"`` and ``instance`` (the run's
@@ -47,6 +48,10 @@ class CoordinatorApi:
 
     async def start(self) -> None:
         await self._server.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.port}"
 
     async def stop(self) -> None:
         await self._server.stop()

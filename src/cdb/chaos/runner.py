@@ -90,6 +90,8 @@ class Outcome(msgspec.Struct, kw_only=True):
     started: str = ""
     ended: str = ""
     duration_s: float = 0.0
+    http_url: str | None = None
+    """Where the coordinator served /health and /metrics during the run."""
 
 
 class ProgressSink(Protocol):
@@ -172,6 +174,7 @@ class Runner:
         self._uses: list[_Use] = []
         self._step_uses: dict[str, _Use] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self.http_url: str | None = None
         self._api: Any = None
         self.left_behind: list[str] = []
         """Tasks that did not end when cancelled (named in the journal)."""
@@ -315,6 +318,8 @@ class Runner:
             api = self._api = CoordinatorApi(self.namespace, self.state, "127.0.0.1",
                                              self.options.http_port)
             await api.start()
+            self.http_url = api.url
+            self.progress.log(f"coordinator /health and /metrics on {api.url}")
         try:
             ticker = asyncio.create_task(self._tick(), name="chaos.progress")
             target.clock.join()
@@ -748,7 +753,7 @@ class Runner:
             verdict=verdict, assertions=assertions, seed=self.seed, mode=self.mode,
             namespace=self.namespace, report_dir=str(self.report_dir), interrupted=interrupted,
             error=error, started=started, ended=now_iso(),
-            duration_s=round(time.monotonic() - wall0, 3))
+            duration_s=round(time.monotonic() - wall0, 3), http_url=self.http_url)
         if not self.options.dry_run:
             from cdb.chaos import reports
 

@@ -101,6 +101,14 @@ class HttpServer:
                 raise OSError("HTTP server exited at start")
             await asyncio.sleep(0.01)
 
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one the OS chose when asked for port 0)."""
+        for server in getattr(self._server, "servers", []):
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return int(self._server.config.port)
+
     async def stop(self) -> None:
         self._server.should_exit = True
         if self._task is not None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from tests.unit.chaos.conftest import RunFactory
 
@@ -181,6 +182,29 @@ probes:
     assert values
     assert "late" not in values
     assert r.left_behind == []
+
+
+async def test_the_coordinator_serves_health_and_metrics_on_a_free_port(
+    scenario: Callable[[str], Scenario], runner: RunFactory, log: list[str]
+) -> None:
+    sc = scenario(spec("""
+timeline:
+  - {name: a, at: 0s, duration: 1s, fault: {type: test_switch, name: a}}
+"""))
+    r = runner(sc, http_port=0)
+    task = asyncio.create_task(r.run())
+    for _ in range(500):
+        if r.http_url is not None or task.done():
+            break
+        await asyncio.sleep(0.01)
+    assert r.http_url is not None
+    async with httpx.AsyncClient(base_url=r.http_url) as client:
+        health = (await client.get("/health")).json()
+        metrics = (await client.get("/metrics")).text
+    assert health["service"] == "coordinator"
+    assert "cdb_chaos_scenario_seconds" in metrics
+    outcome = await task
+    assert outcome.http_url == r.http_url
 
 
 async def test_steady_state_not_met_injects_nothing(
