@@ -146,6 +146,10 @@ def run(
     postgres: Annotated[str | None, typer.Option(help="Distributed: an existing PostgreSQL "
                                                       "(postgresql://user:pw@host:port/db); "
                                                       "the run uses its own schema.")] = None,
+    toxiproxy: Annotated[str | None, typer.Option(help="Distributed: a Toxiproxy server's "
+                                                       "API (http://host:8474) for the "
+                                                       "network faults, instead of cdb's own "
+                                                       "proxy.")] = None,
     quiet: Annotated[bool, typer.Option(help="No live progress.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
@@ -169,7 +173,8 @@ def run(
                                                  run_anyway=run_anyway,
                                                  http_port=None if http_port < 0
                                                  else http_port, redis_url=redis,
-                                                 postgres_url=postgres))
+                                                 postgres_url=postgres,
+                                                 toxiproxy_url=toxiproxy))
     except CdbError as exc:
         _err.print(f"error: {exc}", style="red", highlight=False)
         sys.exit(2)

@@ -260,3 +260,52 @@ def test_a_killed_or_terminated_coordinator_leaves_no_service_behind(
     assert outcome["interrupted"] is True
     assert outcome["verdict"]["status"] == "unknown"
     assert (tmp_path / "term" / "journal.json").is_file()
+
+
+def test_network_postgres_and_stop_faults_through_a_separate_toxiproxy(tmp_path: Path) -> None:
+    """Every infrastructure fault no shipped scenario uses (latency, a cut link,
+    PostgreSQL down, SIGSTOP) takes effect and loses nothing; the network faults go
+    through a Toxiproxy API in another process (``--toxiproxy``), which keeps nothing
+    of the run afterwards."""
+    import httpx
+
+    from cdb.testing.ports import free_port
+    from tests.e2e.test_scenarios_embedded import SELF_TESTS
+
+    api = f"127.0.0.1:{free_port()}"
+    proxy = subprocess.Popen([sys.executable, "-m", "cdb.chaos.proxy", "--api", api])
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert httpx.get(f"http://{api}/proxies", timeout=1).json() == {}
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the proxy did not come up"
+                time.sleep(0.1)
+        out = tmp_path / "run.out"
+        with out.open("w") as sink:
+            coordinator = subprocess.Popen(
+                [sys.executable, "-m", "cdb", "scenario", "run",
+                 str(SELF_TESTS / "links-and-postgres.yaml"), "--json", "--report-dir",
+                 str(tmp_path), "--toxiproxy", f"http://{api}"],
+                env={**os.environ, "NO_COLOR": "1"}, cwd=ROOT, stdout=sink,
+                stderr=subprocess.DEVNULL)
+            seen: set[str] = set()
+            while coordinator.poll() is None:
+                with contextlib.suppress(httpx.HTTPError):
+                    seen |= set(httpx.get(f"http://{api}/proxies", timeout=1).json())
+                time.sleep(0.2)
+        code = coordinator.returncode
+        outcome = json.loads(out.read_text().strip().splitlines()[-1])
+        left = httpx.get(f"http://{api}/proxies", timeout=2).json()
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+    effects = {a["name"]: a for a in outcome["assertions"] if a["category"] == "fault-effect"}
+    for step in ("slow link", "risk cut off", "postgres down", "signal frozen"):
+        assert effects[f"{step} took effect"]["status"] == "pass", failing(outcome)
+    # Made on the separate proxy, named by the run's namespace, removed at the end.
+    assert f"{outcome['namespace']}-risk-redis" in seen
+    assert left == {}
+    passes_or_known_issue(code, outcome)

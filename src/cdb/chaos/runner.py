@@ -69,6 +69,7 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
     """Distributed mode: use this Redis instead of starting one (shared, namespaced)."""
     postgres_url: str | None = None
+    toxiproxy_url: str | None = None
     """Distributed mode: use this PostgreSQL instead of starting one (own schema)."""
     run_anyway: bool = False
     """Run even when a required capability is missing (the verdict stays unknown at best);
@@ -220,7 +221,8 @@ class Runner:
         self._draft = Plan(scenario=sc, mode=self.mode, seed=self.seed, namespace=self.namespace,
                            report_dir=self.report_dir, market_duration=0.0,
                            redis_url=self.options.redis_url,
-                           postgres_url=self.options.postgres_url)
+                           postgres_url=self.options.postgres_url,
+                           toxiproxy_url=self.options.toxiproxy_url)
         for step in self.steps:
             self._step_uses[step.key] = self._use(step.key, step.provider, step.kind, step.at,
                                                   step.duration)

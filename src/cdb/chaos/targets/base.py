@@ -59,6 +59,9 @@ class Plan(msgspec.Struct, kw_only=True):
     """An existing Redis to use (distributed mode) instead of a throwaway one."""
     postgres_url: str | None = None
     """An existing PostgreSQL to use (distributed mode) instead of a throwaway one."""
+    toxiproxy_url: str | None = None
+    """A Toxiproxy server's API (distributed mode) for the network faults, instead of
+    cdb's own proxy."""
 
     @property
     def warmup(self) -> float:

@@ -119,7 +119,9 @@ class DistributedTarget(Target):
         self.postgres: PostgresServer | None = None
         self.proxy: ProxyServer | None = None
         self._proxy_http: HttpServer | None = None
-        self._proxy_port = 0
+        self._proxy_api = ""
+        self._links_made: dict[tuple[str, str], tuple[str, str]] = {}
+        """(service, dependency) -> (proxy name, its listen address)."""
         self.supervisors: dict[str, Supervisor] = {}
         # Restartable: a killed service comes back on the same port.
         self.ports = {name: restartable_port() for name in self.services}
@@ -248,7 +250,7 @@ class DistributedTarget(Target):
         # later (catching up what its start-up took).
         for service in STARTUP_ORDER:
             if service in self.services and service != "ws":
-                await self._launch(service, base, links)
+                await self._launch(service, base)
         await self._wait_ready(set(self.services) - {"ws"})
         self.market_start_ns = time.time_ns() + int(_MARKET_LEAD_S * 1e9)
         base["WS_START_NS"] = str(self.market_start_ns)
@@ -257,12 +259,11 @@ class DistributedTarget(Target):
         self._t0_ns = self.market_start_ns + int(plan.warmup * 1e9)
         self.clock.set_origin(time.monotonic() + (self._t0_ns - time.time_ns()) / 1e9)
         if "ws" in self.services:
-            await self._launch("ws", base, links)
+            await self._launch("ws", base)
             await self._wait_ready({"ws"})
 
-    async def _launch(self, service: str, base: dict[str, str],
-                      links: list[tuple[str, str]]) -> None:
-        env = child_env({**base, **self._service_env(service, links)})
+    async def _launch(self, service: str, base: dict[str, str]) -> None:
+        env = child_env({**base, **self._service_env(service)})
         # SIGKILL, not SIGTERM, when the coordinator dies: a service the scenario
         # paused (SIGSTOP) would never act on a SIGTERM.
         sup = Supervisor(env, self.log_dir, services=(service,), drain_timeout=10.0,
@@ -285,24 +286,42 @@ class DistributedTarget(Target):
                 if d == "redis" or s in _USES_POSTGRES]
 
     async def _start_proxies(self, links: list[tuple[str, str]]) -> None:
-        self.proxy = ProxyServer(seed=self.plan.seed)
-        self._proxy_port = free_port()
-        self._proxy_http = HttpServer(self.proxy.app, "127.0.0.1", self._proxy_port)
-        await self._proxy_http.start()
+        """One proxy per link, made through the Toxiproxy HTTP API: of a real Toxiproxy
+        (``--toxiproxy URL``), else of cdb's own proxy started here."""
+        if self.plan.toxiproxy_url:
+            self._proxy_api = self.plan.toxiproxy_url.rstrip("/")
+        else:
+            self.proxy = ProxyServer(seed=self.plan.seed)
+            self._proxy_http = HttpServer(self.proxy.app, "127.0.0.1", 0)
+            await self._proxy_http.start()
+            self._proxy_api = f"http://127.0.0.1:{self._proxy_http.port}"
         upstream = {"redis": f"{self.redis_at.host}:{self.redis_at.port}",
                     "postgres": f"{self.pg_at.host}:{self.pg_at.port}"}
         for service, dep in links:
-            await self.proxy.create(f"{service}-{dep}", "127.0.0.1:0", upstream[dep])
+            # Named by the run's namespace: a shared Toxiproxy serves several runs.
+            name = f"{self.namespace}-{service}-{dep}"
+            body = {"name": name, "listen": f"127.0.0.1:{free_port()}",
+                    "upstream": upstream[dep], "enabled": True}
+            r = await self._http.post(f"{self._proxy_api}/proxies", json=body, timeout=5.0)
+            if r.status_code >= 400:
+                raise Unavailable(f"the proxy at {self._proxy_api} refused {name}: "
+                                  f"{r.status_code} {r.text}")
+            self._links_made[(service, dep)] = (name, str(r.json()["listen"]))
 
-    def _service_env(self, service: str, links: list[tuple[str, str]]) -> dict[str, str]:
+    async def _remove_proxies(self) -> None:
+        for name, _ in self._links_made.values():
+            with contextlib.suppress(httpx.HTTPError):
+                await self._http.delete(f"{self._proxy_api}/proxies/{name}", timeout=2.0)
+        self._links_made.clear()
+
+    def _service_env(self, service: str) -> dict[str, str]:
         env = {"CDB_CONSUMER": self.instance_of(service),
                "REDIS_PORT": str(self.redis_at.port), "POSTGRES_PORT": str(self.pg_at.port)}
-        if self.proxy is not None:
-            for s, dep in links:
-                if s == service:
-                    host, _, port = self.proxy.get(f"{s}-{dep}").listen.rpartition(":")
-                    env[f"{dep.upper()}_HOST"] = host
-                    env[f"{dep.upper()}_PORT"] = port
+        for (s, dep), (_, listen) in self._links_made.items():
+            if s == service:
+                host, _, port = listen.rpartition(":")
+                env[f"{dep.upper()}_HOST"] = host
+                env[f"{dep.upper()}_PORT"] = port
         return env
 
     async def _wait_ready(self, services: set[str]) -> None:
@@ -412,6 +431,7 @@ class DistributedTarget(Target):
             await self._client.aclose()
         if self._sql is not None:
             await self._sql.close()
+        await self._remove_proxies()
         await self._http.aclose()
         if self.exchange is not None:
             await self.exchange.stop()
@@ -613,15 +633,15 @@ class DistributedTarget(Target):
         return self.exchange.url
 
     def proxy_url(self) -> str:
-        if self.proxy is None:
+        if not self._links_made:
             raise Unavailable("no fault proxy in this run (no network fault was planned)")
-        return f"http://127.0.0.1:{self._proxy_port}"
+        return self._proxy_api
 
     def proxy_name(self, service: str, dependency: str) -> str:
-        if self.proxy is None:
+        if not self._links_made:
             raise Unavailable("no fault proxy in this run")
-        names = [n for n in self.proxy.proxies if n.endswith(f"-{dependency}")
-                 and (service == "*" or n == f"{service}-{dependency}")]
+        names = [name for (s, dep), (name, _) in self._links_made.items()
+                 if dep == dependency and service in ("*", s)]
         if not names:
             raise Unavailable(f"no proxied link {service}->{dependency}")
         return ",".join(names)
