@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from cdb.testing.waiting import eventually
 
 pytestmark = pytest.mark.timeout(400)
 
+SERVICES = ("ws", "signal", "risk", "execution", "db_writer")
 MARKET = {"WS_SPEED": "max", "WS_DURATION_S": "5400", "WS_SEED": "11"}
 
 
@@ -83,6 +85,23 @@ def test_a_service_killed_mid_stream_is_restarted_and_nothing_is_lost_or_doubled
         assert_nothing_lost_or_doubled(pipe)
         ledger = pipe.get("execution", "/venue/ledger")
         assert len(ledger) == len(db_rows(pipe, "fills"))
+        # SIGTERM (as systemd or docker stop send it): every service drains and exits,
+        # and cdb up with them, cleanly.
+        pids = [int(pipe.details(name)["pid"]) for name in SERVICES]
+        pipe.stop(signal.SIGTERM)
+        assert pipe.process is not None
+        assert pipe.process.returncode == 0, pipe.logs()
+        assert not [pid for pid in pids if _alive(pid)]
+        logs = pipe.logs()
+        assert logs.count('"event": "service stopped"') >= len(SERVICES), logs
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def _restarted(pipe: LocalPipeline, name: str, old_pid: int) -> bool:

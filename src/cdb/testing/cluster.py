@@ -146,11 +146,11 @@ class LocalPipeline:
         os.kill(pid, signal.SIGKILL)
         return pid
 
-    def stop(self) -> None:
-        """Ctrl-C ``cdb up``: services drain and exit."""
+    def stop(self, sig: signal.Signals = signal.SIGINT) -> None:
+        """Ctrl-C (or ``sig``, e.g. SIGTERM) ``cdb up``: services drain and exit."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGINT)
+        self.process.send_signal(sig)
         try:
             self.process.wait(60)
         except subprocess.TimeoutExpired:
