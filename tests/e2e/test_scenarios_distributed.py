@@ -309,3 +309,15 @@ def test_network_postgres_and_stop_faults_through_a_separate_toxiproxy(tmp_path:
     assert f"{outcome['namespace']}-risk-redis" in seen
     assert left == {}
     passes_or_known_issue(code, outcome)
+
+
+def test_a_market_from_the_fake_binance_survives_a_dropped_stream(tmp_path: Path) -> None:
+    """``market.source: fake-binance``: ws reads the exchange's websocket; the exchange
+    drops it, ws reconnects, reports the gap and publishes no trade twice."""
+    from tests.e2e.test_scenarios_embedded import SELF_TESTS
+
+    code, outcome = run(tmp_path, SELF_TESTS / "fake-binance-market.yaml")
+    named = by_name(outcome)
+    assert named["dropped took effect"]["status"] == "pass", failing(outcome)
+    assert named["ws reported the trades it missed as a gap"]["status"] == "pass"
+    passes_or_known_issue(code, outcome)

@@ -125,6 +125,9 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Market(msgspec.Struct, frozen=True, kw_only=True):
+    source: Literal["synthetic", "fake-binance"] = "synthetic"
+    """synthetic: ws generates the market; fake-binance: the same market prints on the
+    fake Binance, and ws takes it from its websocket stream (distributed mode)."""
     symbols: tuple[str, ...] = ("BTCUSDT",)
     trades_per_s: float = 50.0
     bursts_per_hour: float = 0.0
@@ -260,6 +263,7 @@ def _pipeline(data: dict[str, Any]) -> Pipeline:
         modes=modes,
         services=tuple(data.get("services") or ALL_SERVICES),
         market=Market(
+            source=market.get("source", "synthetic"),
             symbols=tuple(market.get("symbols") or ("BTCUSDT",)),
             trades_per_s=float(market.get("trades_per_s", 50.0)),
             bursts_per_hour=float(market.get("bursts_per_hour", 0.0)),

@@ -81,6 +81,7 @@ def metric_value(text: str, name: str, labels: dict[str, str], agg: str = "sum")
     found_family = False
     values: list[float] = []
     for family in text_string_to_metric_families(text):
+        found_family = found_family or family.name in (name, name.removesuffix("_total"))
         for sample in family.samples:
             if sample.name not in (name, f"{name}_total") and family.name != name:
                 continue

@@ -216,7 +216,9 @@ def _pipeline() -> dict[str, Any]:
                       "uniqueItems": True, "description": "modes the scenario can run in"},
             "services": {"type": "array", "items": {"enum": SERVICES}, "uniqueItems": True},
             "market": {"type": "object", "additionalProperties": False, "properties": {
-                "source": {"enum": ["synthetic"]},
+                "source": {"enum": ["synthetic", "fake-binance"], "description":
+                           "synthetic: ws generates the market; fake-binance: it prints on "
+                           "the fake Binance and ws reads its websocket (distributed)"},
                 "symbols": {"type": "array", "minItems": 1, "uniqueItems": True,
                             "items": {"type": "string", "pattern": "^[A-Z0-9]+$"}},
                 "trades_per_s": number,

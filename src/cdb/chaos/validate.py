@@ -262,6 +262,9 @@ def _semantic_problems(scenario: model.Scenario, located: Located) -> list[Probl
     pipe = scenario.pipeline
     if pipe.mode not in pipe.modes:
         add("$.pipeline.mode", f"mode {pipe.mode!r} is not among modes {list(pipe.modes)}")
+    if pipe.market.source == "fake-binance" and "embedded" in pipe.modes:
+        add("$.pipeline.market.source", "the fake-binance market runs on the wall clock, "
+            "in distributed mode only; set pipeline.modes: [distributed]")
     for activity in (*scenario.method, *scenario.rollbacks):
         if activity.provider.type in _SHAPES:
             add(f"{activity.provider.path}.type", f"{activity.provider.type!r} shapes the "

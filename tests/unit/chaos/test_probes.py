@@ -37,6 +37,11 @@ def test_samples_are_picked_by_labels_and_aggregated() -> None:
         metric_value(TEXT, "cdb_typo", mine)
 
 
+def test_a_labelled_counter_never_incremented_reads_zero() -> None:
+    text = "# HELP cdb_ws_reconnects_total Reconnections.\n# TYPE cdb_ws_reconnects_total counter\n"
+    assert metric_value(text, "cdb_ws_reconnects", {"service": "ws"}) == 0
+
+
 class CountingTarget(FakeTarget):
     """/metrics whose counter grows by 10 at every scrape."""
 

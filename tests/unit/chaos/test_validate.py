@@ -111,6 +111,7 @@ def test_what_the_schema_cannot_say_is_checked_too() -> None:
         pipeline:
           services: [ws, signal, risk]
           modes: [embedded]
+          market: {source: fake-binance}
         timeline:
           - {name: a, at: 1s, fault: {type: stop, service: execution}}
           - {name: a, at: 2s, fault: {type: kill, service: risk}}
@@ -125,6 +126,7 @@ def test_what_the_schema_cannot_say_is_checked_too() -> None:
     assert "fault 'kill' works in distributed mode only" in messages
     assert "'nowhere' names no timeline step" in messages
     assert "no sampled probe named 'nope'" in messages
+    assert "the fake-binance market runs on the wall clock, in distributed mode only" in messages
     assert all(line is not None for line, _, _ in found)
 
 

@@ -6,7 +6,10 @@ step's duration; ``GET /_fake/faults`` tells how often it fired, which is the ef
 check; ``DELETE`` clears). That needs a pipeline whose execution venue is the fake
 (``pipeline.venue: fake-binance``) and a target that started one (``exchange_url``):
 the distributed target runs ``FakeExchange`` beside its services, which trade on it
-through ``EXECUTION_VENUE=binance-testnet`` and ``BINANCE_URL``. The embedded
+through ``EXECUTION_VENUE=binance-testnet`` and ``BINANCE_URL``; with
+``pipeline.market.source: fake-binance`` the scenario's market prints on the fake and
+ws reads it from the websocket (``WS_SOURCE=binance``), so ``disconnect`` reaches it.
+The embedded
 target has none (its venue runs on simulated time, the fake on the wall clock): the
 fault is distributed-only, and a target without a fake makes it ``Unavailable``, so the
 run ends ``unknown`` with that reason: never a pass on a fault that was not injected.
@@ -14,6 +17,10 @@ run ends ``unknown`` with that reason: never a pass on a fault that was not inje
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
@@ -23,6 +30,7 @@ from cdb.chaos.journal import Effect
 from cdb.chaos.registry import CAPABILITIES, FAULTS, P, Unavailable
 
 if TYPE_CHECKING:
+    from cdb.events import Trade
     from cdb.testing.fake_binance import FakeBinance
 
 CONTROL_PATH: Final = "/_fake/faults"
@@ -41,16 +49,36 @@ class FakeExchange:
     def __init__(self, symbols: tuple[str, ...] | list[str]) -> None:
         self.symbols = list(symbols)
         self.fake: FakeBinance | None = None
+        self._feed: asyncio.Task[None] | None = None
 
-    async def start(self) -> dict[str, str]:
-        """Start the fake; the environment that points execution at it."""
+    async def start(self, *, venue: bool, market: bool) -> dict[str, str]:
+        """Start the fake; the environment that points execution (``venue``) and ws's
+        market data (``market``) at it."""
         from cdb.testing.fake_binance import FakeBinance
 
         # A generous weight budget: the scenario's faults, not polling, rate-limit it.
         self.fake = FakeBinance(symbols=self.symbols, weight_limit=100_000)
         await self.fake.start()
-        return {"EXECUTION_VENUE": "binance-testnet", "BINANCE_URL": self.fake.url,
-                "BINANCE_API_KEY": self.fake.api_key, "BINANCE_API_SECRET": self.fake.api_secret}
+        env = {"BINANCE_URL": self.fake.url}
+        if venue:
+            env.update({"EXECUTION_VENUE": "binance-testnet",
+                        "BINANCE_API_KEY": self.fake.api_key,
+                        "BINANCE_API_SECRET": self.fake.api_secret})
+        if market:
+            env["WS_SOURCE"] = "binance"
+        return env
+
+    def feed(self, batches: Iterable[list[Trade]], start_ns: int) -> None:
+        """Print ``batches`` on the fake in real time from the wall time ``start_ns``."""
+        fake = self.fake
+        if fake is None:
+            raise Unavailable("the fake exchange is not running")
+
+        async def run() -> None:
+            await asyncio.sleep(max(0.0, (start_ns - time.time_ns()) / 1e9))
+            await fake.feed(batches, speed=1.0)
+
+        self._feed = asyncio.create_task(run(), name="chaos.fake_binance.market")
 
     @property
     def url(self) -> str:
@@ -71,6 +99,10 @@ class FakeExchange:
         ]
 
     async def stop(self) -> None:
+        if self._feed is not None:
+            self._feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._feed
         if self.fake is not None:
             await self.fake.stop()
 
@@ -118,8 +150,10 @@ class ExchangeFault(Fault):
         missing = CAPABILITIES.missing(["fake_binance", "binance_venue"])
         if missing:
             raise Unavailable("; ".join(missing))
-        if self.ctx.plan.scenario.pipeline.venue != "fake-binance":
-            raise Unavailable("exchange faults need pipeline.venue: fake-binance")
+        pipe = self.ctx.plan.scenario.pipeline
+        if pipe.venue != "fake-binance" and pipe.market.source != "fake-binance":
+            raise Unavailable("exchange faults need pipeline.venue or pipeline.market.source "
+                              "fake-binance")
         url = self.ctx.target.exchange_url()
         async with httpx.AsyncClient(base_url=url, timeout=5) as client:
             r = await client.post(CONTROL_PATH, json=self._fault())

@@ -54,6 +54,7 @@ from cdb.chaos.targets.db import SqlReader, snapshot
 from cdb.config import Settings
 from cdb.errors import BusError
 from cdb.events import AnyEvent
+from cdb.marketdata.synthetic import SyntheticSource
 from cdb.runtime.http import HttpServer
 from cdb.runtime.supervisor import STARTUP_ORDER, Supervisor, child_env
 from cdb.testing.ports import free_port, restartable_port
@@ -229,9 +230,12 @@ class DistributedTarget(Target):
             "CDB_BUFFER_DIR": str(plan.report_dir / "buffers"),
             **{f"CDB_PORT_{s.upper()}": str(p) for s, p in self.ports.items()},
         }
-        if plan.scenario.pipeline.venue == "fake-binance":
-            self.exchange = FakeExchange(plan.scenario.pipeline.market.symbols)
-            base.update(await self.exchange.start())
+        pipe = plan.scenario.pipeline
+        fake_market = pipe.market.source == "fake-binance"
+        if pipe.venue == "fake-binance" or fake_market:
+            self.exchange = FakeExchange(pipe.market.symbols)
+            base.update(await self.exchange.start(venue=pipe.venue == "fake-binance",
+                                                  market=fake_market))
         self.schema = Settings.model_validate(
             {"service_instance_name": self.namespace}).postgres_schema()
         self._sql = SqlReader(pg.url, self.schema)
@@ -252,15 +256,26 @@ class DistributedTarget(Target):
             if service in self.services and service != "ws":
                 await self._launch(service, base)
         await self._wait_ready(set(self.services) - {"ws"})
+        if fake_market and "ws" in self.services:
+            # ws listens to the exchange first; the market prints once it is there.
+            await self._launch("ws", base)
+            await self._wait_ready({"ws"})
         self.market_start_ns = time.time_ns() + int(_MARKET_LEAD_S * 1e9)
         base["WS_START_NS"] = str(self.market_start_ns)
         self.recording.env = dict(base)
         # t = 0 when the warm-up has passed; event times map to the same axis.
         self._t0_ns = self.market_start_ns + int(plan.warmup * 1e9)
         self.clock.set_origin(time.monotonic() + (self._t0_ns - time.time_ns()) / 1e9)
-        if "ws" in self.services:
+        if "ws" in self.services and not fake_market:
             await self._launch("ws", base)
             await self._wait_ready({"ws"})
+        if fake_market and self.exchange is not None:
+            # The same seeded market ws would generate, printed on the exchange on time.
+            self.exchange.feed(SyntheticSource(
+                seed=plan.seed, symbols=pipe.market.symbols, duration_s=plan.market_duration,
+                source="fake-binance", start_ns=self.market_start_ns, batch_size=1,
+                shapes=tuple(plan.shapes), trades_per_s=pipe.market.trades_per_s,
+                bursts_per_hour=pipe.market.bursts_per_hour).batches(), self.market_start_ns)
 
     async def _launch(self, service: str, base: dict[str, str]) -> None:
         env = child_env({**base, **self._service_env(service)})
