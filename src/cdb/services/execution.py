@@ -46,12 +46,7 @@ def store_recall(store: Store) -> Recall:
     """``Recall`` from the database: orders without a final fill or update."""
 
     async def recall() -> tuple[list[Order], set[str]]:
-        done = {u.order_id for u in await store.read(OrderUpdate) if u.status in _FINAL}
-        fills = await store.read(Fill)
-        done.update(f.order_id for f in fills if f.order_status in _FINAL)
-        orders = [o for o in await store.read(Order) if o.id not in done]
-        wanted = {o.id for o in orders}
-        return orders, {f.venue_fill_id for f in fills if f.order_id in wanted}
+        return await store.unfinished_orders(sorted(_FINAL))
 
     return recall
 

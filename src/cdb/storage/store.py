@@ -292,6 +292,26 @@ class Store:
             result = await conn.execute(select(table).order_by(table.c.ts, table.c.id))
             return [msgspec.convert(row, event_type, from_attributes=True) for row in result]
 
+    async def unfinished_orders(self, final: Sequence[str]) -> tuple[list[Order], set[str]]:
+        """Orders with neither an update nor a fill in a ``final`` status (by ts), and the
+        ``venue_fill_id`` of every fill recorded for them: what an execution restart must
+        resolve, found by the database rather than by reading every table."""
+        o, u, f = TABLE_OF[Order], TABLE_OF[OrderUpdate], TABLE_OF[Fill]
+        open_orders = select(o).where(
+            o.c.id.not_in(select(u.c.order_id).where(u.c.status.in_(final))),
+            o.c.id.not_in(select(f.c.order_id).where(f.c.order_status.in_(final))),
+        )
+        async with self._connect("read of the unfinished orders") as conn:
+            rows = await conn.execute(open_orders.order_by(o.c.ts, o.c.id))
+            orders = [msgspec.convert(row, Order, from_attributes=True) for row in rows]
+            ids = [order.id for order in orders]
+            fill_ids: set[str] = set()
+            for start in range(0, len(ids), 1000):  # bounded IN lists
+                found = await conn.execute(select(f.c.venue_fill_id).where(
+                    f.c.order_id.in_(ids[start:start + 1000])))
+                fill_ids.update(found.scalars())
+        return orders, fill_ids
+
     async def rows(self, table: str) -> list[dict[str, object]]:
         """Every row of ``table`` (a name from ``TABLE_NAMES``), by ts then id."""
         if table not in EVENT_OF:

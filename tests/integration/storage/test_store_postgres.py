@@ -159,3 +159,44 @@ async def test_a_store_rides_out_a_server_restart(make_chain: MakeChain) -> None
 
             assert await store.write(make_chain(2)) == 4
             assert (await store.counts())["fills"] == 4
+
+
+def orders_in_every_state() -> tuple[list[AnyEvent], list[str], set[str]]:
+    """Orders filled, partly filled, cancelled after a part, and never answered: the
+    events, the ids of the unfinished ones and their recorded venue fill ids."""
+    from cdb.events import Order, OrderUpdate
+
+    events: list[AnyEvent] = []
+    for n, name in enumerate(("filled", "partial", "cancelled", "silent")):
+        order = Order(id=name, ts=1_000 + n, correlation_id=f"t{n}", causation_id=f"s{n}",
+                      source="risk", client_order_id=f"cdb-{name}", symbol="BTCUSDT",
+                      side="BUY", order_type="MARKET", qty_e8=2, ref_price_e8=100)
+        events.append(order)
+        statuses = {"filled": ["PARTIALLY_FILLED", "FILLED"], "partial": ["PARTIALLY_FILLED"],
+                    "cancelled": ["PARTIALLY_FILLED"], "silent": []}[name]
+        for i, status in enumerate(statuses):
+            events.append(Fill(
+                id=f"{name}-f{i}", ts=2_000 + n * 10 + i, correlation_id=f"t{n}",
+                causation_id=name, source="execution", order_id=name,
+                client_order_id=order.client_order_id, venue="paper", symbol="BTCUSDT",
+                side="BUY", price_e8=100, qty_e8=1, fee_e8=0, venue_fill_id=f"{name}-v{i}",
+                order_status=status, cum_qty_e8=i + 1))
+        if name == "cancelled":
+            events.append(OrderUpdate(
+                id="cancelled-u", ts=3_000, correlation_id="t2", causation_id=name,
+                source="execution", order_id=name, client_order_id=order.client_order_id,
+                symbol="BTCUSDT", status="CANCELED", reason="by the user", filled_qty_e8=1))
+    return events, ["partial", "silent"], {"partial-v0"}
+
+
+async def test_unfinished_orders_are_found_by_the_database(
+    postgres_server: PostgresServer, schema: str
+) -> None:
+    events, unfinished, fill_ids = orders_in_every_state()
+    await migrate(postgres_server.url, schema)
+    async with Store(postgres_server.url, schema) as store:
+        await store.write(events)
+        orders, found = await store.unfinished_orders(
+            ["FILLED", "CANCELED", "REJECTED", "EXPIRED"])
+    assert [o.id for o in orders] == unfinished
+    assert found == fill_ids

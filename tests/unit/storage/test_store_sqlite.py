@@ -373,3 +373,13 @@ async def test_a_store_runs_once(db_url: str, make_chain: Any) -> None:
         await store.__aenter__()
     with pytest.raises(LifecycleError):
         await store.write(make_chain(1).events)
+
+
+async def test_unfinished_orders_are_found_by_the_database(store: Store) -> None:
+    from tests.integration.storage.test_store_postgres import orders_in_every_state
+
+    events, unfinished, fill_ids = orders_in_every_state()
+    await store.write(events)
+    orders, found = await store.unfinished_orders(["FILLED", "CANCELED", "REJECTED", "EXPIRED"])
+    assert [o.id for o in orders] == unfinished
+    assert found == fill_ids
