@@ -13,6 +13,7 @@ that ended on the venue are reported, and every difference is logged, counted
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar, Final
 
@@ -30,9 +31,21 @@ from cdb.venues.base import Execution, Venue
 if TYPE_CHECKING:
     from cdb.storage.store import Store
 
-Recall = Callable[[], Awaitable[tuple[list[Order], set[str]]]]
-"""What cdb's records say: orders not known to be finished, and the venue fill ids
-recorded for them."""
+class Recalled(msgspec.Struct, frozen=True, kw_only=True):
+    """What cdb's records say: orders not known to be finished and the venue fill ids
+    recorded for them; since ``since_ns``, the symbols traded and every fill recorded."""
+
+    orders: list[Order]
+    fill_ids: set[str]
+    since_ns: int | None = None
+    symbols: set[str] = msgspec.field(default_factory=set)
+    recent_fill_ids: set[str] = msgspec.field(default_factory=set)
+
+
+Recall = Callable[[], Awaitable[Recalled]]
+
+SCAN_BACK_S: Final = 24 * 3600.0
+"""How far back reconciliation compares the account's executions (Binance's limit)."""
 
 _FINAL: Final = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
 reconcile_differences = Counter(
@@ -45,8 +58,12 @@ reconcile_differences = Counter(
 def store_recall(store: Store) -> Recall:
     """``Recall`` from the database: orders without a final fill or update."""
 
-    async def recall() -> tuple[list[Order], set[str]]:
-        return await store.unfinished_orders(sorted(_FINAL))
+    async def recall() -> Recalled:
+        orders, fill_ids = await store.unfinished_orders(sorted(_FINAL))
+        since_ns = time.time_ns() - int(SCAN_BACK_S * 1e9)
+        symbols, recent = await store.traded_since(since_ns)
+        return Recalled(orders=orders, fill_ids=fill_ids, since_ns=since_ns, symbols=symbols,
+                        recent_fill_ids=recent)
 
     return recall
 
@@ -92,8 +109,12 @@ class ExecutionService(Service):
             return
         ctx = self.ctx
         try:
-            orders, fill_ids = await self._recall()
-            report = await reconcile(orders, known_fill_ids=fill_ids)
+            recalled = await self._recall()
+            orders = recalled.orders
+            scan = recalled.since_ns // 1_000_000 if recalled.since_ns is not None else None
+            report = await reconcile(orders, known_fill_ids=recalled.fill_ids,
+                                     scan_since_ms=scan, scan_symbols=recalled.symbols,
+                                     recorded_fill_ids=recalled.recent_fill_ids)
         except VenueError as exc:
             ctx.log.warning("reconciliation failed", venue=self.venue.name, error=str(exc))
             await ctx.alert("warning", "venue_reconcile_failed",
@@ -106,7 +127,8 @@ class ExecutionService(Service):
         found = {"missing_fill": len(report.missing_fills),
                  "not_on_venue": len(report.not_on_venue),
                  "unknown_open": len(report.unknown_open),
-                 "unresolved": len(report.unresolved)}
+                 "unresolved": len(report.unresolved),
+                 "unknown_fill": len(report.unknown_fills)}
         for kind, n in found.items():
             if n:
                 reconcile_differences.labels(ctx.name, ctx.instance, kind).inc(n)

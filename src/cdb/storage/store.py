@@ -312,6 +312,16 @@ class Store:
                 fill_ids.update(found.scalars())
         return orders, fill_ids
 
+    async def traded_since(self, ts_ns: int) -> tuple[set[str], set[str]]:
+        """Symbols of the orders and ``venue_fill_id`` of the fills from ``ts_ns`` on."""
+        o, f = TABLE_OF[Order], TABLE_OF[Fill]
+        async with self._connect("read of the recent trading") as conn:
+            symbols = set((await conn.execute(
+                select(o.c.symbol).where(o.c.ts >= ts_ns).distinct())).scalars())
+            fill_ids = set((await conn.execute(
+                select(f.c.venue_fill_id).where(f.c.ts >= ts_ns))).scalars())
+        return symbols, fill_ids
+
     async def rows(self, table: str) -> list[dict[str, object]]:
         """Every row of ``table`` (a name from ``TABLE_NAMES``), by ts then id."""
         if table not in EVENT_OF:

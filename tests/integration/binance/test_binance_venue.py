@@ -319,6 +319,33 @@ async def test_reconcile_reports_only_fills_cdb_has_not_recorded(
     assert report.missing_fills[0].cum_qty_e8 == 2 * 10**6
 
 
+async def test_reconcile_reports_recent_executions_cdb_has_no_record_of(
+    fake: FakeBinance, make_venue: MakeVenue, alerts: Alerts,
+) -> None:
+    """Executions on the account since the scan start: cdb's own recorded fills match,
+    a trade made outside cdb (and one of an order cdb took for finished) are reported."""
+    first = await make_venue()
+    recorded = [e.venue_fill_id for e in await first.submit(order(1))]
+    lost = [e.venue_fill_id for e in await first.submit(order(2))]  # its fill never stored
+    await first.aclose()
+    fake.exchange.new_order({"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET",
+                             "quantity": "0.01", "newClientOrderId": "manual-1"}, None)
+    manual = [f"BTCUSDT-{f.trade_id}" for f in fake.fills if f.client_order_id == "manual-1"]
+    assert recorded and lost and manual
+
+    restarted = await make_venue()
+    report = await restarted.reconcile([], scan_since_ms=0, scan_symbols={"BTCUSDT"},
+                                       recorded_fill_ids=recorded)
+    unknown = [text.split(" ")[0] for text in report.unknown_fills]
+    assert sorted(unknown) == sorted(lost + manual)
+    assert "venue_unknown_fills" in alerts.codes()
+    assert not report.clean
+    # Everything recorded: nothing to report.
+    clean = await restarted.reconcile([], scan_since_ms=0, scan_symbols={"BTCUSDT"},
+                                      recorded_fill_ids=recorded + lost + manual)
+    assert clean.unknown_fills == []
+
+
 async def test_a_redelivered_order_after_restart_is_looked_up_first(
     fake: FakeBinance, make_venue: MakeVenue,
 ) -> None:

@@ -95,6 +95,9 @@ class ReconcileReport(msgspec.Struct, kw_only=True):
     client ids cdb knows that the venue never saw (safe to send). ``unknown_open``: open
     on the venue, unknown to cdb. ``missing_fills``: executions cdb had not recorded
     (publish them). ``unresolved``: client ids that could not be looked up.
+    ``unknown_fills``: recent executions on the account that cdb has no record of and
+    that belong to no order it is resolving (a trade made outside cdb, or an order cdb
+    took for finished), as ``<venue fill id> (venue order <id>)``.
     """
 
     adopted: list[VenueOrder] = msgspec.field(default_factory=list)
@@ -102,12 +105,13 @@ class ReconcileReport(msgspec.Struct, kw_only=True):
     unknown_open: list[VenueOrder] = msgspec.field(default_factory=list)
     missing_fills: list[Execution] = msgspec.field(default_factory=list)
     unresolved: list[str] = msgspec.field(default_factory=list)
+    unknown_fills: list[str] = msgspec.field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         """Nothing differs between cdb and the venue."""
         return not (self.not_on_venue or self.unknown_open or self.missing_fills
-                    or self.unresolved)
+                    or self.unresolved or self.unknown_fills)
 
 
 class VenueFill(msgspec.Struct, frozen=True, kw_only=True):

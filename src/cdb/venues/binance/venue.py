@@ -601,12 +601,17 @@ class BinanceVenue:
 
     async def reconcile(
         self, orders: Iterable[Order], *, known_fill_ids: Collection[str] = (),
+        scan_since_ms: int | None = None, scan_symbols: Collection[str] = (),
+        recorded_fill_ids: Collection[str] = (),
     ) -> ReconcileReport:
         """Compare what cdb knows with the venue; adopt known orders, report differences.
 
         Args:
             orders: orders cdb has sent or may have sent and not seen finish.
             known_fill_ids: ``venue_fill_id`` of every fill cdb has recorded for them.
+            scan_since_ms: also compare the account's executions since this time (at
+                most 24 h back: Binance's window) in ``scan_symbols`` and the orders'
+                symbols with ``recorded_fill_ids``, cdb's fills since then.
         """
         await self.start()
         report = ReconcileReport()
@@ -630,6 +635,20 @@ class BinanceVenue:
         for row in await self._request("GET", "openOrders", {}):
             if row.get("clientOrderId") not in known:
                 report.unknown_open.append(venue_order(row))
+        if scan_since_ms is not None:
+            seen = {*known_fill_ids, *recorded_fill_ids,
+                    *(e.venue_fill_id for e in report.missing_fills)}
+            for symbol in sorted({*scan_symbols, *(o.symbol for o in known.values())}):
+                for row in await self._trades_since(symbol, scan_since_ms):
+                    fill_id = f"{symbol}-{row['id']}"
+                    if fill_id not in seen:
+                        report.unknown_fills.append(
+                            f"{fill_id} (venue order {row.get('orderId')})")
+        if report.unknown_fills:
+            await self._alert(
+                "warning", "venue_unknown_fills",
+                f"{self.name}: {len(report.unknown_fills)} recent execution(s) on the account "
+                "that cdb has no record of: " + ", ".join(report.unknown_fills[:10]))
         if report.unknown_open:
             await self._alert(
                 "warning", "venue_unknown_open_orders",
@@ -637,8 +656,21 @@ class BinanceVenue:
                 + ", ".join(o.client_order_id for o in report.unknown_open[:10]))
         _log.info("reconciled", venue=self.name, adopted=len(report.adopted),
                   not_on_venue=len(report.not_on_venue), unknown_open=len(report.unknown_open),
-                  missing_fills=len(report.missing_fills), unresolved=len(report.unresolved))
+                  missing_fills=len(report.missing_fills), unresolved=len(report.unresolved),
+                  unknown_fills=len(report.unknown_fills))
         return report
+
+    async def _trades_since(self, symbol: str, since_ms: int) -> list[Any]:
+        """The account's executions in ``symbol`` from ``since_ms``, every page."""
+        rows: list[Any] = []
+        params = {"symbol": symbol, "startTime": str(since_ms), "limit": "1000"}
+        while True:
+            page = await self._request("GET", "myTrades", params)
+            rows += page
+            if len(page) < 1000:
+                return rows
+            params = {"symbol": symbol, "fromId": str(int(page[-1]["id"]) + 1),
+                      "limit": "1000"}
 
 
 @dataclass(slots=True)
