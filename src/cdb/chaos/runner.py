@@ -69,8 +69,9 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
     """Distributed mode: use this Redis instead of starting one (shared, namespaced)."""
     postgres_url: str | None = None
-    toxiproxy_url: str | None = None
     """Distributed mode: use this PostgreSQL instead of starting one (own schema)."""
+    toxiproxy_url: str | None = None
+    """Distributed mode: make the network faults' proxies on this Toxiproxy API."""
     run_anyway: bool = False
     """Run even when a required capability is missing (the verdict stays unknown at best);
     by default such a run ends unknown at once, without starting anything."""
