@@ -331,7 +331,9 @@ async def test_reconcile_reports_recent_executions_cdb_has_no_record_of(
     fake.exchange.new_order({"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET",
                              "quantity": "0.01", "newClientOrderId": "manual-1"}, None)
     manual = [f"BTCUSDT-{f.trade_id}" for f in fake.fills if f.client_order_id == "manual-1"]
-    assert recorded and lost and manual
+    assert recorded
+    assert lost
+    assert manual
 
     restarted = await make_venue()
     report = await restarted.reconcile([], scan_since_ms=0, scan_symbols={"BTCUSDT"},
