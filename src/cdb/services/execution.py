@@ -32,13 +32,17 @@ if TYPE_CHECKING:
     from cdb.storage.store import Store
 
 class Recalled(msgspec.Struct, frozen=True, kw_only=True):
-    """What cdb's records say: orders not known to be finished and the venue fill ids
-    recorded for them; since ``since_ns``, the symbols traded and every fill recorded."""
+    """What cdb's records say: orders not known to be finished, the venue fill ids
+    recorded for them and, by order id, the quantity and number of those fills; the
+    client ids of the latest orders (a day of event time); since ``since_ns`` (wall
+    time), the symbols traded and every fill recorded."""
 
     orders: list[Order]
     fill_ids: set[str]
+    filled: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
     since_ns: int | None = None
     symbols: set[str] = msgspec.field(default_factory=set)
+    recent_client_ids: set[str] = msgspec.field(default_factory=set)
     recent_fill_ids: set[str] = msgspec.field(default_factory=set)
 
 
@@ -59,11 +63,17 @@ def store_recall(store: Store) -> Recall:
     """``Recall`` from the database: orders without a final fill or update."""
 
     async def recall() -> Recalled:
-        orders, fill_ids = await store.unfinished_orders(sorted(_FINAL))
+        orders, fills = await store.unfinished_orders(sorted(_FINAL))
+        filled: dict[str, tuple[int, int]] = {}
+        for order_id, _, qty in fills:
+            qty_so_far, count = filled.get(order_id, (0, 0))
+            filled[order_id] = (qty_so_far + qty, count + 1)
         since_ns = time.time_ns() - int(SCAN_BACK_S * 1e9)
         symbols, recent = await store.traded_since(since_ns)
-        return Recalled(orders=orders, fill_ids=fill_ids, since_ns=since_ns, symbols=symbols,
-                        recent_fill_ids=recent)
+        client_ids = await store.latest_client_ids(int(SCAN_BACK_S * 1e9))
+        return Recalled(orders=orders, fill_ids={fill_id for _, fill_id, _ in fills},
+                        filled=filled, since_ns=since_ns, symbols=symbols,
+                        recent_client_ids=client_ids, recent_fill_ids=recent)
 
     return recall
 
@@ -113,7 +123,10 @@ class ExecutionService(Service):
             orders = recalled.orders
             scan = recalled.since_ns // 1_000_000 if recalled.since_ns is not None else None
             report = await reconcile(orders, known_fill_ids=recalled.fill_ids,
-                                     scan_since_ms=scan, scan_symbols=recalled.symbols,
+                                     filled=recalled.filled,
+                                     recent_client_ids=recalled.recent_client_ids,
+                                     scan_since_ms=scan,
+                                     scan_symbols=recalled.symbols,
                                      recorded_fill_ids=recalled.recent_fill_ids)
         except VenueError as exc:
             ctx.log.warning("reconciliation failed", venue=self.venue.name, error=str(exc))

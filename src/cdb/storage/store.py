@@ -292,10 +292,12 @@ class Store:
             result = await conn.execute(select(table).order_by(table.c.ts, table.c.id))
             return [msgspec.convert(row, event_type, from_attributes=True) for row in result]
 
-    async def unfinished_orders(self, final: Sequence[str]) -> tuple[list[Order], set[str]]:
-        """Orders with neither an update nor a fill in a ``final`` status (by ts), and the
-        ``venue_fill_id`` of every fill recorded for them: what an execution restart must
-        resolve, found by the database rather than by reading every table."""
+    async def unfinished_orders(self, final: Sequence[str]
+                                ) -> tuple[list[Order], list[tuple[str, str, int]]]:
+        """Orders with neither an update nor a fill in a ``final`` status (by ts), and
+        the fills recorded for them as (order id, venue fill id, quantity): what an
+        execution restart must resolve, found by the database rather than by reading
+        every table."""
         o, u, f = TABLE_OF[Order], TABLE_OF[OrderUpdate], TABLE_OF[Fill]
         open_orders = select(o).where(
             o.c.id.not_in(select(u.c.order_id).where(u.c.status.in_(final))),
@@ -305,12 +307,14 @@ class Store:
             rows = await conn.execute(open_orders.order_by(o.c.ts, o.c.id))
             orders = [msgspec.convert(row, Order, from_attributes=True) for row in rows]
             ids = [order.id for order in orders]
-            fill_ids: set[str] = set()
+            fills: list[tuple[str, str, int]] = []
             for start in range(0, len(ids), 1000):  # bounded IN lists
-                found = await conn.execute(select(f.c.venue_fill_id).where(
-                    f.c.order_id.in_(ids[start:start + 1000])))
-                fill_ids.update(found.scalars())
-        return orders, fill_ids
+                found = await conn.execute(
+                    select(f.c.order_id, f.c.venue_fill_id, f.c.qty_e8)
+                    .where(f.c.order_id.in_(ids[start:start + 1000]))
+                    .order_by(f.c.ts, f.c.id))
+                fills += [(str(o_id), str(fill_id), int(qty)) for o_id, fill_id, qty in found]
+        return orders, fills
 
     async def traded_since(self, ts_ns: int) -> tuple[set[str], set[str]]:
         """Symbols of the orders and ``venue_fill_id`` of the fills from ``ts_ns`` on."""
@@ -321,6 +325,16 @@ class Store:
             fill_ids = set((await conn.execute(
                 select(f.c.venue_fill_id).where(f.c.ts >= ts_ns))).scalars())
         return symbols, fill_ids
+
+    async def latest_client_ids(self, window_ns: int) -> set[str]:
+        """Client order ids of the orders within ``window_ns`` of the newest one (event
+        time: a replay's orders are as recent as a live run's)."""
+        o = TABLE_OF[Order]
+        newest = select(func.max(o.c.ts)).scalar_subquery()
+        async with self._connect("read of the latest orders") as conn:
+            found = await conn.execute(
+                select(o.c.client_order_id).where(o.c.ts >= newest - window_ns))
+            return {str(cid) for cid in found.scalars()}
 
     async def rows(self, table: str) -> list[dict[str, object]]:
         """Every row of ``table`` (a name from ``TABLE_NAMES``), by ts then id."""

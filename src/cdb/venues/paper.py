@@ -15,11 +15,11 @@ print fills in parts.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cdb.events import Order, Trade, mul_e8
-from cdb.venues.base import Execution
+from cdb.venues.base import Execution, ReconcileReport, VenueOrder
 
 
 @dataclass(slots=True)
@@ -52,11 +52,13 @@ class PaperVenue:
         self._recent: deque[Trade] = deque(maxlen=memory)
         self._resting: dict[str, dict[str, _Resting]] = {}
         self._by_client_id: dict[str, _Resting] = {}
+        self._placed: set[str] = set()
+        """Client ids placed before a restart (``reconcile``), finished or not."""
         self.ledger: list[Execution] = []
         """Every execution, the venue's own record (tests compare it to the database)."""
 
     async def submit(self, order: Order) -> list[Execution]:
-        if order.client_order_id in self._by_client_id:
+        if order.client_order_id in self._by_client_id or order.client_order_id in self._placed:
             return []  # a resend of a known order never trades twice
         resting = _Resting(order)
         self._by_client_id[order.client_order_id] = resting
@@ -95,6 +97,42 @@ class PaperVenue:
 
     def open_orders(self) -> list[Order]:
         return [r.order for book in self._resting.values() for r in book.values()]
+
+    async def reconcile(
+        self, orders: Iterable[Order], *, filled: Mapping[str, tuple[int, int]] | None = None,
+        recent_client_ids: Collection[str] = (), **_: object,
+    ) -> ReconcileReport:
+        """Take back the orders a previous execution process had resting when it ended:
+        the paper book lives in memory, the database knows what was ordered and filled.
+
+        Each order rests again with the quantity and number of fills on record, so it
+        goes on matching the trades after it (those the crashed process had not
+        acknowledged come again), its next fill ids follow the recorded ones, and a
+        redelivered copy of it is recognised and not placed twice.
+
+        Args:
+            orders: orders without a final fill or update in the database.
+            filled: by order id, the quantity filled and the number of fills on record.
+            recent_client_ids: client ids of the recent orders, finished ones included:
+                a redelivered copy of one of them is not placed again.
+        """
+        self._placed.update(recent_client_ids)
+        report = ReconcileReport()
+        done = filled or {}
+        for order in orders:
+            if order.client_order_id in self._by_client_id:
+                continue
+            qty, count = done.get(order.id, (0, 0))
+            resting = _Resting(order, filled_e8=qty, fills=count)
+            self._by_client_id[order.client_order_id] = resting
+            if qty < order.qty_e8:
+                self._resting.setdefault(order.symbol, {})[order.id] = resting
+            report.adopted.append(VenueOrder(
+                symbol=order.symbol, venue_order_id=0, client_order_id=order.client_order_id,
+                side=order.side, type=order.order_type,
+                status="PARTIALLY_FILLED" if qty else "NEW", orig_qty_e8=order.qty_e8,
+                executed_qty_e8=qty, price_e8=order.price_e8, time_ms=order.ts // 1_000_000))
+        return report
 
     def _match(self, resting: _Resting, trades: Iterable[Trade]) -> list[Execution]:
         order = resting.order

@@ -199,4 +199,4 @@ async def test_unfinished_orders_are_found_by_the_database(
         orders, found = await store.unfinished_orders(
             ["FILLED", "CANCELED", "REJECTED", "EXPIRED"])
     assert [o.id for o in orders] == unfinished
-    assert found == fill_ids
+    assert {fill_id for _, fill_id, _ in found} == fill_ids

@@ -8,7 +8,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from cdb.events import Order, OrderStatus, mul_e8, parse_e8
-from cdb.venues.base import Execution
+from cdb.venues.base import VenueOrder
 
 Mode = Literal["testnet", "live"]
 FINAL: Final = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
@@ -63,19 +63,6 @@ class BinanceVenueConfig(msgspec.Struct, frozen=True, kw_only=True):
     name: str = ""
 
 
-class VenueOrder(msgspec.Struct, frozen=True, kw_only=True):
-    """An order as the venue reports it (exact)."""
-
-    symbol: str
-    venue_order_id: int
-    client_order_id: str
-    side: str
-    type: str
-    status: str
-    orig_qty_e8: int
-    executed_qty_e8: int
-    price_e8: int
-    time_ms: int
 
 
 class VenueUpdate(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,30 +75,6 @@ class VenueUpdate(msgspec.Struct, frozen=True, kw_only=True):
     ts: int
 
 
-class ReconcileReport(msgspec.Struct, kw_only=True):
-    """What reconciliation found.
-
-    ``adopted``: orders cdb knows, found on the venue (now tracked). ``not_on_venue``:
-    client ids cdb knows that the venue never saw (safe to send). ``unknown_open``: open
-    on the venue, unknown to cdb. ``missing_fills``: executions cdb had not recorded
-    (publish them). ``unresolved``: client ids that could not be looked up.
-    ``unknown_fills``: recent executions on the account that cdb has no record of and
-    that belong to no order it is resolving (a trade made outside cdb, or an order cdb
-    took for finished), as ``<venue fill id> (venue order <id>)``.
-    """
-
-    adopted: list[VenueOrder] = msgspec.field(default_factory=list)
-    not_on_venue: list[str] = msgspec.field(default_factory=list)
-    unknown_open: list[VenueOrder] = msgspec.field(default_factory=list)
-    missing_fills: list[Execution] = msgspec.field(default_factory=list)
-    unresolved: list[str] = msgspec.field(default_factory=list)
-    unknown_fills: list[str] = msgspec.field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        """Nothing differs between cdb and the venue."""
-        return not (self.not_on_venue or self.unknown_open or self.missing_fills
-                    or self.unresolved or self.unknown_fills)
 
 
 class VenueFill(msgspec.Struct, frozen=True, kw_only=True):

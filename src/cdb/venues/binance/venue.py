@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -22,7 +22,7 @@ from cdb.errors import ConfigError, VenueError
 from cdb.events import Level, Order, OrderStatus, Trade, fmt_e8, mul_e8, parse_e8
 from cdb.observability import metrics
 from cdb.resilience.backoff import Backoff
-from cdb.venues.base import Execution
+from cdb.venues.base import Execution, ReconcileReport
 from cdb.venues.binance.client import (
     PUBLIC,
     WEIGHTS,
@@ -45,7 +45,6 @@ from cdb.venues.binance.records import (
     STATUS,
     BinanceVenueConfig,
     Mode,
-    ReconcileReport,
     SymbolRules,
     VenueFill,
     VenueUpdate,
@@ -601,6 +600,8 @@ class BinanceVenue:
 
     async def reconcile(
         self, orders: Iterable[Order], *, known_fill_ids: Collection[str] = (),
+        filled: Mapping[str, tuple[int, int]] | None = None,
+        recent_client_ids: Collection[str] = (),
         scan_since_ms: int | None = None, scan_symbols: Collection[str] = (),
         recorded_fill_ids: Collection[str] = (),
     ) -> ReconcileReport:
@@ -609,6 +610,10 @@ class BinanceVenue:
         Args:
             orders: orders cdb has sent or may have sent and not seen finish.
             known_fill_ids: ``venue_fill_id`` of every fill cdb has recorded for them.
+            filled: cdb's filled quantity and fill count by order id; and
+            recent_client_ids: client ids of every recent order (both unused here: the
+                venue's own record of an order is what is adopted, and an order from
+                before this process is looked up before it is sent).
             scan_since_ms: also compare the account's executions since this time (at
                 most 24 h back: Binance's window) in ``scan_symbols`` and the orders'
                 symbols with ``recorded_fill_ids``, cdb's fills since then.
