@@ -27,7 +27,7 @@ from tests.e2e.test_scenarios_embedded import (
     ROOT,
     SCENARIOS,
     failing,
-    passes_or_known_issue,
+    must_pass,
     run,
 )
 
@@ -59,7 +59,7 @@ def test_flash_crash_trips_the_ess_in_distributed_mode(tmp_path: Path,
     assert named["the ESS tripped on the flash crash"]["status"] == "pass", failing(outcome)
     # Lined up with the timeline: the ESS trips as the fall reaches 15 %, not before.
     assert 5 <= named["time to trip"]["measured"] <= 12  # type: ignore[operator]
-    passes_or_known_issue(code, outcome)
+    must_pass(code, outcome)
 
 
 def test_ess_trips_on_drawdown_and_resets_only_after_the_cooldown_distributed(
@@ -70,7 +70,7 @@ def test_ess_trips_on_drawdown_and_resets_only_after_the_cooldown_distributed(
     named = by_name(outcome)
     assert named["the reset during the cooldown is refused (still HALTED)"]["status"] == "pass"
     assert named["trading resumes after the reset"]["status"] == "pass", failing(outcome)
-    passes_or_known_issue(code, outcome)
+    must_pass(code, outcome)
 
 
 def test_signal_flood_is_rate_limited_in_distributed_mode(tmp_path: Path,
@@ -80,7 +80,7 @@ def test_signal_flood_is_rate_limited_in_distributed_mode(tmp_path: Path,
     named = by_name(outcome)
     assert named["the rest rejected by the rate limit"]["status"] == "pass", failing(outcome)
     assert named["at most 10 orders from the flood"]["status"] == "pass", failing(outcome)
-    passes_or_known_issue(code, outcome)
+    must_pass(code, outcome)
 
 
 def test_services_killed_and_restarted_lose_and_double_nothing(tmp_path: Path) -> None:
@@ -88,14 +88,14 @@ def test_services_killed_and_restarted_lose_and_double_nothing(tmp_path: Path) -
     effects = [a for a in outcome["assertions"] if a["category"] == "fault-effect"]
     assert effects
     assert all(a["status"] == "pass" for a in effects), failing(outcome)
-    passes_or_known_issue(code, outcome)
+    must_pass(code, outcome)
 
 
 def test_redis_down_buffers_and_flushes(tmp_path: Path) -> None:
     code, outcome = run(tmp_path, SCENARIOS / "redis-down.yaml")
     named = by_name(outcome)
     assert named["redis down took effect"]["status"] == "pass", failing(outcome)
-    passes_or_known_issue(code, outcome)
+    must_pass(code, outcome)
     assert outcome["duration_s"] < 120
 
 
@@ -175,7 +175,7 @@ def test_exchange_down_and_rate_limited_on_the_fake_binance_passes(tmp_path: Pat
     assert all(a["status"] == "pass" for a in effects.values()), failing(outcome)
     by_name = {a["name"]: a for a in outcome["assertions"]}
     assert "venue executions matched" in by_name["no_lost_events"]["detail"]
-    passes_or_known_issue(code, outcome)
+    must_pass(code, outcome)
 
 
 def _services_of(prefix: str) -> dict[int, dict[str, str]]:
@@ -308,7 +308,7 @@ def test_network_postgres_and_stop_faults_through_a_separate_toxiproxy(tmp_path:
     # Made on the separate proxy, named by the run's namespace, removed at the end.
     assert f"{outcome['namespace']}-risk-redis" in seen
     assert left == {}
-    passes_or_known_issue(code, outcome)
+    must_pass(code, outcome)
 
 
 def test_a_market_from_the_fake_binance_survives_a_dropped_stream(tmp_path: Path) -> None:
@@ -320,4 +320,4 @@ def test_a_market_from_the_fake_binance_survives_a_dropped_stream(tmp_path: Path
     named = by_name(outcome)
     assert named["dropped took effect"]["status"] == "pass", failing(outcome)
     assert named["ws reported the trades it missed as a gap"]["status"] == "pass"
-    passes_or_known_issue(code, outcome)
+    must_pass(code, outcome)

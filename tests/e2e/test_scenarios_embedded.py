@@ -29,7 +29,7 @@ def failing(outcome: dict[str, Any]) -> dict[str, str]:
     return {a["name"]: a["detail"] for a in outcome["assertions"] if a["status"] != "pass"}
 
 
-def passes_or_known_issue(code: int, outcome: dict[str, Any]) -> None:
+def must_pass(code: int, outcome: dict[str, Any]) -> None:
     """The run passed; otherwise fail naming every assertion that did not."""
     if code != 0 or outcome["verdict"]["status"] != "pass":
         pytest.fail(f"exit {code}: {failing(outcome)}")
@@ -98,14 +98,14 @@ def test_flash_crash_trips_the_ess(tmp_path: Path) -> None:
     by_name = {a["name"]: a for a in outcome["assertions"]}
     assert by_name["the ESS tripped on the flash crash"]["status"] == "pass"
     assert by_name["time to trip"]["measured"] <= 65
-    passes_or_known_issue(code, outcome)
+    must_pass(code, outcome)
 
 
 def test_ess_trip_and_reset(tmp_path: Path) -> None:
     code, outcome = run(tmp_path, SCENARIOS / "ess-trigger-reset.yaml")
     by_name = {a["name"]: a for a in outcome["assertions"]}
     assert by_name["trading resumes after the reset"]["status"] == "pass"
-    passes_or_known_issue(code, outcome)
+    must_pass(code, outcome)
 
 
 def test_exchange_scenario_is_refused_in_embedded_mode_naming_distributed(
