@@ -28,13 +28,38 @@ from cdb.bus.lane import pack
 DONE = "done"
 
 
-def shutdown_redis(host: str, port: int, password: str) -> None:
-    """``SHUTDOWN NOSAVE`` (after ``AUTH``); quietly nothing when it does not answer."""
+def redis_pids(port: int, proc: Path = Path("/proc")) -> list[int]:
+    """Processes of a ``redis-server`` listening on ``port`` (its title ends ``:PORT``)."""
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if "redis-server" in title and title.endswith(f":{port}"):
+                found.append(int(entry.name))
+    return found
+
+
+def shutdown_redis(host: str, port: int, password: str, wait: float = 5.0) -> None:
+    """``SHUTDOWN NOSAVE`` (after ``AUTH``); a server a fault left paused (SIGSTOP) is
+    continued first, and one that does not go within ``wait`` is killed."""
+    pids = redis_pids(port)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGCONT)
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=2) as s:
         s.settimeout(2)
         s.sendall((pack("AUTH", password) if password else b"") + pack("SHUTDOWN", "NOSAVE"))
         with contextlib.suppress(OSError):
             s.recv(256)
+    deadline = time.monotonic() + wait
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.1)
+        pids = [pid for pid in pids if pid in redis_pids(port)]
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def quit_postgres(data_dir: Path, wait: float = 10.0) -> None:
