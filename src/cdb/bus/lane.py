@@ -68,9 +68,14 @@ class Lane:
         self._lock = asyncio.Lock()
 
     async def call(self, packed: bytes, replies: int = 1, *, timeout: float | None = None,
-                   ) -> list[Any]:
+                   retry: bool = True) -> list[Any]:
         """Send ``packed`` (``replies`` commands) and return their replies in order; an
         error reply is returned as its ``ResponseError``, not raised.
+
+        Args:
+            retry: retry once on a new connection when a held one turns out dead.
+                Reads pass False: a read whose reply was lost may have been delivered,
+                and the caller must take those entries up before newer ones.
 
         Raises:
             RedisError: the connection failed or no reply came within the deadline
@@ -79,14 +84,14 @@ class Lane:
         async with self._lock:
             # A connection that sat open may have been closed by the server meanwhile
             # (restart, idle timeout): that failure is retried once on a new one, as
-            # redis-py's own Retry would. A dropped command may have run: XADD and
-            # XREADGROUP then repeat, which consumers absorb (idempotent on event ids;
-            # unseen pending entries are claimed).
+            # redis-py's own Retry would. A dropped command may have run: an XADD then
+            # repeats, which consumers absorb (idempotent on event ids); reads are not
+            # retried here (``retry``).
             stale = self._conn.is_connected
             try:
                 return await self._call(packed, replies, timeout)
             except RedisConnectionError:
-                if not stale:
+                if not (stale and retry):
                     raise
             return await self._call(packed, replies, timeout)
 

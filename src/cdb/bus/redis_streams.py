@@ -123,6 +123,16 @@ def _streams(response: Any) -> Iterable[tuple[bytes, list[_Entry]]]:
     return ((item[0], item[1]) for item in response)
 
 
+def _advance(history: dict[str, bytes], streams: list[tuple[bytes, list[_Entry]]]) -> bool:
+    """Move each stream's history cursor past the entries read; False if none came."""
+    advanced = False
+    for key, entries in streams:
+        if entries:
+            history[key.decode()] = entries[-1][0]
+            advanced = True
+    return advanced
+
+
 def _payload(fields: dict[bytes, bytes] | list[bytes]) -> bytes | None:
     """The event bytes of an entry's fields, ``None`` without the ``e`` field."""
     if type(fields) is list:
@@ -366,6 +376,12 @@ class RedisStreamsSubscription:
         self._reads: dict[tuple[int, int | None], bytes] = {}
         self._deferred: dict[str, list[bytes]] = {}
         """Entry ids acknowledged with ``defer_ack``, sent with the next round trip."""
+        self._history: dict[str, bytes] | None = dict.fromkeys(self._keys, b"0")
+        """While set, reads return this consumer's own pending entries (after each
+        stream's cursor) before any new one: at start, and after a failed read, whose
+        entries Redis may have delivered with the reply lost. Taking them up again
+        first keeps each stream in its order; a later claim would hand them out after
+        newer entries."""
 
     async def ensure_groups(self) -> None:
         """Create the group on every topic (and the stream) where it is missing."""
@@ -393,22 +409,26 @@ class RedisStreamsSubscription:
         block: int | None = max(1, int(timeout * 1000)) if timeout > 0 else None
         if block is not None and self._bus._max_block_ms is not None:
             block = min(block, self._bus._max_block_ms)
-        command = self._reads.get((max_events, block))
-        if command is None:
-            blocking = ("BLOCK", block) if block is not None else ()
-            command = self._reads[max_events, block] = pack(
-                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", max_events,
-                *blocking, "STREAMS", *self._keys, *(">" for _ in self._keys),
-            )
+        if self._history is not None:
+            # Never blocks: this consumer's pending entries are there or not.
+            batches = await self._read_once(max_events, None, self._history)
+            if batches or self._history is not None:
+                return batches
+        return await self._read_once(max_events, block, None)
+
+    async def _read_once(self, max_events: int, block: int | None,
+                         history: dict[str, bytes] | None) -> list[Batch]:
+        command = self._read_command(max_events, block, history)
         deferred = self._deferred
         acks = self._pack_acks(deferred)
         try:
             replies = await self._lane.call(
                 acks + command, len(deferred) + 1,
-                timeout=(block or 0) / 1000 + self._lane.timeout,
+                timeout=(block or 0) / 1000 + self._lane.timeout, retry=False,
             )
         except RedisError as exc:
             # The deferred acks stay: XACK is idempotent, the next read sends them again.
+            self._history = dict.fromkeys(self._keys, b"0")
             raise BusError(f"XREADGROUP {self.group} on {self._keys} failed: {exc}") from exc
         if deferred:
             self._deferred = {}
@@ -419,7 +439,26 @@ class RedisStreamsSubscription:
                 await self._recreate_groups(response)
                 return []
             raise BusError(f"XREADGROUP {self.group} on {self._keys} failed: {response}")
-        return await self._batches(_streams(response), {})
+        streams = list(_streams(response))
+        if history is not None and not _advance(history, streams):
+            self._history = None  # caught up: new entries from now on
+        return await self._batches(streams, {})
+
+    def _read_command(self, max_events: int, block: int | None,
+                      history: dict[str, bytes] | None) -> bytes:
+        """XREADGROUP of new entries (packed once per shape), or of the pending ones
+        after each stream's cursor in ``history``."""
+        if history is not None:
+            return pack("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", max_events,
+                        "STREAMS", *self._keys, *history.values())
+        command = self._reads.get((max_events, block))
+        if command is None:
+            blocking = ("BLOCK", block) if block is not None else ()
+            command = self._reads[max_events, block] = pack(
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", max_events,
+                *blocking, "STREAMS", *self._keys, *(">" for _ in self._keys),
+            )
+        return command
 
     async def _auto_claim(self, idle: float, max_events: int) -> list[Batch]:
         now = time.monotonic()
@@ -434,6 +473,7 @@ class RedisStreamsSubscription:
             group=self.group, streams=self._keys, error=str(exc),
         )
         await self.ensure_groups()
+        self._history = None  # a new group has nothing pending
 
     async def _batches(
         self, streams: Iterable[tuple[bytes, list[_Entry]]], deliveries: dict[bytes, int]

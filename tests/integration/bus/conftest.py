@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import pytest
@@ -16,19 +16,9 @@ from cdb.bus.base import Bus
 from cdb.bus.keys import Namespace
 from cdb.bus.memory import MemoryBus
 from cdb.bus.redis_streams import RedisStreamsBus
-from cdb.testing.redis import RedisServer, RedisServerError
+from cdb.testing.redis import RedisServer
 
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """This session's own redis-server on a free port; a missing one stops the session."""
-    try:
-        with RedisServer() as server:
-            yield server
-    except RedisServerError as exc:
-        pytest.exit(f"cannot run the Redis tests: {exc}", returncode=3)
 
 
 @pytest.fixture

@@ -363,3 +363,41 @@ async def test_a_paused_redis_fails_calls_within_the_socket_timeout() -> None:
                 server.resume()
             await bus.publish(TOPIC, alerts(1, 1))
             assert await client.xlen(f"paused:{TOPIC}") == 1
+
+
+async def test_a_consumer_takes_up_its_own_pending_entries_before_new_ones(
+    private_redis: aioredis.Redis,
+) -> None:
+    """Entries delivered to this consumer whose reply never arrived (a crash, a dropped
+    connection) come back first, in their order, not after newer ones by a claim."""
+    key = f"o:{TOPIC}"
+    async with RedisStreamsBus(private_redis, Namespace("o")) as bus:
+        sub = bus.subscribe([TOPIC], "g", "c1")
+        await bus.publish(TOPIC, alerts(2))
+        await sub.ack(await sub.read(timeout=1.0))
+
+        async def delivered_but_lost(start: int) -> None:
+            await bus.publish(TOPIC, alerts(3, start))
+            await private_redis.xreadgroup("g", "c1", {key: ">"}, count=3)
+            await bus.publish(TOPIC, alerts(2, start + 3))
+
+        # A dropped connection: the read fails, then resumes with what was delivered.
+        await delivered_but_lost(2)
+        await private_redis.client_kill_filter(_type="normal", skipme=True)
+        with pytest.raises(BusError, match="XREADGROUP"):
+            await sub.read(timeout=0.1)
+        ids = []
+        for _ in range(3):
+            batches = await sub.read(timeout=0.1)
+            ids += [e.id for b in batches for e in b.events]
+            await sub.ack(batches)
+        assert ids == ["a2", "a3", "a4", "a5", "a6"]
+
+        # A restarted consumer of the same name: its predecessor's pending ones first.
+        await delivered_but_lost(7)
+        again = bus.subscribe([TOPIC], "g", "c1")
+        first = await again.read(timeout=0.1)
+        assert [e.id for b in first for e in b.events] == ["a7", "a8", "a9"]
+        await again.ack(first)
+        second = await again.read(timeout=0.1)
+        assert [e.id for b in second for e in b.events] == ["a10", "a11"]

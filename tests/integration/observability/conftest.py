@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from cdb.bus.keys import Namespace
-from cdb.testing.redis import RedisServer, RedisServerError
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """This session's own redis-server on a free port; a missing one stops the session."""
-    try:
-        with RedisServer() as server:
-            yield server
-    except RedisServerError as exc:
-        pytest.exit(f"cannot run the Redis tests: {exc}", returncode=3)
+from cdb.testing.redis import RedisServer
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from tests.integration.resilience.rig import PERSISTENT, Rig, redis_or_exit
 
-from cdb.testing.postgres import PostgresServer, PostgresServerError
 from cdb.testing.redis import RedisServer
 
 
@@ -27,16 +26,6 @@ def volatile_redis_server() -> Iterator[RedisServer]:
     server = redis_or_exit()
     yield server
     server.close()
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL shared by the tests that do not stop it."""
-    try:
-        with PostgresServer() as server:
-            yield server
-    except PostgresServerError as exc:
-        pytest.exit(f"cannot run the resilience tests: {exc}", returncode=3)
 
 
 @pytest.fixture

@@ -4,40 +4,20 @@ session, a namespace and a schema per test."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from cdb.storage.store import Store, migrate
-from cdb.testing.postgres import PostgresServer, PostgresServerError
-from cdb.testing.redis import RedisServer, RedisServerError
+from cdb.testing.postgres import PostgresServer
+from cdb.testing.redis import RedisServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration/risk" in str(item.path):
             item.add_marker(pytest.mark.integration)
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """This session's own redis-server on a free port; a missing one stops the session."""
-    try:
-        with RedisServer() as server:
-            yield server
-    except RedisServerError as exc:
-        pytest.exit(f"cannot run the Redis tests: {exc}", returncode=3)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """This session's own PostgreSQL on a free port; a missing one stops the session."""
-    try:
-        with PostgresServer() as server:
-            yield server
-    except PostgresServerError as exc:
-        pytest.exit(f"cannot run the PostgreSQL tests: {exc}", returncode=3)
 
 
 @pytest.fixture

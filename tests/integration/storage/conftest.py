@@ -4,25 +4,14 @@ and a factory of event chains."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from cdb.events import AnyEvent, Fill, Order, Signal, trade_event_id
-from cdb.testing.postgres import PostgresServer, PostgresServerError
 
 T0 = 1_700_000_000_000_000_000
 PRICE = 3_012_345_000_000  # 30123.45
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """This session's own PostgreSQL on a free port; a missing one stops the session."""
-    try:
-        with PostgresServer() as server:
-            yield server
-    except PostgresServerError as exc:
-        pytest.exit(f"cannot run the PostgreSQL tests: {exc}", returncode=3)
 
 
 @pytest.fixture
