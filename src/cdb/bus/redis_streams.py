@@ -440,9 +440,31 @@ class RedisStreamsSubscription:
                 return []
             raise BusError(f"XREADGROUP {self.group} on {self._keys} failed: {response}")
         streams = list(_streams(response))
-        if history is not None and not _advance(history, streams):
-            self._history = None  # caught up: new entries from now on
-        return await self._batches(streams, {})
+        deliveries: dict[bytes, int] = {}
+        if history is not None:
+            if not _advance(history, streams):
+                self._history = None  # caught up: new entries from now on
+            else:
+                # An entry that took its consumer down every time must still end up
+                # dead-lettered: its delivery count (history reads add to it) decides.
+                deliveries = await self._deliveries(streams)
+        return await self._batches(streams, deliveries)
+
+    async def _deliveries(self, streams: list[tuple[bytes, list[_Entry]]]) -> dict[bytes, int]:
+        """How often each entry read was delivered to this consumer (``XPENDING``)."""
+        queries = [(key, entries) for key, entries in streams if entries]
+        command = b"".join(
+            pack("XPENDING", key, self.group, entries[0][0], entries[-1][0], len(entries),
+                 self.consumer) for key, entries in queries)
+        try:
+            replies = await self._lane.call(command, len(queries))
+        except RedisError as exc:
+            raise BusError(f"XPENDING {self.group} on {self._keys} failed: {exc}") from exc
+        found: dict[bytes, int] = {}
+        for reply in replies:
+            if not isinstance(reply, Exception):
+                found.update((bytes(row[0]), int(row[3])) for row in reply)
+        return found
 
     def _read_command(self, max_events: int, block: int | None,
                       history: dict[str, bytes] | None) -> bytes:

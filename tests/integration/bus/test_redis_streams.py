@@ -401,3 +401,20 @@ async def test_a_consumer_takes_up_its_own_pending_entries_before_new_ones(
         await again.ack(first)
         second = await again.read(timeout=0.1)
         assert [e.id for b in second for e in b.events] == ["a10", "a11"]
+
+
+async def test_an_entry_that_keeps_taking_its_consumer_down_is_dead_lettered(
+    private_redis: aioredis.Redis,
+) -> None:
+    """Read again from the consumer's own pending list after each crash, the entry's
+    delivery count still grows, and past max_deliveries it is parked, not handed out."""
+    key = f"o:{TOPIC}"
+    async with RedisStreamsBus(private_redis, Namespace("o"), max_deliveries=2) as bus:
+        await bus.subscribe([TOPIC], "g", "c1").ensure_groups()
+        await bus.publish(TOPIC, alerts(1))
+        await private_redis.xreadgroup("g", "c1", {key: ">"}, count=1)  # crash no. 1
+        first = await bus.subscribe([TOPIC], "g", "c1").read(timeout=0.1)  # crash no. 2
+        assert [e.id for b in first for e in b.events] == ["a0"]
+        third = await bus.subscribe([TOPIC], "g", "c1").read(timeout=0.1)
+        assert third == []
+        assert await private_redis.xlen(f"{key}.dead") == 1
