@@ -90,7 +90,10 @@ class ServiceContext:
             causation_id=causation_id, source=self.instance, level=level, code=code,
             message=message,
         )
-        self.log.warning("alert", code=code, level=level, message=message)
+        # Logged at its own level: an operator's log shows warnings and worse.
+        log = self.log.info if level == "info" else (
+            self.log.warning if level == "warning" else self.log.critical)
+        log("alert", code=code, level=level, message=message)
         await self.publish(ALERTS_STREAM, [event])
         return event
 

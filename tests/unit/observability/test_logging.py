@@ -170,3 +170,19 @@ def test_lines_logged_while_handling_carry_the_correlation_id(out: io.StringIO) 
     assert inside["correlation_id"] == "trade-1"
     assert explicit["correlation_id"] == "other"
     assert "correlation_id" not in after
+
+
+async def test_an_alert_is_logged_at_its_own_level(out: io.StringIO) -> None:
+    from tests.unit.services.risk_harness import RecordingBus
+
+    from cdb.clock import SimClock
+    from cdb.runtime.service import ServiceContext
+
+    ctx = ServiceContext(name="ws", instance="ws-1", bus=RecordingBus(),  # type: ignore[arg-type]
+                         clock=SimClock(0))
+    await ctx.alert("info", "market_data_end", "the replay is over")
+    await ctx.alert("warning", "stale_feed", "no trade for 30 s")
+    await ctx.alert("critical", "ess_tripped", "flash crash")
+    levels = {line["code"]: line["level"] for line in lines(out) if line.get("event") == "alert"}
+    assert levels == {"market_data_end": "info", "stale_feed": "warning",
+                      "ess_tripped": "critical"}
