@@ -241,6 +241,8 @@ class RiskService(Service):
                 fills += 1
             elif isinstance(event, OrderUpdate):
                 book.on_order_update(event)
+        if len(self._decided) > DECIDED_KEPT:  # the newest ones, as while running
+            self._decided = dict.fromkeys(list(self._decided)[-DECIDED_KEPT:])
         if orders or fills:
             self.ctx.log.info(
                 "portfolio rebuilt from the record", orders=orders, fills=fills,

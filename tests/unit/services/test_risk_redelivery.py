@@ -40,3 +40,18 @@ async def test_risk_remembers_only_the_newest_decided_signals(
     assert decided == 6
     await h.risk.handle(SIGNALS, [buy(h, "s-5")])  # still known: not decided again
     assert len(h.bus.of(ORDERS)) + len(h.bus.of(RISK_EVENTS)) == decided
+
+
+async def test_a_rebuild_from_the_record_keeps_the_same_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cdb.events import Order
+
+    monkeypatch.setattr(risk_module, "DECIDED_KEPT", 3)
+    h = Harness()
+    orders = [Order(id=f"s-{i}-o", ts=h.clock.now() + i, correlation_id="t",
+                    causation_id=f"s-{i}", source="risk", client_order_id=f"c-{i}",
+                    symbol="BTCUSDT", side="BUY", order_type="MARKET", qty_e8=SCALE,
+                    ref_price_e8=100 * SCALE) for i in range(6)]
+    h.risk._rebuild(list(orders))
+    assert list(h.risk._decided) == ["s-3", "s-4", "s-5"]
