@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 from cdb.events import Fill, Order, OrderUpdate, Side, mul_e8
 
+FILLS_KEPT = 100_000
+"""How many of the newest fill ids a portfolio remembers to apply each fill once."""
+
 
 @dataclass(slots=True)
 class OpenOrder:
@@ -44,7 +47,9 @@ class Portfolio:
     realized_e8: int = 0
     peak_equity_e8: int = 0
     max_drawdown_bp: int = 0
-    seen_fills: set[str] = field(default_factory=set)
+    seen_fills: dict[str, None] = field(default_factory=dict)
+    """Ids of the newest ``FILLS_KEPT`` fills applied (oldest first): a fill comes again
+    only within a redelivery's reach, so older ids need not be kept forever."""
 
     def __post_init__(self) -> None:
         if not self.initial_e8:
@@ -105,9 +110,12 @@ class Portfolio:
 
     def on_fill(self, fill: Fill) -> None:
         """Apply a fill once (fills are idempotent on their id)."""
-        if fill.id in self.seen_fills:
+        seen = self.seen_fills
+        if fill.id in seen:
             return
-        self.seen_fills.add(fill.id)
+        seen[fill.id] = None
+        if len(seen) > FILLS_KEPT:
+            del seen[next(iter(seen))]
         notional = mul_e8(fill.price_e8, fill.qty_e8)
         pos = self.positions.setdefault(fill.symbol, Position())
         if fill.side == "BUY":

@@ -140,3 +140,18 @@ def test_portfolio_pnl_fees_and_drawdown_are_exact() -> None:
     book.on_fill(fill("o2", "SELL", 2.0, price=150.0))
     assert book.realized_e8 == 100 * SCALE
     assert book.cash_e8 == 1_100 * SCALE
+
+
+def test_a_fill_counts_once_and_the_ids_kept_for_that_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cdb.risk import portfolio
+
+    monkeypatch.setattr(portfolio, "FILLS_KEPT", 3)
+    book = Portfolio(cash_e8=10**13)
+    fills = [fill(f"o{i}", "BUY", 1.0) for i in range(5)]
+    for f in fills:
+        book.on_fill(f)
+    book.on_fill(fills[4])  # redelivered: applied once
+    assert book.position("BTCUSDT") == 5 * SCALE
+    assert list(book.seen_fills) == [f.id for f in fills[2:]]
