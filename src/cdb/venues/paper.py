@@ -21,6 +21,11 @@ from dataclasses import dataclass
 from cdb.events import Order, Trade, mul_e8
 from cdb.venues.base import Execution, ReconcileReport, VenueOrder
 
+DONE_KEPT = 100_000
+"""Finished orders whose client ids are remembered (a resend comes within minutes)."""
+LEDGER_KEPT = 100_000
+"""Executions kept in the venue's own ledger."""
+
 
 @dataclass(slots=True)
 class _Resting:
@@ -52,30 +57,43 @@ class PaperVenue:
         self._recent: deque[Trade] = deque(maxlen=memory)
         self._resting: dict[str, dict[str, _Resting]] = {}
         self._by_client_id: dict[str, _Resting] = {}
-        self._placed: set[str] = set()
-        """Client ids placed before a restart (``reconcile``), finished or not."""
-        self.ledger: list[Execution] = []
-        """Every execution, the venue's own record (tests compare it to the database)."""
+        """Orders resting (not yet finished), by client id."""
+        self._done: dict[str, None] = {}
+        """Client ids of the newest ``DONE_KEPT`` finished orders (and of those placed
+        before a restart): a resend of one of them is not placed again."""
+        self.ledger: deque[Execution] = deque(maxlen=LEDGER_KEPT)
+        """The newest executions, the venue's own record (tests compare it to the
+        database)."""
 
     async def submit(self, order: Order) -> list[Execution]:
-        if order.client_order_id in self._by_client_id or order.client_order_id in self._placed:
+        cid = order.client_order_id
+        if cid in self._by_client_id or cid in self._done:
             return []  # a resend of a known order never trades twice
         resting = _Resting(order)
-        self._by_client_id[order.client_order_id] = resting
         # The late-arrival path: trades after the order that were already seen.
         symbol = order.symbol
         after = (t for t in self._recent if t.symbol == symbol and _after(t, order))
         execs = self._match(resting, after)
         if resting.filled_e8 < order.qty_e8:
+            self._by_client_id[cid] = resting
             self._resting.setdefault(order.symbol, {})[order.id] = resting
+        else:
+            self._finished(cid)
         return execs
 
     async def cancel(self, order_id: str) -> bool:
         book = next((b for b in self._resting.values() if order_id in b), None)
         if book is None:
             return False
-        del book[order_id]
+        self._finished(book.pop(order_id).order.client_order_id)
         return True
+
+    def _finished(self, client_order_id: str) -> None:
+        self._by_client_id.pop(client_order_id, None)
+        done = self._done
+        done[client_order_id] = None
+        if len(done) > DONE_KEPT:
+            del done[next(iter(done))]
 
     async def on_trades(self, trades: Sequence[Trade]) -> list[Execution]:
         self._recent.extend(trades)
@@ -91,6 +109,7 @@ class PaperVenue:
                 execs.extend(self._match(resting, (t for t in symbol_trades if _after(t, order))))
                 if resting.filled_e8 >= order.qty_e8:
                     del book[order_id]
+                    self._finished(order.client_order_id)
             if not book:
                 del self._resting[symbol]
         return execs
@@ -116,7 +135,8 @@ class PaperVenue:
             recent_client_ids: client ids of the recent orders, finished ones included:
                 a redelivered copy of one of them is not placed again.
         """
-        self._placed.update(recent_client_ids)
+        for cid in recent_client_ids:
+            self._finished(cid)  # until adopted below: a finished one stays finished
         report = ReconcileReport()
         done = filled or {}
         for order in orders:
@@ -124,8 +144,9 @@ class PaperVenue:
                 continue
             qty, count = done.get(order.id, (0, 0))
             resting = _Resting(order, filled_e8=qty, fills=count)
-            self._by_client_id[order.client_order_id] = resting
             if qty < order.qty_e8:
+                self._done.pop(order.client_order_id, None)
+                self._by_client_id[order.client_order_id] = resting
                 self._resting.setdefault(order.symbol, {})[order.id] = resting
             report.adopted.append(VenueOrder(
                 symbol=order.symbol, venue_order_id=0, client_order_id=order.client_order_id,

@@ -1,5 +1,7 @@
 """The paper venue fills against following trades, with fees, slippage and parts."""
 
+import pytest
+
 from cdb.events import SCALE, Order, Trade, trade_event_id
 from cdb.venues.paper import PaperVenue
 
@@ -87,3 +89,25 @@ async def test_cancel_removes_a_resting_order() -> None:
     assert await venue.cancel("o1")
     assert not await venue.cancel("o1")
     assert await venue.on_trades([trade(2, 40.0, 1.0)]) == []
+
+
+async def test_what_the_venue_remembers_of_finished_orders_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cdb.venues import paper
+
+    monkeypatch.setattr(paper, "DONE_KEPT", 2)
+    monkeypatch.setattr(paper, "LEDGER_KEPT", 2)
+    venue = PaperVenue()
+    for i in range(3):
+        await venue.submit(order(1.0, oid=f"o{i}", ts=10 * i))
+        await venue.on_trades([trade(10 * i + 1, 100.0, 5.0, ts=10 * i + 1)])
+    assert venue.open_orders() == []
+    assert list(venue._done) == ["c-o1", "c-o2"]
+    assert venue._by_client_id == {}
+    assert [x.order.id for x in venue.ledger] == ["o1", "o2"]
+    assert await venue.submit(order(1.0, oid="o2", ts=20)) == []  # a resend: not again
+    # A cancelled order is finished too.
+    await venue.submit(order(1.0, oid="o3", ts=40))
+    assert await venue.cancel("o3")
+    assert await venue.submit(order(1.0, oid="o3", ts=40)) == []
