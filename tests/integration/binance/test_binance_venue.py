@@ -376,3 +376,19 @@ async def test_the_limiter_keeps_a_burst_under_the_venue_limit(
     assert fake.stats.max_weight_in_window <= 200
     assert venue.limiter.max_in_window(0.5) <= 200
     assert elapsed >= 3 * 0.5  # four windows' worth of weight needs three waits
+
+
+async def test_the_venue_polls_only_live_orders_and_forgets_old_finished_ones(
+    fake: FakeBinance, make_venue: MakeVenue, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cdb.venues.binance import venue as venue_module
+
+    monkeypatch.setattr(venue_module, "FINISHED_KEPT", 2)
+    venue = await make_venue()
+    for n in (1, 2, 3):
+        assert await venue.submit(order(n))  # a market order: filled at once
+    assert venue.open_orders() == []
+    assert venue._live == {}
+    assert sorted(venue._by_cid) == ["cdb-test-2", "cdb-test-3"]  # the newest finished
+    assert await venue.submit(order(3)) == []  # a resend of a remembered one
+    assert fake.order_arrivals == ["cdb-test-1", "cdb-test-2", "cdb-test-3"]

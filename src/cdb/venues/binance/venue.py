@@ -80,6 +80,8 @@ banned_gauge = Gauge(
 )
 
 _MS: Final = 1_000_000
+FINISHED_KEPT = 100_000
+"""Finished orders the venue remembers (to recognise a resend without asking)."""
 
 
 @dataclass(slots=True)
@@ -138,6 +140,12 @@ class BinanceVenue:
         self._symbols: dict[str, SymbolRules] = {}
         self._by_cid: dict[str, _Tracked] = {}
         self._by_oid: dict[str, _Tracked] = {}
+        self._live: dict[str, _Tracked] = {}
+        """Orders not finished (pending, open or unknown), by client id: what polling
+        walks, so its cost follows the open orders, not every order ever sent."""
+        self._finished: dict[str, None] = {}
+        """Client ids of finished orders, oldest first; past ``FINISHED_KEPT`` the oldest
+        is forgotten (a resend comes within minutes, not 100k orders later)."""
         self._banned_until = 0.0
         self._last_poll = float("-inf")
         self._backlog: list[Execution] = []
@@ -385,6 +393,7 @@ class BinanceVenue:
         tracked = _Tracked(order, status=status)
         self._by_cid[order.client_order_id] = tracked
         self._by_oid[order.id] = tracked
+        self._live[order.client_order_id] = tracked
         return tracked
 
     async def cancel(self, order_id: str) -> bool:
@@ -414,8 +423,7 @@ class BinanceVenue:
         return await self.poll()
 
     def open_orders(self) -> list[Order]:
-        return [t.order for t in self._by_cid.values()
-                if t.status in ("NEW", "PARTIALLY_FILLED", "UNKNOWN")]
+        return [t.order for t in self._open()]
 
     def take_updates(self) -> list[VenueUpdate]:
         """Orders that ended other than filled since the last call."""
@@ -423,7 +431,7 @@ class BinanceVenue:
         return updates
 
     def _open(self) -> list[_Tracked]:
-        return [t for t in self._by_cid.values()
+        return [t for t in self._live.values()
                 if t.status in ("NEW", "PARTIALLY_FILLED", "UNKNOWN")]
 
     def _take_backlog(self) -> list[Execution]:
@@ -588,13 +596,26 @@ class BinanceVenue:
                report: bool = True) -> None:
         previous = tracked.status
         tracked.status = status
+        cid = tracked.order.client_order_id
+        if self._live.pop(cid, None) is not None:
+            finished = self._finished
+            finished[cid] = None
+            if len(finished) > FINISHED_KEPT:
+                oldest = next(iter(finished))
+                del finished[oldest]
+                forgotten = self._by_cid.pop(oldest, None)
+                if forgotten is not None:
+                    self._by_oid.pop(forgotten.order.id, None)
         if report and status != "FILLED" and previous not in FINAL:
             self.updates.append(VenueUpdate(order=tracked.order, status=status, reason=reason,
                                             filled_qty_e8=tracked.cum_e8, ts=self._now_ns()))
 
     def _forget(self, tracked: _Tracked) -> None:
-        self._by_cid.pop(tracked.order.client_order_id, None)
+        cid = tracked.order.client_order_id
+        self._by_cid.pop(cid, None)
         self._by_oid.pop(tracked.order.id, None)
+        self._live.pop(cid, None)
+        self._finished.pop(cid, None)
 
     # reconciliation ----------------------------------------------------------------------
 
