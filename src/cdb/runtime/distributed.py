@@ -174,7 +174,10 @@ async def build_service(
         try:
             for group in DOWNSTREAM_OF_MARKET_DATA:
                 sub = bus.inner.subscribe([MARKET_DATA], group, instance)
-                await sub.ensure_groups()
+                try:
+                    await sub.ensure_groups()
+                finally:
+                    await sub.close()  # its connection is not needed any more
         except BusError as exc:
             ctx.log.warning("cannot create the consumer groups yet", error=str(exc))
         if settings.ws_source == "binance":  # live: trades come when they come
