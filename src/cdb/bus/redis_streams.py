@@ -276,10 +276,17 @@ class RedisStreamsBus:
         return replies
 
     def lane(self) -> Lane:
-        """A connection of this bus's client for one caller's hot-path commands."""
+        """A connection of this bus's client for one caller's hot-path commands (closed
+        with the bus, or by ``release``)."""
         lane = Lane(self.client)
         self._lanes.append(lane)
         return lane
+
+    async def release(self, lane: Lane) -> None:
+        """Close a lane its caller is done with."""
+        if lane in self._lanes:
+            self._lanes.remove(lane)
+        await lane.close()
 
     def subscribe(
         self, topics: Sequence[str], group: str, consumer: str
@@ -667,4 +674,4 @@ class RedisStreamsSubscription:
             except BusError as exc:
                 _log.warning("acknowledgements not sent before closing; the entries will "
                              "be delivered again", group=self.group, error=str(exc))
-        await self._lane.close()
+        await self._bus.release(self._lane)

@@ -418,3 +418,12 @@ async def test_an_entry_that_keeps_taking_its_consumer_down_is_dead_lettered(
         third = await bus.subscribe([TOPIC], "g", "c1").read(timeout=0.1)
         assert third == []
         assert await private_redis.xlen(f"{key}.dead") == 1
+
+
+async def test_a_closed_subscription_gives_its_connection_back(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    for i in range(5):
+        sub = bus.subscribe([TOPIC], f"g{i}", "c1")
+        await sub.ensure_groups()  # its own connection, now open
+        await sub.close()
+    assert bus._lanes == []
