@@ -29,6 +29,8 @@ _PAD: Final = "0" * _DECIMALS
 Side = Literal["BUY", "SELL"]
 OrderType = Literal["MARKET", "LIMIT"]
 OrderStatus = Literal["NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", "EXPIRED"]
+FINAL_STATUSES: Final = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
+"""Order statuses after which nothing more happens to an order."""
 Level = Literal["info", "warning", "critical"]
 SCHEMA_VERSION: Final = 1
 

@@ -23,7 +23,16 @@ from prometheus_client import Counter
 
 from cdb.bus.keys import FILLS, MARKET_DATA, ORDERS
 from cdb.errors import OrderNotPlacedError, VenueError
-from cdb.events import AnyEvent, CancelOrders, Fill, Order, OrderStatus, OrderUpdate, Trade
+from cdb.events import (
+    FINAL_STATUSES,
+    AnyEvent,
+    CancelOrders,
+    Fill,
+    Order,
+    OrderStatus,
+    OrderUpdate,
+    Trade,
+)
 from cdb.observability import metrics
 from cdb.runtime.service import Service, ServiceContext
 from cdb.venues.base import Execution, Venue
@@ -51,7 +60,6 @@ Recall = Callable[[], Awaitable[Recalled]]
 SCAN_BACK_S: Final = 24 * 3600.0
 """How far back reconciliation compares the account's executions (Binance's limit)."""
 
-_FINAL: Final = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
 reconcile_differences = Counter(
     "cdb_venue_reconcile_differences",
     "Differences between the venue and the database found by reconciliation, by kind",
@@ -63,7 +71,7 @@ def store_recall(store: Store) -> Recall:
     """``Recall`` from the database: orders without a final fill or update."""
 
     async def recall() -> Recalled:
-        orders, fills = await store.unfinished_orders(sorted(_FINAL))
+        orders, fills = await store.unfinished_orders(sorted(FINAL_STATUSES))
         filled: dict[str, tuple[int, int]] = {}
         for order_id, _, qty in fills:
             qty_so_far, count = filled.get(order_id, (0, 0))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar, Final
 
@@ -31,6 +31,7 @@ from prometheus_client import Counter, Gauge
 
 from cdb.bus.keys import ALERTS_STREAM, FILLS, MARKET_DATA, ORDERS, RISK_EVENTS, SIGNALS
 from cdb.events import (
+    FINAL_STATUSES,
     Alert,
     AnyEvent,
     CancelOrders,
@@ -65,8 +66,9 @@ from cdb.runtime.service import Service, ServiceContext
 if TYPE_CHECKING:
     from cdb.storage.store import Store
 
-History = Callable[[], Awaitable[list[AnyEvent]]]
-"""The orders, fills and order updates on record: what the portfolio is rebuilt from."""
+History = Callable[[], AsyncIterator[list[AnyEvent]]]
+"""The orders, fills and order updates on record, chunk by chunk: what the portfolio
+is rebuilt from (orders first, then fills in event time, then updates)."""
 
 # Alert codes risk publishes.
 ESS_TRIPPED: Final = "ess_tripped"
@@ -186,7 +188,18 @@ class RiskService(Service):
         """Come back in the state persisted before: the portfolio from the record of
         orders and fills, the ESS from its store (HALTED means HALTED)."""
         if self._history is not None:
-            self._rebuild(await self._history())
+            orders = fills = 0
+            async for events in self._history():
+                o, f = self._rebuild(events)
+                orders, fills = orders + o, fills + f
+            if orders or fills:
+                book = self.book
+                self.ctx.log.info(
+                    "portfolio rebuilt from the record", orders=orders, fills=fills,
+                    open_orders=len(book.open_orders), exposure=fmt_e8(book.exposure_e8()),
+                    cash=fmt_e8(book.cash_e8),
+                )
+            self._update_gauges()
         if self._ess_store is None:
             return
         state = await self._ess_store.load()
@@ -218,9 +231,10 @@ class RiskService(Service):
                 (ALERTS_STREAM, [replace(alert, id=alert_id, correlation_id=alert_id)]))
             await self._flush_soon()
 
-    def _rebuild(self, history: list[AnyEvent]) -> None:
-        """Positions, cash, open orders and the order rate from the record (this shard's
-        symbols), so a restarted risk holds its limits against what is really open.
+    def _rebuild(self, history: list[AnyEvent]) -> tuple[int, int]:
+        """Apply one chunk of the record: positions, cash, open orders and the order
+        rate (this shard's symbols), so a restarted risk holds its limits against what
+        is really open. Returns the orders and fills applied.
 
         Fills and updates still on the streams arrive again afterwards: fills count once
         (by id), updates only close orders. Orders decided just before a crash that the
@@ -243,13 +257,7 @@ class RiskService(Service):
                 book.on_order_update(event)
         if len(self._decided) > DECIDED_KEPT:  # the newest ones, as while running
             self._decided = dict.fromkeys(list(self._decided)[-DECIDED_KEPT:])
-        if orders or fills:
-            self.ctx.log.info(
-                "portfolio rebuilt from the record", orders=orders, fills=fills,
-                open_orders=len(book.open_orders), exposure=fmt_e8(book.exposure_e8()),
-                cash=fmt_e8(book.cash_e8),
-            )
-        self._update_gauges()
+        return orders, fills
 
     async def produce(self) -> None:
         """The ESS's own timer: stale data and other instances' changes, between events."""
@@ -619,12 +627,17 @@ def last_prices(trades: list[Trade]) -> dict[str, int]:
 
 
 def store_history(store: Store) -> History:
-    """``History`` from the database of record: orders first, then fills and updates in
-    event time (a fill's order is always known when it is applied)."""
+    """``History`` from the database of record, bounded where it can be: the orders
+    still in play (unfinished, or among the newest ``DECIDED_KEPT``) first, then every
+    fill in event time (positions and cash are their sum), streamed chunk by chunk, then
+    the updates of those orders. An update only closes an order and a fill only shrinks
+    an open one, so applying the updates last ends in the same book."""
 
-    async def history() -> list[AnyEvent]:
-        rest: list[AnyEvent] = [*await store.read(Fill), *await store.read(OrderUpdate)]
-        rest.sort(key=lambda e: (e.ts, e.id))
-        return [*await store.read(Order), *rest]
+    async def history() -> AsyncIterator[list[AnyEvent]]:
+        orders, updates = await store.orders_in_play(sorted(FINAL_STATUSES), DECIDED_KEPT)
+        yield list(orders)
+        async for fills in store.stream(Fill):
+            yield list(fills)
+        yield list(updates)
 
     return history

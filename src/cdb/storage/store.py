@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeVar
 
 import msgspec
-from sqlalchemy import Dialect, Table, func, literal, select, union_all
+from sqlalchemy import Dialect, Table, and_, func, literal, or_, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -291,6 +291,39 @@ class Store:
         async with self._connect(f"read of {table.name}") as conn:
             result = await conn.execute(select(table).order_by(table.c.ts, table.c.id))
             return [msgspec.convert(row, event_type, from_attributes=True) for row in result]
+
+    async def stream(self, event_type: type[E], *, chunk: int = 10_000
+                     ) -> AsyncIterator[list[E]]:
+        """Every stored event of ``event_type`` by ts then id, ``chunk`` at a time: a
+        table of any size is read with memory for one chunk."""
+        table = TABLE_OF[event_type]
+        # A transaction: PostgreSQL keeps a server-side cursor only inside one.
+        async with self._connect(f"read of {table.name}", begin=True) as conn:
+            result = await conn.stream(select(table).order_by(table.c.ts, table.c.id))
+            async for rows in result.partitions(chunk):
+                yield [msgspec.convert(row, event_type, from_attributes=True) for row in rows]
+
+    async def orders_in_play(self, final: Sequence[str], newest: int
+                             ) -> tuple[list[Order], list[OrderUpdate]]:
+        """The orders that can still matter to risk after a restart (by ts): every one
+        not finished (no update or fill in a ``final`` status) and the ``newest`` ones
+        whatever their state (recent decisions and order rate); and the updates of
+        those orders."""
+        o, u, f = TABLE_OF[Order], TABLE_OF[OrderUpdate], TABLE_OF[Fill]
+        latest = select(o.c.id).order_by(o.c.ts.desc(), o.c.id.desc()).limit(newest)
+        chosen = or_(
+            o.c.id.in_(latest.scalar_subquery()),
+            and_(o.c.id.not_in(select(u.c.order_id).where(u.c.status.in_(final))),
+                 o.c.id.not_in(select(f.c.order_id).where(f.c.order_status.in_(final)))),
+        )
+        async with self._connect("read of the orders in play") as conn:
+            rows = await conn.execute(select(o).where(chosen).order_by(o.c.ts, o.c.id))
+            orders = [msgspec.convert(row, Order, from_attributes=True) for row in rows]
+            found = await conn.execute(
+                select(u).where(u.c.order_id.in_(select(o.c.id).where(chosen)))
+                .order_by(u.c.ts, u.c.id))
+            updates = [msgspec.convert(row, OrderUpdate, from_attributes=True) for row in found]
+        return orders, updates
 
     async def unfinished_orders(self, final: Sequence[str]
                                 ) -> tuple[list[Order], list[tuple[str, str, int]]]:

@@ -200,3 +200,26 @@ async def test_unfinished_orders_are_found_by_the_database(
             ["FILLED", "CANCELED", "REJECTED", "EXPIRED"])
     assert [o.id for o in orders] == unfinished
     assert {fill_id for _, fill_id, _ in found} == fill_ids
+
+
+async def check_orders_in_play_and_stream(store: Store) -> None:
+    """Shared by the PostgreSQL and the SQLite test."""
+    events, _, _ = orders_in_every_state()
+    await store.write(events)
+    final = ["FILLED", "CANCELED", "REJECTED", "EXPIRED"]
+    orders, updates = await store.orders_in_play(final, newest=1)
+    assert [o.id for o in orders] == ["partial", "silent"]  # unfinished; newest is silent
+    assert updates == []
+    orders, updates = await store.orders_in_play(final, newest=3)
+    assert [o.id for o in orders] == ["partial", "cancelled", "silent"]
+    assert [u.id for u in updates] == ["cancelled-u"]
+    chunks = [[f.id for f in chunk] async for chunk in store.stream(Fill, chunk=2)]
+    assert chunks == [["filled-f0", "filled-f1"], ["partial-f0", "cancelled-f0"]]
+
+
+async def test_orders_in_play_and_streamed_reads(
+    postgres_server: PostgresServer, schema: str
+) -> None:
+    await migrate(postgres_server.url, schema)
+    async with Store(postgres_server.url, schema) as store:
+        await check_orders_in_play_and_stream(store)

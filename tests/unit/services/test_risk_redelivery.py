@@ -53,5 +53,5 @@ async def test_a_rebuild_from_the_record_keeps_the_same_bound(
                     causation_id=f"s-{i}", source="risk", client_order_id=f"c-{i}",
                     symbol="BTCUSDT", side="BUY", order_type="MARKET", qty_e8=SCALE,
                     ref_price_e8=100 * SCALE) for i in range(6)]
-    h.risk._rebuild(list(orders))
+    assert h.risk._rebuild(list(orders)) == (6, 0)
     assert list(h.risk._decided) == ["s-3", "s-4", "s-5"]

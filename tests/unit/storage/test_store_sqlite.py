@@ -383,3 +383,9 @@ async def test_unfinished_orders_are_found_by_the_database(store: Store) -> None
     orders, found = await store.unfinished_orders(["FILLED", "CANCELED", "REJECTED", "EXPIRED"])
     assert [o.id for o in orders] == unfinished
     assert {fill_id for _, fill_id, _ in found} == fill_ids
+
+
+async def test_orders_in_play_and_streamed_reads(store: Store) -> None:
+    from tests.integration.storage.test_store_postgres import check_orders_in_play_and_stream
+
+    await check_orders_in_play_and_stream(store)
