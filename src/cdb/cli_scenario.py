@@ -19,7 +19,6 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from rich.console import Console
-from rich.table import Table
 
 scenario_app = typer.Typer(help="Chaos scenarios: validate, schema, list, run.",
                            no_args_is_help=True)
@@ -107,21 +106,22 @@ def list_(
     if not files:
         _err.print("no scenarios found (looked in ./scenarios and the source tree)")
         sys.exit(2)
-    table = Table(title="scenarios", title_justify="left")
-    for col in ("file", "title", "modes", "tags", "needs", "valid"):
-        table.add_column(col, overflow="fold")
+    where = ", ".join(sorted({str(f.parent) for f in files}))
+    _out.print(f"[bold]scenarios in {where}[/]", highlight=False)
     for f in files:
-        r = validate_file(f)
-        sc = r.scenario
+        sc = validate_file(f).scenario
         if sc is None:
-            table.add_row(str(f), "", "", "", "", "[red]invalid[/]")
+            _out.print(f"  {f.name}  [red]invalid[/] (cdb scenario validate {f})",
+                       highlight=False)
             continue
         needs = ", ".join(
             f"{n}" + ("" if CAPABILITIES.present(n) else " [yellow](missing)[/]")
-            for n in sc.pipeline.requires) or "-"
-        table.add_row(str(f), sc.title, ", ".join(sc.pipeline.modes), ", ".join(sc.tags),
-                      needs, "[green]yes[/]")
-    _out.print(table)
+            for n in sc.pipeline.requires) or "nothing more"
+        # One scenario per block, readable at any width (a table folds every column).
+        _out.print(f"  [bold]{f.name}[/]  [green]valid[/]", highlight=False)
+        _out.print(f"    {sc.title}", highlight=False)
+        _out.print(f"    modes: {', '.join(sc.pipeline.modes)}; needs: {needs}; "
+                   f"tags: {', '.join(sc.tags) or '-'}", highlight=False)
 
 
 @scenario_app.command("run")

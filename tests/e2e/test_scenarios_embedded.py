@@ -61,6 +61,8 @@ def test_list_shows_the_shipped_scenarios() -> None:
     result = cdb("scenario", "list", cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert "Signal flood is rate-limited" in result.stdout
+    assert result.stdout.count(" valid\n") == 6
+    assert "modes: distributed; needs: fake_binance, binance_venue" in result.stdout
 
 
 def test_dry_run_starts_nothing() -> None:
