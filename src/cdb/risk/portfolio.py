@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cdb.events import Fill, Order, OrderUpdate, Side, mul_e8
+from cdb.recent import RecentIds
 
 FILLS_KEPT = 100_000
 """How many of the newest fill ids a portfolio remembers to apply each fill once."""
@@ -47,7 +48,7 @@ class Portfolio:
     realized_e8: int = 0
     peak_equity_e8: int = 0
     max_drawdown_bp: int = 0
-    seen_fills: dict[str, None] = field(default_factory=dict)
+    seen_fills: RecentIds = field(default_factory=lambda: RecentIds(FILLS_KEPT))
     """Ids of the newest ``FILLS_KEPT`` fills applied (oldest first): a fill comes again
     only within a redelivery's reach, so older ids need not be kept forever."""
 
@@ -110,12 +111,9 @@ class Portfolio:
 
     def on_fill(self, fill: Fill) -> None:
         """Apply a fill once (fills are idempotent on their id)."""
-        seen = self.seen_fills
-        if fill.id in seen:
+        if fill.id in self.seen_fills:
             return
-        seen[fill.id] = None
-        if len(seen) > FILLS_KEPT:
-            del seen[next(iter(seen))]
+        self.seen_fills.add(fill.id)
         notional = mul_e8(fill.price_e8, fill.qty_e8)
         pos = self.positions.setdefault(fill.symbol, Position())
         if fill.side == "BUY":

@@ -47,6 +47,7 @@ from cdb.events import (
     fmt_e8,
 )
 from cdb.observability import metrics
+from cdb.recent import RecentIds
 from cdb.risk.ess import (
     MANUAL,
     NS,
@@ -156,7 +157,7 @@ class RiskService(Service):
         # Signals already decided, so a redelivered one is not decided twice. Redelivery
         # comes within a claim's idle time (seconds); the newest DECIDED_KEPT ids cover
         # that many times over, and a long run does not grow without bound.
-        self._decided: dict[str, None] = {}
+        self._decided = RecentIds(DECIDED_KEPT)
         self._ess_store = ess_store
         self._ess_watch = ess_watch
         self._tick_s = tick_s
@@ -248,15 +249,13 @@ class RiskService(Service):
             if isinstance(event, Order):
                 book.on_order(event)
                 self.rate.record(event.ts)
-                self._decided[event.causation_id] = None
+                self._decided.add(event.causation_id)
                 orders += 1
             elif isinstance(event, Fill):
                 book.on_fill(event)
                 fills += 1
             elif isinstance(event, OrderUpdate):
                 book.on_order_update(event)
-        if len(self._decided) > DECIDED_KEPT:  # the newest ones, as while running
-            self._decided = dict.fromkeys(list(self._decided)[-DECIDED_KEPT:])
         return orders, fills
 
     async def produce(self) -> None:
@@ -376,9 +375,7 @@ class RiskService(Service):
             if signal.id in self._decided:
                 continue
             decision = decide(signal, self.book, self.limits, self.rate, halted=self.halted)
-            self._decided[signal.id] = None
-            if len(self._decided) > DECIDED_KEPT:
-                del self._decided[next(iter(self._decided))]
+            self._decided.add(signal.id)
             if isinstance(decision, Approval):
                 order_id = f"{signal.id}-o"
                 order = Order(

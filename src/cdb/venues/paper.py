@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cdb.events import Order, Trade, mul_e8
+from cdb.recent import RecentIds
 from cdb.venues.base import Execution, ReconcileReport, VenueOrder
 
 DONE_KEPT = 100_000
@@ -58,7 +59,7 @@ class PaperVenue:
         self._resting: dict[str, dict[str, _Resting]] = {}
         self._by_client_id: dict[str, _Resting] = {}
         """Orders resting (not yet finished), by client id."""
-        self._done: dict[str, None] = {}
+        self._done = RecentIds(DONE_KEPT)
         """Client ids of the newest ``DONE_KEPT`` finished orders (and of those placed
         before a restart): a resend of one of them is not placed again."""
         self.ledger: deque[Execution] = deque(maxlen=LEDGER_KEPT)
@@ -90,10 +91,7 @@ class PaperVenue:
 
     def _finished(self, client_order_id: str) -> None:
         self._by_client_id.pop(client_order_id, None)
-        done = self._done
-        done[client_order_id] = None
-        if len(done) > DONE_KEPT:
-            del done[next(iter(done))]
+        self._done.add(client_order_id)
 
     async def on_trades(self, trades: Sequence[Trade]) -> list[Execution]:
         self._recent.extend(trades)
@@ -145,7 +143,7 @@ class PaperVenue:
             qty, count = done.get(order.id, (0, 0))
             resting = _Resting(order, filled_e8=qty, fills=count)
             if qty < order.qty_e8:
-                self._done.pop(order.client_order_id, None)
+                self._done.discard(order.client_order_id)
                 self._by_client_id[order.client_order_id] = resting
                 self._resting.setdefault(order.symbol, {})[order.id] = resting
             report.adopted.append(VenueOrder(

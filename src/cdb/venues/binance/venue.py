@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge
 from cdb.errors import ConfigError, VenueError
 from cdb.events import Level, Order, OrderStatus, Trade, fmt_e8, mul_e8, parse_e8
 from cdb.observability import metrics
+from cdb.recent import RecentIds
 from cdb.resilience.backoff import Backoff
 from cdb.venues.base import Execution, ReconcileReport
 from cdb.venues.binance.client import (
@@ -143,7 +144,7 @@ class BinanceVenue:
         self._live: dict[str, _Tracked] = {}
         """Orders not finished (pending, open or unknown), by client id: what polling
         walks, so its cost follows the open orders, not every order ever sent."""
-        self._finished: dict[str, None] = {}
+        self._finished = RecentIds(FINISHED_KEPT)
         """Client ids of finished orders, oldest first; past ``FINISHED_KEPT`` the oldest
         is forgotten (a resend comes within minutes, not 100k orders later)."""
         self._banned_until = 0.0
@@ -598,14 +599,10 @@ class BinanceVenue:
         tracked.status = status
         cid = tracked.order.client_order_id
         if self._live.pop(cid, None) is not None:
-            finished = self._finished
-            finished[cid] = None
-            if len(finished) > FINISHED_KEPT:
-                oldest = next(iter(finished))
-                del finished[oldest]
-                forgotten = self._by_cid.pop(oldest, None)
-                if forgotten is not None:
-                    self._by_oid.pop(forgotten.order.id, None)
+            oldest = self._finished.add(cid)
+            forgotten = self._by_cid.pop(oldest, None) if oldest is not None else None
+            if forgotten is not None:
+                self._by_oid.pop(forgotten.order.id, None)
         if report and status != "FILLED" and previous not in FINAL:
             self.updates.append(VenueUpdate(order=tracked.order, status=status, reason=reason,
                                             filled_qty_e8=tracked.cum_e8, ts=self._now_ns()))
@@ -615,7 +612,7 @@ class BinanceVenue:
         self._by_cid.pop(cid, None)
         self._by_oid.pop(tracked.order.id, None)
         self._live.pop(cid, None)
-        self._finished.pop(cid, None)
+        self._finished.discard(cid)
 
     # reconciliation ----------------------------------------------------------------------
 
