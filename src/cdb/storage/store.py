@@ -21,6 +21,7 @@ from sqlalchemy import Dialect, Table, and_, func, literal, or_, select, union_a
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
 from cdb.errors import LifecycleError, StoreError
 from cdb.events import (
@@ -138,6 +139,13 @@ class _Insert:
             if compiled.positiontup != fields:
                 raise StoreError(f"unexpected parameter order inserting into {table.name}")
             self.sql = str(compiled)
+
+
+def _unfinished(final: Sequence[str]) -> ColumnElement[bool]:
+    """Orders with neither an update nor a fill in a ``final`` status."""
+    o, u, f = TABLE_OF[Order], TABLE_OF[OrderUpdate], TABLE_OF[Fill]
+    return and_(o.c.id.not_in(select(u.c.order_id).where(u.c.status.in_(final))),
+                o.c.id.not_in(select(f.c.order_id).where(f.c.order_status.in_(final))))
 
 
 class Store:
@@ -309,13 +317,9 @@ class Store:
         not finished (no update or fill in a ``final`` status) and the ``newest`` ones
         whatever their state (recent decisions and order rate); and the updates of
         those orders."""
-        o, u, f = TABLE_OF[Order], TABLE_OF[OrderUpdate], TABLE_OF[Fill]
+        o, u = TABLE_OF[Order], TABLE_OF[OrderUpdate]
         latest = select(o.c.id).order_by(o.c.ts.desc(), o.c.id.desc()).limit(newest)
-        chosen = or_(
-            o.c.id.in_(latest.scalar_subquery()),
-            and_(o.c.id.not_in(select(u.c.order_id).where(u.c.status.in_(final))),
-                 o.c.id.not_in(select(f.c.order_id).where(f.c.order_status.in_(final)))),
-        )
+        chosen = or_(o.c.id.in_(latest.scalar_subquery()), _unfinished(final))
         async with self._connect("read of the orders in play") as conn:
             rows = await conn.execute(select(o).where(chosen).order_by(o.c.ts, o.c.id))
             orders = [msgspec.convert(row, Order, from_attributes=True) for row in rows]
@@ -331,11 +335,8 @@ class Store:
         the fills recorded for them as (order id, venue fill id, quantity): what an
         execution restart must resolve, found by the database rather than by reading
         every table."""
-        o, u, f = TABLE_OF[Order], TABLE_OF[OrderUpdate], TABLE_OF[Fill]
-        open_orders = select(o).where(
-            o.c.id.not_in(select(u.c.order_id).where(u.c.status.in_(final))),
-            o.c.id.not_in(select(f.c.order_id).where(f.c.order_status.in_(final))),
-        )
+        o, f = TABLE_OF[Order], TABLE_OF[Fill]
+        open_orders = select(o).where(_unfinished(final))
         async with self._connect("read of the unfinished orders") as conn:
             rows = await conn.execute(open_orders.order_by(o.c.ts, o.c.id))
             orders = [msgspec.convert(row, Order, from_attributes=True) for row in rows]
