@@ -4,27 +4,32 @@ the session with one message. Tests that stop or wipe a server start their own."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import TypeVar
 
 import pytest
 
 from cdb.testing.postgres import PostgresServer, PostgresServerError
 from cdb.testing.redis import RedisServer, RedisServerError
 
+S = TypeVar("S")
+
+
+def _served(start: Callable[[], AbstractContextManager[S]], error: type[Exception],
+            what: str) -> Iterator[S]:
+    try:
+        with start() as server:
+            yield server
+    except error as exc:
+        pytest.exit(f"cannot run the {what} tests: {exc}", returncode=3)
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    try:
-        with RedisServer() as server:
-            yield server
-    except RedisServerError as exc:
-        pytest.exit(f"cannot run the Redis tests: {exc}", returncode=3)
+    yield from _served(RedisServer, RedisServerError, "Redis")
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    try:
-        with PostgresServer() as server:
-            yield server
-    except PostgresServerError as exc:
-        pytest.exit(f"cannot run the PostgreSQL tests: {exc}", returncode=3)
+    yield from _served(PostgresServer, PostgresServerError, "PostgreSQL")
