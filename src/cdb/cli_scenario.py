@@ -4,6 +4,11 @@ Exit codes: ``validate`` 0 valid, 2 invalid; ``run`` 0 pass, 1 fail, 2 unknown (
 for an invalid scenario and for Ctrl-C or SIGTERM, after the undos ran, the pipeline
 was stopped and the reports were written). A run killed outright (SIGKILL) takes its
 service processes with it (see ``cdb.runtime.supervisor``).
+
+A scenario file is code: its ``process``, ``python`` and ``http`` providers and its
+``env`` configuration run only with ``--allow-exec``; ``validate`` and ``--dry-run``
+list them. Text from the file is printed as text (rich markup is never applied to
+it), and values it read from the environment are masked in everything shown.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 scenario_app = typer.Typer(help="Chaos scenarios: validate, schema, list, run.",
                            no_args_is_help=True)
@@ -40,12 +46,14 @@ def _invalid(results: list[object], as_json: bool) -> int:
             continue
         for p in r.problems:
             style = "red" if p.severity == "error" else "yellow"
-            _err.print(p.render(r.file), style=style, highlight=False, soft_wrap=True)
+            _err.print(p.render(r.file), style=style, highlight=False, soft_wrap=True,
+                       markup=False)
         if r.ok:
-            _out.print(f"{r.file}: valid", style="green", highlight=False)
+            _out.print(f"{r.file}: valid", style="green", highlight=False, markup=False)
         else:
             n = sum(1 for p in r.problems if p.severity == "error")
-            _err.print(f"{r.file}: {n} problem(s)", style="bold red", highlight=False)
+            _err.print(f"{r.file}: {n} problem(s)", style="bold red", highlight=False,
+                       markup=False)
     if as_json:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     return bad
@@ -107,21 +115,22 @@ def list_(
         _err.print("no scenarios found (looked in ./scenarios and the source tree)")
         sys.exit(2)
     where = ", ".join(sorted({str(f.parent) for f in files}))
-    _out.print(f"[bold]scenarios in {where}[/]", highlight=False)
+    _out.print(f"[bold]scenarios in {escape(where)}[/]", highlight=False)
     for f in files:
         sc = validate_file(f).scenario
         if sc is None:
-            _out.print(f"  {f.name}  [red]invalid[/] (cdb scenario validate {f})",
-                       highlight=False)
+            _out.print(f"  {escape(f.name)}  [red]invalid[/] (cdb scenario validate "
+                       f"{escape(str(f))})", highlight=False)
             continue
         needs = ", ".join(
             f"{n}" + ("" if CAPABILITIES.present(n) else " [yellow](missing)[/]")
             for n in sc.pipeline.requires) or "nothing more"
+        runs = "; [yellow]runs code: needs --allow-exec[/]" if sc.executes else ""
         # One scenario per block, readable at any width (a table folds every column).
-        _out.print(f"  [bold]{f.name}[/]  [green]valid[/]", highlight=False)
-        _out.print(f"    {sc.title}", highlight=False)
+        _out.print(f"  [bold]{escape(f.name)}[/]  [green]valid[/]{runs}", highlight=False)
+        _out.print(f"    {sc.title}", highlight=False, markup=False)
         _out.print(f"    modes: {', '.join(sc.pipeline.modes)}; needs: {needs}; "
-                   f"tags: {', '.join(sc.tags) or '-'}", highlight=False)
+                   f"tags: {escape(', '.join(sc.tags)) or '-'}", highlight=False)
 
 
 @scenario_app.command("run")
@@ -152,8 +161,13 @@ def run(
                                                        "proxy.")] = None,
     quiet: Annotated[bool, typer.Option(help="No live progress.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+    allow_exec: Annotated[bool, typer.Option(
+        "--allow-exec", help="Let the file run commands, Python functions and HTTP requests "
+        "(process, python, http providers) and read the environment (env configuration): "
+        "a scenario file deserves the trust of a script.")] = False,
 ) -> None:
     """Run a scenario against a pipeline it starts; exit 0 pass, 1 fail, 2 unknown."""
+    from cdb.chaos.model import mask_secrets
     from cdb.chaos.progress import LiveProgress, print_summary
     from cdb.chaos.runner import Options, Runner
     from cdb.chaos.validate import validate_file
@@ -164,23 +178,21 @@ def run(
     if not result.ok or result.scenario is None:
         _invalid([result], False)
         sys.exit(2)
-    if mode is not None and mode not in ("embedded", "distributed"):
-        _err.print(f"--mode: {mode!r} is not embedded or distributed", style="red")
-        sys.exit(2)
+    scenario = result.scenario
+    cdb_logging.register_secrets(scenario.secrets)
     try:
-        runner = Runner(result.scenario, Options(mode=mode, seed=seed, dry_run=dry_run,
-                                                 report_dir=report_dir,
-                                                 run_anyway=run_anyway,
-                                                 http_port=None if http_port < 0
-                                                 else http_port, redis_url=redis,
-                                                 postgres_url=postgres,
-                                                 toxiproxy_url=toxiproxy))
+        _check_options(mode, http_port, redis, postgres, toxiproxy)
+        runner = Runner(scenario, Options(mode=mode, seed=seed, dry_run=dry_run,
+                                          report_dir=report_dir, run_anyway=run_anyway,
+                                          http_port=None if http_port < 0 else http_port,
+                                          redis_url=redis, postgres_url=postgres,
+                                          toxiproxy_url=toxiproxy, allow_exec=allow_exec))
     except CdbError as exc:
-        _err.print(f"error: {exc}", style="red", highlight=False)
+        _err.print(f"error: {mask_secrets(str(exc), scenario.secrets)}", style="red",
+                   highlight=False, markup=False)
         sys.exit(2)
     if dry_run:
-        for line in runner.describe_plan():
-            _out.print(line, highlight=False)
+        _print_plan(runner, allow_exec)
         return
     runner.report_dir.mkdir(parents=True, exist_ok=True)
     log = (runner.report_dir / "coordinator.log").open("a")
@@ -191,7 +203,7 @@ def run(
     try:
         with LiveProgress(console) if show else _nothing() as progress:
             if progress is not None:
-                runner.progress = progress
+                runner.progress = _Masked(progress, scenario.secrets)
             try:
                 _run_to_end(_until_terminated(runner.run()))
             except (KeyboardInterrupt, asyncio.CancelledError):
@@ -202,13 +214,47 @@ def run(
     if outcome is None:
         _err.print("the run ended before it could conclude", style="red")
         sys.exit(2)
+    if scenario.secrets:
+        outcome = msgspec.convert(mask_secrets(msgspec.to_builtins(outcome), scenario.secrets),
+                                  type(outcome))
     if as_json:
         sys.stdout.write(msgspec.json.encode(outcome).decode() + "\n")
     else:
-        print_summary(_out, outcome, result.scenario.title)
+        print_summary(_out, outcome, scenario.title)
     if interrupted:
         _err.print("interrupted: faults undone, reports written", style="yellow")
     sys.exit(outcome.verdict.exit_code)
+
+
+def _check_options(mode: str | None, http_port: int, redis: str | None,
+                   postgres: str | None, toxiproxy: str | None) -> None:
+    """One ``CdbError`` line for a bad mode, port or URL on the command line."""
+    from cdb.errors import CdbError
+    from cdb.urls import check_url, parse_port
+
+    if mode is not None and mode not in ("embedded", "distributed"):
+        raise CdbError(f"--mode: {mode!r} is not embedded or distributed")
+    if http_port >= 0:
+        parse_port("--http-port", http_port, allow_zero=True)
+    for option, url, schemes in (
+        ("--redis", redis, ("redis", "rediss")),
+        ("--postgres", postgres, ("postgresql", "postgres", "postgresql+asyncpg")),
+        ("--toxiproxy", toxiproxy, ("http", "https")),
+    ):
+        if url is not None:
+            check_url(option, url, schemes)
+
+
+def _print_plan(runner: Any, allow_exec: bool) -> None:
+    """``--dry-run``: the plan, then everything the file would execute."""
+    from cdb.chaos.model import mask_secrets
+
+    scenario = runner.scenario
+    for line in runner.describe_plan():
+        _out.print(mask_secrets(line, scenario.secrets), highlight=False, markup=False)
+    for e in scenario.executes:
+        gate = "" if allow_exec else " (needs --allow-exec)"
+        _out.print(f"executes: {e.what} at {e.path}{gate}", highlight=False, markup=False)
 
 
 async def _until_terminated(run: Coroutine[Any, Any, object]) -> None:
@@ -243,6 +289,24 @@ def _run_to_end(main: Coroutine[Any, Any, None]) -> None:
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
+
+
+class _Masked:
+    """A progress sink that masks the values the scenario read from the environment."""
+
+    def __init__(self, inner: Any, secrets: tuple[str, ...]) -> None:
+        self.inner = inner
+        self.secrets = secrets
+
+    def update(self, state: dict[str, Any]) -> None:
+        from cdb.chaos.model import mask_secrets
+
+        self.inner.update(mask_secrets(state, self.secrets) if self.secrets else state)
+
+    def log(self, text: str) -> None:
+        from cdb.chaos.model import mask_secrets
+
+        self.inner.log(mask_secrets(text, self.secrets))
 
 
 class _nothing:

@@ -11,6 +11,7 @@ naming each variable.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -32,6 +33,13 @@ SECRET_FIELDS = (
     "redis_password", "postgres_password", "database_url", "cdb_api_token", "binance_api_key",
     "binance_api_secret",
 )
+NAMESPACE_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,57}[a-z0-9])?$")
+"""A namespace: lowercase letters, digits and inner hyphens, at most 59 characters.
+The PostgreSQL schema is ``cdb_`` plus the name with ``-`` as ``_``; with no ``_``,
+no upper case and no other character allowed, two namespaces never share a schema
+(``prod-1``, ``prod_1`` and ``PROD.1`` used to), and ``cdb_`` + 59 fits PostgreSQL's
+63-byte identifiers."""
+MIN_TOKEN_LEN = 16
 SERVICE_PORTS = {"ws": 8000, "signal": 8005, "risk": 8002, "execution": 8003, "db_writer": 8004}
 """Contract ports of the service APIs (db_writer has none in the contract)."""
 
@@ -39,7 +47,10 @@ SERVICE_PORTS = {"ws": 8000, "signal": 8005, "risk": 8002, "execution": 8003, "d
 class Settings(BaseSettings):
     """All settings of cdb; field ``x_y`` is variable ``X_Y``."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+    # allow_inf_nan=False: RISK_MAX_POSITION=inf or ESS_COOLDOWN_S=nan is refused at start,
+    # naming the setting, instead of failing later (or never tripping) in arithmetic.
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False,
+                                      allow_inf_nan=False)
 
     service_instance_name: str = ""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -98,7 +109,11 @@ class Settings(BaseSettings):
     ess_error_burst_window_s: float = Field(60.0, gt=0)
     """The ESS trips on ESS_ERROR_BURST_COUNT exchange errors or rejections within this."""
     ess_stale_data_s: float = Field(30.0, ge=0)
-    """The ESS trips when a symbol has had no trade for longer (0: never)."""
+    """New orders on a symbol without a trade for longer pause until it trades again
+    (0: the stale-data guard is off, pause and trip)."""
+    ess_stale_halt_s: float = Field(300.0, ge=0)
+    """The ESS trips (latched) when a symbol stays silent this long while the bus is
+    up; time cdb's own Redis was down does not count (0: never)."""
     ess_cooldown_s: float = Field(300.0, ge=0)
     """A reset is refused until this long after the trip."""
 
@@ -211,6 +226,32 @@ class Settings(BaseSettings):
             lookback_s=self.signal_lookback_s,
         )
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case_level(cls, value: object) -> object:
+        # The seeds write both LOG_LEVEL=info and LOG_LEVEL=INFO.
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("service_instance_name")
+    @classmethod
+    def _valid_namespace(cls, value: str) -> str:
+        if value and not NAMESPACE_PATTERN.fullmatch(value):
+            raise ValueError(
+                "use lowercase letters, digits and inner hyphens, at most 59 characters "
+                "(e.g. prod-1): each name must map to its own PostgreSQL schema"
+            )
+        return value
+
+    @field_validator("cdb_api_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and 0 < len(value.get_secret_value()) < MIN_TOKEN_LEN:
+            raise ValueError(
+                f"must be at least {MIN_TOKEN_LEN} characters (it guards the kill switch); "
+                "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
+
     @field_validator("ws_shapes")
     @classmethod
     def _valid_shapes(cls, value: str) -> str:
@@ -232,7 +273,7 @@ class Settings(BaseSettings):
         name = self.service_instance_name
         if not name:
             return None
-        return "cdb_" + "".join(c if c.isalnum() else "_" for c in name.lower())
+        return "cdb_" + name.replace("-", "_")  # one-to-one: NAMESPACE_PATTERN has no "_"
 
     def risk_limits(self) -> RiskLimits:
         return RiskLimits(
@@ -253,6 +294,7 @@ class Settings(BaseSettings):
             error_burst_count=self.ess_error_burst_count,
             error_burst_window_ns=round(self.ess_error_burst_window_s * 1e9),
             stale_after_ns=round(self.ess_stale_data_s * 1e9),
+            stale_halt_after_ns=round(self.ess_stale_halt_s * 1e9),
             cooldown_ns=round(self.ess_cooldown_s * 1e9),
         )
 
@@ -365,12 +407,18 @@ def load_settings(
     except ValidationError as exc:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
-            shown = "" if field in SECRET_FIELDS else f" (got {err.get('input')!r})"
-            problems.append(f"{field.upper()}: {err['msg']}{shown}")
+            shown = "" if field in SECRET_FIELDS else f" (got {_short(err.get('input'))})"
+            message = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{field.upper()}: {message}{shown}")
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _from_env(env: dict[str, str], values: dict[str, object]) -> Settings:

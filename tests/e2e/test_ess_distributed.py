@@ -29,7 +29,7 @@ from tests.e2e.conftest import cdb
 
 pytestmark = pytest.mark.timeout(600)
 
-TOKEN = "e2e-ess-token"
+TOKEN = "e2e-ess-token-0123456789"  # CDB_API_TOKEN needs 16 characters or more
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 COOLDOWN_S = 8
 ENV = {

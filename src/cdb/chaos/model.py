@@ -3,6 +3,13 @@
 Durations are seconds (floats) from here on. Provider parameters stay a mapping: each
 fault, action or probe converts its own into a typed value when it is built, since
 only it knows their meaning (the registry's schema has already checked them).
+
+A scenario file is code: Chaos Toolkit's ``process``, ``python`` and ``http``
+providers run commands, import functions and send requests as the user, and
+``configuration`` entries of ``type: env`` read the user's environment. ``build``
+lists each of those in ``Scenario.executes`` (``cdb scenario run`` refuses them
+without ``--allow-exec``), and ``mask_secrets`` hides the values read from the
+environment wherever the scenario is shown again (reports, messages).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 from cdb.chaos.registry import MODES, parse_duration
+from cdb.urls import redact_url
 
 Mode = Literal["embedded", "distributed"]
 ALL_SERVICES = ("ws", "signal", "risk", "execution", "db_writer")
@@ -159,6 +167,21 @@ class Pipeline(msgspec.Struct, frozen=True, kw_only=True):
     requires: tuple[str, ...] = ()
 
 
+EXEC_PROVIDERS = frozenset({"process", "python", "http"})
+MASK = "***"
+_MIN_SECRET_LEN = 4
+"""Shorter values read from the environment are masked only where they are a whole
+string: masking "5" inside every text would make reports unreadable."""
+
+
+class Execution(msgspec.Struct, frozen=True, kw_only=True):
+    """Something a scenario file makes cdb run or read as the user."""
+
+    path: str
+    kind: Literal["process", "python", "http", "env"]
+    what: str
+
+
 class Scenario(msgspec.Struct, frozen=True, kw_only=True):
     """A validated scenario."""
 
@@ -181,6 +204,86 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True):
     invariants: tuple[InvariantSpec, ...] = ()
     expect: tuple[Expectation, ...] = ()
     measurements: tuple[Measurement, ...] = ()
+    executes: tuple[Execution, ...] = ()
+    """Commands, functions, requests and environment reads in the file (``--allow-exec``)."""
+    secrets: tuple[str, ...] = ()
+    """Values read from the environment: masked in every report."""
+
+
+def mask_secrets(value: Any, secrets: tuple[str, ...] | list[str]) -> Any:
+    """``value`` (JSON-like) with each of ``secrets`` replaced by ``***`` in its strings."""
+    if not secrets:
+        return value
+    long = sorted((s for s in secrets if len(s) >= _MIN_SECRET_LEN), key=len, reverse=True)
+    whole = set(secrets)
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            if item in whole:
+                return MASK
+            for secret in long:
+                item = item.replace(secret, MASK)
+            return item
+        if isinstance(item, dict):
+            return {walk(k) if isinstance(k, str) else k: walk(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [walk(v) for v in item]
+        return item
+
+    return walk(value)
+
+
+def _shown_args(args: Any) -> str:
+    if isinstance(args, str):
+        return args
+    if isinstance(args, list):
+        return " ".join(str(a) for a in args)
+    return ""
+
+
+def _execution(provider: Provider) -> Execution | None:
+    p = provider.params
+    if provider.type == "process":
+        command = f"{p.get('path', '')} {_shown_args(p.get('arguments'))}".strip()
+        return Execution(path=provider.path, kind="process",
+                         what=f"runs the command {command[:200]!r}")
+    if provider.type == "python":
+        return Execution(path=provider.path, kind="python",
+                         what=f"calls the Python function {p.get('module')}.{p.get('func')}")
+    if provider.type == "http":
+        return Execution(path=provider.path, kind="http",
+                         what=f"sends an HTTP {p.get('method', 'GET')} request to "
+                              f"{redact_url(str(p.get('url', '')))[:200]}")
+    return None
+
+
+def _providers(scenario: Scenario) -> list[Provider]:
+    found: list[Provider] = []
+
+    def entries(items: tuple[TimelineEntry, ...]) -> None:
+        for e in items:
+            found.extend(p for p in (e.fault, e.action, e.probe) if p is not None)
+            entries(e.parallel)
+
+    entries(scenario.timeline)
+    found += [a.provider for a in (*scenario.method, *scenario.rollbacks)]
+    if scenario.steady_state is not None:
+        found += [a.provider for a in scenario.steady_state.probes]
+    found += [p.provider for p in scenario.probes]
+    found += [e.probe for e in scenario.expect if e.probe is not None]
+    return found
+
+
+def _executions(scenario: Scenario, document: dict[str, Any]) -> tuple[Execution, ...]:
+    out: list[Execution] = []
+    config = document.get("configuration")
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if isinstance(value, dict) and value.get("type") == "env":
+                out.append(Execution(path=f"$.configuration.{key}", kind="env",
+                                     what=f"reads the environment variable {value.get('key')}"))
+    out += [e for e in map(_execution, _providers(scenario)) if e is not None]
+    return tuple(out)
 
 
 # -- building from a validated document --------------------------------------------------
@@ -291,8 +394,23 @@ def _env_text(value: Any) -> str:
     return str(value)
 
 
-def build(document: dict[str, Any], file: str) -> Scenario:
-    """The Scenario of a document that passed the schema."""
+def build(document: dict[str, Any], file: str, secrets: tuple[str, ...] = ()) -> Scenario:
+    """The Scenario of a document that passed the schema.
+
+    Args:
+        document: the document after substitutions.
+        file: where it came from.
+        secrets: values the substitutions read from the environment (masked in
+            ``Scenario.document``, which reports show).
+    """
+    scenario = _build(document, file)
+    return msgspec.structs.replace(
+        scenario, document=mask_secrets(document, secrets), secrets=secrets,
+        executes=tuple(msgspec.structs.replace(e, what=mask_secrets(e.what, secrets))
+                       for e in _executions(scenario, document)))
+
+
+def _build(document: dict[str, Any], file: str) -> Scenario:
     doc = document
     ssh = doc.get("steady-state-hypothesis")
     invariants = []

@@ -99,13 +99,15 @@ class LiveProgress:
 
 def summary_table(outcome: Outcome, title: str) -> Table:
     """Each assertion with its result and measured time."""
-    table = Table(title=f"{title}: {outcome.verdict.status.upper()}", title_justify="left",
-                  title_style=_STYLE[outcome.verdict.status])
+    # Names and details come from the scenario file and the run: Text, never markup
+    # (a "[/]" in a step name must not crash the summary, "[blink]" must not blink).
+    table = Table(title=Text(f"{title}: {outcome.verdict.status.upper()}"),
+                  title_justify="left", title_style=_STYLE[outcome.verdict.status])
     for col in ("result", "category", "assertion", "measured", "detail"):
         table.add_column(col, overflow="fold")
     for a in outcome.assertions:
-        table.add_row(Text(a.status, style=_STYLE[a.status]), a.category, a.name,
-                      _measured(a), a.detail)
+        table.add_row(Text(a.status, style=_STYLE[a.status]), Text(a.category), Text(a.name),
+                      Text(_measured(a)), Text(a.detail))
     return table
 
 
@@ -120,11 +122,14 @@ def print_summary(console: Console, outcome: Outcome, title: str) -> None:
     console.print(summary_table(outcome, title))
     times = [a for a in outcome.assertions if a.measured is not None]
     if times:
-        console.print("measured: " + ", ".join(f"{a.name} {a.measured:g}s" for a in times))
+        console.print("measured: " + ", ".join(f"{a.name} {a.measured:g}s" for a in times),
+                      markup=False)
     for reason in outcome.verdict.reasons:
-        console.print(f"  - {reason}", style=_STYLE[outcome.verdict.status], highlight=False)
-    console.print(f"verdict [{_STYLE[outcome.verdict.status]}]{outcome.verdict.status}[/] "
-                  f"(exit {outcome.verdict.exit_code}), seed {outcome.seed}, mode "
-                  f"{outcome.mode}, namespace {outcome.namespace}, {outcome.duration_s:.1f}s")
+        console.print(f"  - {reason}", style=_STYLE[outcome.verdict.status], highlight=False,
+                      markup=False)
+    console.print(Text.assemble(
+        "verdict ", (outcome.verdict.status, _STYLE[outcome.verdict.status]),
+        f" (exit {outcome.verdict.exit_code}), seed {outcome.seed}, mode {outcome.mode}, "
+        f"namespace {outcome.namespace}, {outcome.duration_s:.1f}s"))
     for kind, path in outcome.reports.items():
-        console.print(f"  {kind:<5} {path}", highlight=False)
+        console.print(f"  {kind:<5} {path}", highlight=False, markup=False)

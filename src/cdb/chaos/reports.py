@@ -21,6 +21,7 @@ import msgspec
 from cdb import __version__
 from cdb.chaos.html import render_html
 from cdb.chaos.journal import Activity
+from cdb.chaos.model import mask_secrets
 
 if TYPE_CHECKING:
     from cdb.chaos.runner import Outcome, Runner
@@ -160,8 +161,14 @@ def write_all(runner: Runner, outcome: Outcome) -> dict[str, str]:
     paths = {"json": directory / "journal.json", "junit": directory / "junit.xml",
              "html": directory / "report.html"}
     outcome.reports = {k: str(v) for k, v in paths.items()}
-    doc = journal(runner, outcome)
+    secrets = runner.scenario.secrets
+    # Values the scenario read from the environment never reach a report.
+    doc = mask_secrets(journal(runner, outcome), secrets)
     paths["json"].write_text(json.dumps(doc, indent=1, default=str))
-    paths["junit"].write_bytes(junit(runner, outcome))
+    shown = outcome
+    if secrets:
+        shown = msgspec.convert(mask_secrets(msgspec.to_builtins(outcome), secrets),
+                                type(outcome))
+    paths["junit"].write_bytes(junit(runner, shown))
     paths["html"].write_text(render_html(doc))
     return outcome.reports

@@ -34,7 +34,7 @@ import msgspec
 import structlog
 
 from cdb.chaos import measure, tolerance
-from cdb.chaos.checks import CheckContext
+from cdb.chaos.checks import CheckContext, shortfall
 from cdb.chaos.clock import ClockClosed
 from cdb.chaos.faults.base import Fault, Params, StepContext
 from cdb.chaos.journal import Activity, Effect, now_iso
@@ -72,6 +72,8 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     """Distributed mode: use this PostgreSQL instead of starting one (own schema)."""
     toxiproxy_url: str | None = None
     """Distributed mode: make the network faults' proxies on this Toxiproxy API."""
+    allow_exec: bool = False
+    """Run the file's process/python/http providers and env reads (``Scenario.executes``)."""
     run_anyway: bool = False
     """Run even when a required capability is missing (the verdict stays unknown at best);
     by default such a run ends unknown at once, without starting anything."""
@@ -152,6 +154,10 @@ class Runner:
         if self.mode not in scenario.pipeline.modes:
             raise InputError(f"{scenario.file}: runs in {', '.join(scenario.pipeline.modes)} "
                              f"mode, not {self.mode} (pipeline.modes)")
+        if scenario.executes and not (options.allow_exec or options.dry_run):
+            raise InputError(f"{scenario.file}: {scenario.executes[0].what} "
+                             f"({scenario.executes[0].path}); a scenario file is code: "
+                             "read it, then run it with --allow-exec")
         self.seed = scenario.seed if options.seed is None else options.seed
         self.namespace = new_namespace()
         self.report_dir = options.report_dir or Path("cdb-reports") / Path(
@@ -518,6 +524,12 @@ class Runner:
                 self.assertions.append(Assertion(
                     name=use.key, category="expectation", status="unknown",
                     detail=f"the probe failed: {act.error}", path=use.provider.path))
+            elif use.kind == "action":
+                # What the scenario did is part of what it claims: an action that did
+                # not do what it says (a reset refused, or never applied) fails it.
+                self.assertions.append(Assertion(
+                    name=use.key, category="expectation", status="fail",
+                    detail=f"the action failed: {act.error}", path=use.provider.path))
         finally:
             if act.t_end is None:
                 self._close(act)
@@ -767,6 +779,30 @@ class Runner:
                 outcome.error = (outcome.error or "") + f" (reports not written: {exc!r})"
         return outcome
 
+    def _activity_checks(self, ctx: CheckContext) -> list[Assertion]:
+        """One per fault that declares ``requires_activity``: whether that activity
+        was there when it was applied (else it tested nothing: unknown)."""
+        assert self.target is not None
+        out: list[Assertion] = []
+        for act in self.target.recording.activities:
+            if act.kind != "fault" or act.phase in ("rollback", "undo"):
+                continue
+            use = next((u for u in self._uses if u.key == act.key), None)
+            needs = use.provider.params.get("requires_activity") if use else None
+            if not needs:
+                continue
+            counts = {**ctx.activity_before(act.t_start),
+                      **(act.effect.counts if act.effect is not None else {})}
+            seen = {k: counts.get(k, 0) for k in needs}
+            short = shortfall(seen, needs)
+            shown = ", ".join(f"{n} {k}" for k, n in seen.items())
+            out.append(Assertion(
+                name=f"{act.key} had the activity it needs", category="fault-effect",
+                status="unknown" if short else "pass", examined=seen,
+                detail=(f"at t={act.t_start:g}s: {short}" if short else
+                        f"at t={act.t_start:g}s: {shown}")))
+        return out
+
     def _evaluate(self) -> list[Assertion]:
         assert self.target is not None
         out: list[Assertion] = []
@@ -784,6 +820,7 @@ class Runner:
             out.append(Assertion(name=f"{act.key} took effect", category="fault-effect",
                                  status=status, detail=detail))  # type: ignore[arg-type]
         ctx = self._check_context()
+        out += self._activity_checks(ctx)
         for spec in self.scenario.invariants:
             fn = INVARIANTS.get(spec.type).impl
             try:

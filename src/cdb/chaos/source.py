@@ -6,23 +6,41 @@ and column of the value (and of the key, for mapping entries). Validation proble
 can then say ``line 12, column 5`` next to ``$.timeline[2].fault.type``. Duplicate
 keys, which YAML silently resolves to the last one, are reported, as are non-string
 keys (``on:`` is the boolean true in YAML 1.1).
+
+A scenario file comes from anyone, so loading it is bounded: its size, its nesting
+depth (checked while composing, before any recursion can run away), the number of
+aliases, and the number of values the aliases expand to (a "billion laughs" file of a
+few hundred bytes would otherwise take gigabytes). Numbers must be finite and fit in
+64 bits. Each limit is one ``YamlSyntaxError`` with the line where it was crossed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 from collections.abc import Iterator
 from typing import Any, Final
 
 import msgspec
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 PathPart = str | int
 Path = tuple[PathPart, ...]
 
 _MAX_DEPTH: Final = 64
+MAX_BYTES: Final = 512 * 1024
+"""Largest scenario file; the shipped ones are a few KiB."""
+MAX_ALIASES: Final = 1_000
+MAX_VALUES: Final = 50_000
+"""Values a document may expand to, aliases included."""
+_MAX_INT: Final = 2**63 - 1
+_LONG_SCALAR: Final = 64
+_LONG_INT: Final = re.compile(r"[-+]?[0-9_]+")
+_LONG_FLOAT: Final = re.compile(r"[-+]?[0-9_]*\.?[0-9_]*(?:[eE][-+]?[0-9]+)?")
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -101,6 +119,51 @@ def _position(node: Node) -> Position:
     return Position(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+def _mark_position(mark: Any) -> Position | None:
+    return Position(mark.line + 1, mark.column + 1) if mark is not None else None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, composing nodes only (nothing is constructed here), that
+    refuses deep nesting before the composer's recursion could exhaust the stack, and
+    more than ``MAX_ALIASES`` aliases."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        # PyYAML's implicit int and float patterns (sexagesimal 1:30) backtrack
+        # quadratically: a 5000-digit number took seconds. A long plain scalar is
+        # typed here with linear patterns instead.
+        if kind is ScalarNode and implicit[0] and len(value) > _LONG_SCALAR:
+            if _LONG_INT.fullmatch(value):
+                return "tag:yaml.org,2002:int"
+            if _LONG_FLOAT.fullmatch(value):
+                return "tag:yaml.org,2002:float"
+            return "tag:yaml.org,2002:str"
+        tag: str = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        return tag
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise YamlSyntaxError(f"more than {MAX_ALIASES} aliases (*name); write the "
+                                      "values out", _mark_position(event.start_mark))
+        self._depth += 1
+        try:
+            if self._depth > _MAX_DEPTH:
+                raise YamlSyntaxError(f"nested deeper than {_MAX_DEPTH} levels",
+                                      _mark_position(event.start_mark))
+            node: Node | None = super().compose_node(parent, index)
+            return node
+        finally:
+            self._depth -= 1
+
+
 class _Builder:
     def __init__(self) -> None:
         self.constructor = SafeConstructor()
@@ -108,8 +171,14 @@ class _Builder:
         self.keys: dict[Path, Position] = {}
         self.problems: list[SourceProblem] = []
         self._active: set[int] = set()
+        self._built = 0
 
     def build(self, node: Node, path: Path) -> Any:
+        self._built += 1
+        if self._built > MAX_VALUES:
+            raise YamlSyntaxError(
+                f"the document expands to more than {MAX_VALUES:,} values (aliases of "
+                "aliases?); a scenario is far smaller", _position(node))
         self.values[path] = _position(node)
         if len(path) > _MAX_DEPTH:
             self._problem(path, f"nested deeper than {_MAX_DEPTH} levels", node)
@@ -136,6 +205,18 @@ class _Builder:
             value = self.constructor.construct_object(node, deep=True)
         except ConstructorError as exc:
             self._problem(path, str(exc.problem or exc), node)
+            return None
+        except (ValueError, OverflowError):
+            # int() refuses more than 4300 digits; report it as a bad number.
+            self._problem(path, f"{_clip(node.value)} is not a number cdb can use "
+                                "(too many digits)", node)
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            self._problem(path, f"{node.value!r} is not a finite number", node)
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_INT:
+            self._problem(path, f"{_clip(node.value)} is out of range (at most 2^63 - 1)",
+                          node)
             return None
         if isinstance(value, dt.datetime | dt.date):
             return value.isoformat()  # JSON has no dates; the schema sees a string
@@ -172,14 +253,24 @@ class _Builder:
         )
 
 
+def _clip(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:20] + "..." + text[-8:])
+
+
 def load(text: str) -> Located:
     """Parse one YAML document with positions.
 
     Raises:
-        YamlSyntaxError: not YAML, or more than one document.
+        YamlSyntaxError: not YAML, more than one document, or over a bound (size,
+            depth, aliases, expanded values).
     """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        line = text.count("\n", 0, MAX_BYTES) + 1
+        raise YamlSyntaxError(f"the file is {size:,} bytes, more than the {MAX_BYTES:,} a "
+                              "scenario may have", Position(line, 1))
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = list(yaml.compose_all(text, Loader=_BoundedLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         position = Position(mark.line + 1, mark.column + 1) if mark else None
@@ -187,6 +278,8 @@ def load(text: str) -> Located:
         raise YamlSyntaxError(message, position) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(str(exc), None) from None
+    except RecursionError:  # not reachable with the depth bound; kept as a last guard
+        raise YamlSyntaxError(f"nested deeper than {_MAX_DEPTH} levels", None) from None
     if len(nodes) > 1:
         raise YamlSyntaxError(
             "more than one YAML document (one scenario per file)", _position(nodes[1])

@@ -8,6 +8,11 @@ to steps and probes that exist, services and symbols the pipeline has, faults
 available in the scenario's modes). ``${name}`` in strings is replaced from
 ``configuration`` first (Chaos Toolkit style; a whole-string reference keeps the
 value's type).
+
+What a file would execute (``process``, ``python`` and ``http`` providers, ``env``
+configuration) is listed as warnings, so ``validate`` shows it before anything runs;
+values read from the environment are masked in every message. The expanded
+timeline is bounded (``MAX_STEPS``): nested ``repeat`` inside ``parallel`` multiplies.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from cdb.chaos.timeline import TimelineError, expand, names, resolve
 
 Severity = Literal["error", "warning"]
 _REF: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
+MAX_STEPS: Final = 100_000
+"""Steps the timeline may expand to (repetitions and groups multiplied out)."""
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,19 +98,52 @@ def validate_text(text: str, file: str = "<scenario>") -> Result:
         problems.append(_at("$", f"a scenario is a mapping (title: ..., timeline: ...), "
                                  f"not {got}", located.position(())))
         return Result(file=file, problems=tuple(problems))
-    data, subst = _substitute(located)
+    data, subst, secrets = _substitute(located)
     problems += subst
     # A value whose substitution failed is reported once, not again by the schema.
-    failed = {p.path for p in subst}
+    failed = {p.path for p in subst} | {p.path for p in located.problems}
     problems += sorted((p for p in _schema_problems(data, located) if p.path not in failed),
                        key=_order)
     if any(p.severity == "error" for p in problems):
-        return Result(file=file, problems=tuple(problems))
-    scenario = model.build(data, file)
+        return Result(file=file, problems=_masked(problems, secrets))
+    scenario = model.build(data, file, secrets)
+    too_many = _too_many_steps(scenario.timeline, located)
+    if too_many is not None:
+        return Result(file=file, problems=_masked([*problems, too_many], secrets))
     problems += _semantic_problems(scenario, located)
+    problems += [_at(e.path, f"{e.what} (a scenario file is code: cdb scenario run needs "
+                             "--allow-exec)", _position_of(e.path, located), "warning")
+                 for e in scenario.executes]
     problems = list(dict.fromkeys(problems))  # a repeated step reports once
     ok = not any(p.severity == "error" for p in problems)
-    return Result(file=file, problems=tuple(problems), scenario=scenario if ok else None)
+    return Result(file=file, problems=_masked(problems, secrets),
+                  scenario=scenario if ok else None)
+
+
+def _masked(problems: list[Problem], secrets: tuple[str, ...]) -> tuple[Problem, ...]:
+    if not secrets:
+        return tuple(problems)
+    return tuple(msgspec.structs.replace(p, message=model.mask_secrets(p.message, secrets))
+                 for p in problems)
+
+
+def _too_many_steps(entries: tuple[model.TimelineEntry, ...], located: Located) -> Problem | None:
+    """The first entry whose expansion passes ``MAX_STEPS``, counted without expanding."""
+    total = 0
+
+    def count(entry: model.TimelineEntry) -> int:
+        times = entry.repeat.times if entry.repeat else 1
+        inner = 1 if not entry.parallel else sum(count(c) for c in entry.parallel)
+        return times * inner
+
+    for entry in entries:
+        n = count(entry)
+        total += n
+        if total > MAX_STEPS:
+            return _at(entry.path, f"the timeline expands to more than {MAX_STEPS:,} steps "
+                       f"(this entry alone to {n:,}: repeat inside parallel multiplies)",
+                       _position_of(entry.path, located))
+    return None
 
 
 def _order(p: Problem) -> tuple[int, int, str]:
@@ -118,10 +158,11 @@ def _at(path: str, message: str, pos: Position | None, severity: Severity = "err
 # -- configuration -----------------------------------------------------------------------
 
 
-def _substitute(located: Located) -> tuple[dict[str, Any], list[Problem]]:
+def _substitute(located: Located) -> tuple[dict[str, Any], list[Problem], tuple[str, ...]]:
     data: dict[str, Any] = located.data
     problems: list[Problem] = []
     config: dict[str, Any] = {}
+    secrets: list[str] = []
     raw = data.get("configuration")
     if isinstance(raw, dict):
         for key, value in raw.items():
@@ -129,6 +170,7 @@ def _substitute(located: Located) -> tuple[dict[str, Any], list[Problem]]:
                 env_key = str(value.get("key", ""))
                 if env_key in os.environ:
                     config[key] = os.environ[env_key]
+                    secrets.append(os.environ[env_key])
                 elif "default" in value:
                     config[key] = value["default"]
                 else:
@@ -151,7 +193,7 @@ def _substitute(located: Located) -> tuple[dict[str, Any], list[Problem]]:
         replaced: Any = config[whole.group(1)] if whole else _REF.sub(
             lambda m: str(config[m.group(1)]), text)
         _set(out, path, replaced)
-    return out, problems
+    return out, problems, tuple(s for s in secrets if s)
 
 
 def _set(root: dict[str, Any], path: Path, value: Any) -> None:

@@ -1,0 +1,77 @@
+"""URLs as people see them: never with their password.
+
+Every URL cdb shows (the ``cdb run`` summary and its JSON, ``cdb status``, ``cdb ess``,
+reports, error messages) goes through ``redact_url`` first. It parses with the
+standard library's ``urlsplit``, which reads every scheme cdb meets (``redis://``,
+``rediss://``, ``postgresql+asyncpg://``, ``sqlite+aiosqlite:///``, ``http://``), and
+replaces only the password; a text that is not a URL comes back as it was.
+Also: ``parse_port`` and ``check_url``, the command line's checks of user-given ports
+and URLs, which fail with one ``ConfigError`` line naming the option.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+from urllib.parse import SplitResult, urlsplit
+
+from cdb.errors import ConfigError
+
+MASK: Final = "***"
+_CREDENTIALS: Final = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.IGNORECASE
+)
+"""A fallback for text ``urlsplit`` cannot take apart (a URL inside a sentence)."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``; the rest unchanged."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
+    if password is None:
+        return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:{MASK}@{hostinfo}").geturl()
+
+
+def parse_port(option: str, value: int | str, *, allow_zero: bool = False) -> int:
+    """A TCP port given on the command line (``option`` names it in the error).
+
+    Raises:
+        ConfigError: not an integer within 1 (0 with ``allow_zero``) and 65535.
+    """
+    low = 0 if allow_zero else 1
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError([f"{option}: {value!r} is not a port number"]) from None
+    if not low <= port <= 65535:
+        raise ConfigError([f"{option}: {port} is not a port number ({low} to 65535)"])
+    return port
+
+
+def check_url(option: str, url: str, schemes: tuple[str, ...]) -> SplitResult:
+    """``url`` taken apart, after checking its scheme, host and port.
+
+    Raises:
+        ConfigError: one line naming ``option`` and showing the URL without password.
+    """
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigError([f"{option}: {shown!r} has no valid port (a number from 1 to "
+                           "65535)"]) from None
+    if parts.scheme.lower() not in schemes:
+        raise ConfigError([f"{option}: {shown!r} is not a {' or '.join(schemes)} URL "
+                           f"(e.g. {schemes[0]}://host:port)"])
+    if not parts.hostname:
+        raise ConfigError([f"{option}: {shown!r} has no host"])
+    if port == 0:
+        raise ConfigError([f"{option}: {shown!r}: port 0 is not a port to connect to"])
+    return parts
