@@ -9,9 +9,9 @@ answered:
 - the service kind (``ws``, ``signal``, ...), the same;
 - ``ready``: as ``/health/ready`` (``NOT_SERVING`` until the service has started).
 
-``Check`` probes the dependencies (reusing a check younger than ``max_age``), so it
-is as fresh as ``/health``; ``Watch`` streams every change the periodic health
-checks find. Needs ``grpcio`` and ``grpcio-health-checking`` (the ``grpc`` extra).
+``Check`` answers from the same cached state as ``/health`` (probing only when it is
+older than ``max_age``); ``Watch`` streams every change the periodic health checks
+find. Needs ``grpcio`` and ``grpcio-health-checking`` (the ``grpc`` extra).
 """
 
 from __future__ import annotations
@@ -49,10 +49,12 @@ class GrpcHealthServer:
     Args:
         health: the service's health (the same object ``/health`` reports).
         host, port: where to listen; port 0 picks a free one (see ``port`` after start).
-        max_age: ``Check`` reuses a health check younger than this (s).
+        max_age: ``Check`` reuses a health check younger than this (s); by default
+            the health's own (``Health.max_age``), as ``/health`` does.
     """
 
-    def __init__(self, health: Health, host: str, port: int, *, max_age: float = 1.0) -> None:
+    def __init__(self, health: Health, host: str, port: int, *,
+                 max_age: float | None = None) -> None:
         self.health = health
         self.host = host
         self.port = port
@@ -88,7 +90,7 @@ class GrpcHealthServer:
         base = health_aio.HealthServicer
 
         async def check(servicer: Any, request: Any, context: Any) -> Any:
-            await health.check(max_age=max_age)  # the listener sets the statuses
+            await health.cached(max_age)  # a new check's listener sets the statuses
             return await base.Check(servicer, request, context)
 
         self._servicer = type("CdbHealthServicer", (base,), {"Check": check})()

@@ -1,9 +1,17 @@
 """Health: one JSON shape for every service, built from dependency checks.
 
 ``status`` is ``healthy`` when every dependency is up, ``degraded`` when one is down
-but the service copes (events buffered, batches held), ``unhealthy`` when it cannot
-work. ``degraded`` answers 200, ``unhealthy`` 503. Secrets never appear: errors and
-details are masked before they are reported.
+but the service copes (events buffered, batches held), ``unhealthy`` when a dependency
+critical to it is down: it cannot do its job. ``degraded`` answers 200, ``unhealthy``
+503. Which dependencies are critical is declared per service in ``CRITICAL`` (the
+README's table). Secrets never appear: errors and details are masked before they are
+reported.
+
+Probes run on a schedule (the ``Monitor``, every ``CDB_MONITOR_INTERVAL_S``), not per
+request: ``/health`` serves the last results (``cached``) with the age of each, so an
+orchestrator or a coordinator polling every second costs nothing, and above all no
+request to the exchange (a Binance ping costs request weight and, during a 418 ban,
+extends it). A dependency may be probed less often than the schedule (``every``).
 
 Each check also updates the health metrics (``cdb_health_status``,
 ``cdb_dependency_up``, ``cdb_redis_up``, ``cdb_dependency_reconnects_total``) and tells
@@ -18,7 +26,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 import structlog
@@ -35,7 +43,31 @@ Listener = Callable[["HealthReport"], Awaitable[None] | None]
 STATUS_VALUE: dict[Status, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 """``cdb_health_status`` of each status."""
 
+CRITICAL: Final[dict[str, frozenset[str]]] = {
+    # A producer: while Redis is down its trades go to the durable disk buffer, and the
+    # exchange stream reconnects by itself (a silent market is not a broken service).
+    "ws": frozenset(),
+    # Consumers: without Redis no event reaches them, so they cannot do their job.
+    "signal": frozenset({"redis"}),
+    # PostgreSQL only records the ESS beside Redis (and is read at start).
+    "risk": frozenset({"redis"}),
+    # The exchange is not critical: an outage or a ban is a market event, met by bounded
+    # retries, alerts and the ESS; restarting execution would forget a ban and ping
+    # into it. PostgreSQL is only read at start (reconciliation).
+    "execution": frozenset({"redis"}),
+    # Persisting is its only job: it holds its batch and retries, but cannot do it.
+    "db_writer": frozenset({"redis", "postgres"}),
+}
+"""The dependencies each service cannot work without: one of them down makes it
+``unhealthy`` (503, not ready). Services not listed treat every dependency as critical."""
+
 _log = structlog.get_logger("cdb.observability.health")
+
+
+def is_critical(service: str, dependency: str) -> bool:
+    """Whether ``service`` cannot do its job while ``dependency`` is down (``CRITICAL``)."""
+    declared = CRITICAL.get(service)
+    return True if declared is None else dependency in declared
 
 
 class Dependency(msgspec.Struct, kw_only=True):
@@ -47,6 +79,8 @@ class Dependency(msgspec.Struct, kw_only=True):
     checked_at: str | None = None
     critical: bool = True
     """When down: unhealthy if critical, degraded otherwise."""
+    age_s: float | None = None
+    """Seconds since the last probe (the state shown is that old)."""
 
 
 class HealthReport(msgspec.Struct, kw_only=True):
@@ -69,27 +103,42 @@ class Health:
     Args:
         service: service kind; instance: its name; environment: deployment name.
         probe_timeout: a probe that takes longer counts as down (s).
+        max_age: ``cached`` probes again when the last check is older than this (s):
+            only when no schedule keeps it fresh (the ``Monitor`` raises it to cover
+            its interval).
     """
 
     def __init__(self, service: str, instance: str, environment: str, *,
-                 probe_timeout: float = 5.0) -> None:
+                 probe_timeout: float = 5.0, max_age: float = 5.0) -> None:
         self.service = service
         self.instance = instance
         self.environment = environment
         self.started = time.monotonic()
         self.ready = False
         self.probe_timeout = probe_timeout
-        self._probes: dict[str, tuple[Probe, bool]] = {}
+        self.max_age = max_age
+        self._probes: dict[str, _Probe] = {}
         self.dependencies: dict[str, Dependency] = {}
         self.details: Callable[[], dict[str, object]] = dict
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
         self._checked_at = float("-inf")
         self._status_gauge = metrics.health_status.labels(service, instance)
+        metrics.build_info.labels(service, instance).info(metrics.build_labels())
 
-    def add(self, name: str, probe: Probe, *, critical: bool = True) -> None:
-        """Check ``name`` with ``probe`` (raises when down)."""
-        self._probes[name] = (probe, critical)
+    def add(self, name: str, probe: Probe, *, critical: bool | None = None,
+            every: float = 0.0) -> None:
+        """Check ``name`` with ``probe`` (raises when down).
+
+        Args:
+            critical: whether the service cannot work without it; by default as the
+                service declares in ``CRITICAL``.
+            every: probe it at most once per this many seconds, however often health
+                is checked (an exchange ping costs request weight).
+        """
+        if critical is None:
+            critical = is_critical(self.service, name)
+        self._probes[name] = _Probe(probe, critical, every)
         self.dependencies[name] = Dependency(critical=critical)
 
     def listen(self, listener: Listener) -> None:
@@ -97,16 +146,18 @@ class Health:
         self._listeners.append(listener)
 
     async def check(self, max_age: float = 0.0) -> HealthReport:
-        """Probe every dependency now and build the report.
+        """Probe the dependencies now (each not probed within its ``every``) and build
+        the report; what the schedule calls.
 
         Args:
             max_age: reuse the probes of a check younger than this (s) instead of
-                probing again (the gRPC service answers often and cheaply with it).
+                probing again.
         """
         async with self._lock:
             if time.monotonic() - self._checked_at > max_age:
-                for name, (probe, critical) in self._probes.items():
-                    await self._probe(name, probe, critical)
+                for name, probe in self._probes.items():
+                    if time.monotonic() - probe.probed_at >= probe.every:
+                        await self._probe(name, probe)
                 self._checked_at = time.monotonic()
                 report = self.report()
                 self._export(report)
@@ -115,7 +166,19 @@ class Health:
                 return report
         return self.report()
 
-    async def _probe(self, name: str, probe: Probe, critical: bool) -> None:
+    async def cached(self, max_age: float | None = None) -> HealthReport:
+        """The report of the last check; a new check only when there was none or it is
+        older than ``max_age`` (default ``self.max_age``): what ``/health`` answers."""
+        return await self.check(max_age=self.max_age if max_age is None else max_age)
+
+    @property
+    def checked_age(self) -> float:
+        """Seconds since the last check (infinite before the first)."""
+        return time.monotonic() - self._checked_at
+
+    async def _probe(self, name: str, entry: _Probe) -> None:
+        probe, critical = entry.probe, entry.critical
+        entry.probed_at = time.monotonic()
         dep = self.dependencies[name]
         was = dep.status
         started = time.perf_counter()
@@ -167,13 +230,41 @@ class Health:
         elif down:
             status = "degraded"
         details = mask_value(self.details(), keep_objects=True)
+        now = time.monotonic()
+        dependencies = {
+            name: msgspec.structs.replace(dep, age_s=_age(now, self._probes[name].probed_at))
+            for name, dep in self.dependencies.items()
+        }
         return HealthReport(
             service=self.service, instance=self.instance, version=__version__,
             environment=self.environment, status=status,
-            uptime_s=round(time.monotonic() - self.started, 3), timestamp=_now_iso(),
-            dependencies=self.dependencies,
+            uptime_s=round(now - self.started, 3), timestamp=_now_iso(),
+            dependencies=dependencies,
             details=details if isinstance(details, dict) else {},
         )
+
+    def not_ready_because(self, report: HealthReport) -> list[str]:
+        """Why the service cannot do its job now (empty when it can)."""
+        why = [] if self.ready else ["not started, or stopping"]
+        why += [f"{name} down" for name, dep in report.dependencies.items()
+                if dep.critical and dep.status == "down"]
+        return why
+
+
+class _Probe:
+    """A dependency's probe, whether it is critical, and when it last ran."""
+
+    __slots__ = ("critical", "every", "probe", "probed_at")
+
+    def __init__(self, probe: Probe, critical: bool, every: float) -> None:
+        self.probe = probe
+        self.critical = critical
+        self.every = every
+        self.probed_at = float("-inf")
+
+
+def _age(now: float, then: float) -> float | None:
+    return None if then == float("-inf") else round(now - then, 3)
 
 
 def _now_iso() -> str:

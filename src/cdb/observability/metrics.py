@@ -6,15 +6,33 @@ The contract names (``decoded_messages_total``, ``redis_publish_total``,
 carries ``service`` and ``instance`` labels; in the embedded mode the five services
 share the registry and are told apart by ``service``. Hot paths increment once per
 batch, never once per event.
+
+The process and Python runtime collectors (CPU, memory, file descriptors, GC:
+prometheus_client's ``ProcessCollector``, ``PlatformCollector``, ``GCCollector``) are on
+the same registry, labelled with the service and instance that claimed the process
+(``claim_process``; the first one, as a process hosts one service, or the embedded
+pipeline, or the coordinator); ``cdb_build_info`` carries the version.
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.metrics_core import Metric, UnknownMetricFamily
 from prometheus_client.registry import Collector
+
+from cdb import __version__
 
 
 class _UntypedTotal(Collector):
@@ -39,10 +57,59 @@ class _UntypedTotal(Collector):
                 yield family
 
 
+class _ProcessMetrics(Collector):
+    """The process and Python runtime collectors, with the ``service`` and ``instance``
+    labels of the process (every cdb metric carries them); nothing until claimed."""
+
+    def __init__(self) -> None:
+        self._runtime = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self._runtime)
+        PlatformCollector(registry=self._runtime)
+        GCCollector(registry=self._runtime)
+        self.identity: dict[str, str] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        identity = self.identity
+        if not identity:
+            return
+        for family in self._runtime.collect():
+            family.samples = [s._replace(labels={**s.labels, **identity})
+                              for s in family.samples]
+            yield family
+
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 _TOTAL_GAUGES = CollectorRegistry(auto_describe=True)
 REGISTRY.register(_UntypedTotal(_TOTAL_GAUGES))
+_PROCESS = _ProcessMetrics()
+REGISTRY.register(_PROCESS)
 _L = ("service", "instance")
+
+
+def claim_process(service: str, instance: str, *, replace: bool = False) -> bool:
+    """Label the process and runtime metrics with ``service`` and ``instance``, unless
+    another claimed the process first (``replace`` overrides); True when claimed."""
+    if _PROCESS.identity and not replace:
+        return False
+    _PROCESS.identity = {"service": service, "instance": instance}
+    return True
+
+
+def process_identity() -> dict[str, str]:
+    """The labels of the process metrics (empty until claimed)."""
+    return dict(_PROCESS.identity)
+
+
+build_info = Info(
+    "cdb_build", "The cdb version (and Python) a service instance runs", _L,
+    registry=REGISTRY,
+)
+
+
+def build_labels() -> dict[str, str]:
+    """``cdb_build_info``'s labels beyond service and instance."""
+    return {"version": __version__, "python": platform.python_version()}
+
 
 # contract (ws)
 decoded_messages = Counter(

@@ -2,7 +2,9 @@
 
 Prometheus scrapes ``/metrics``, not ``/health``: without a periodic check
 ``cdb_redis_up`` would only change when someone looked at ``/health``, and the gRPC
-``Watch`` stream would never move. The monitor checks health every ``interval`` and
+``Watch`` stream would never move. The monitor is also the schedule ``/health`` is
+served from: requests read the last round's state, never probe (an exchange ping per
+request costs weight and extends a ban). It checks health every ``interval`` and
 samples the length of the service's streams and the lag of its consumer group
 (``cdb_stream_length``, ``cdb_consumer_lag``). A sample that fails (Redis down) keeps
 the last value and is tried again next time; the outage itself shows in
@@ -76,8 +78,13 @@ class Monitor:
         await self.stop()
 
     async def start(self) -> None:
-        """Run one round now, then every ``interval``."""
+        """Run one round now, then every ``interval``. From now on ``/health`` serves
+        what the rounds found and never probes on a request while they keep it fresh."""
         self.state = starting("monitor", self.state)
+        # A round may run late by its own probes' timeouts; past that the schedule is
+        # stuck, and /health probes by itself rather than serve an ever older state.
+        self.health.max_age = max(self.health.max_age,
+                                  2 * self.interval + self.health.probe_timeout)
         await self.round()
         self._task = asyncio.create_task(self._run(), name=f"monitor.{self.health.service}")
 

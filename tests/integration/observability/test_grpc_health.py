@@ -47,7 +47,7 @@ async def served() -> AsyncIterator[Served]:
     health = Health("risk", "risk-grpc", "test")
     redis, postgres = Probe(), Probe()
     health.add("redis", redis, critical=False)
-    health.add("postgres", postgres)
+    health.add("postgres", postgres, critical=True)
     server = GrpcHealthServer(health, "127.0.0.1", 0, max_age=0)
     await server.start()
     channel = grpc.aio.insecure_channel(server.address)
