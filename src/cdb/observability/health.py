@@ -61,6 +61,14 @@ CRITICAL: Final[dict[str, frozenset[str]]] = {
 """The dependencies each service cannot work without: one of them down makes it
 ``unhealthy`` (503, not ready). Services not listed treat every dependency as critical."""
 
+PROBE_EVERY: Final[dict[tuple[str, str], float]] = {
+    # A ping costs request weight, and one that lands during a 418 ban extends it; the
+    # venue's own requests show an outage long before (alerts, the ESS's error burst).
+    ("execution", "exchange"): 30.0,
+}
+"""Seconds between two probes of a dependency of a service, when not every health
+check (``CDB_MONITOR_INTERVAL_S``)."""
+
 _log = structlog.get_logger("cdb.observability.health")
 
 
@@ -127,17 +135,20 @@ class Health:
         metrics.build_info.labels(service, instance).info(metrics.build_labels())
 
     def add(self, name: str, probe: Probe, *, critical: bool | None = None,
-            every: float = 0.0) -> None:
+            every: float | None = None) -> None:
         """Check ``name`` with ``probe`` (raises when down).
 
         Args:
             critical: whether the service cannot work without it; by default as the
                 service declares in ``CRITICAL``.
             every: probe it at most once per this many seconds, however often health
-                is checked (an exchange ping costs request weight).
+                is checked; by default as declared in ``PROBE_EVERY``, else at every
+                check.
         """
         if critical is None:
             critical = is_critical(self.service, name)
+        if every is None:
+            every = PROBE_EVERY.get((self.service, name), 0.0)
         self._probes[name] = _Probe(probe, critical, every)
         self.dependencies[name] = Dependency(critical=critical)
 

@@ -63,9 +63,11 @@ def streams_of(service: str, inputs: Sequence[str]) -> list[StreamWatch]:
 
 
 def prepare_process(settings: Settings, service: str, instance: str) -> None:
-    """Every log line of this process names the service and instance; its secret values
-    are masked wherever they would appear in logs or health."""
+    """Every log line of this process names the service and instance, and so do its
+    process and runtime metrics; its secret values are masked wherever they would
+    appear in logs or health."""
     cdb_logging.bind_process(service=service, instance=instance)
+    metrics.claim_process(service, instance, replace=True)
     register_settings_secrets(settings)
 
 

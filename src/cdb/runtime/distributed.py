@@ -221,8 +221,9 @@ async def build_service(
         writer = DbWriterService(
             ctx, store, backoff=backoff_of(settings), write_timeout=settings.cdb_db_write_timeout_s
         )
-        # Degraded, not down, while it waits: it holds its batch and retries.
-        health.add("postgres", writer.probe, critical=False)
+        # Critical (observability.health.CRITICAL): it holds its batch and retries, but
+        # persisting is its whole job, so it is unhealthy and not ready meanwhile.
+        health.add("postgres", writer.probe)
         return writer, store
     raise ValueError(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
 
@@ -253,8 +254,9 @@ async def run_service(name: str, settings: Settings) -> None:
     bus = make_bus(settings, client, service=name, instance=instance)
     await bus.start()  # flushes first what a crash left in the disk buffer
     health = Health(name, instance, settings.environment)
-    # Degraded, not down, while Redis is unreachable: producers buffer, consumers hold.
-    health.add("redis", redis_probe(bus, client), critical=False)
+    # As the service declares (observability.health.CRITICAL): degraded for ws, which
+    # buffers on disk; unhealthy and not ready for the consumers, which get nothing.
+    health.add("redis", redis_probe(bus, client))
     service, store = await build_service(name, settings, bus, health)
     pid = os.getpid()
     health.details = lambda: {"pid": pid, **service.status(), **bus.status()}
