@@ -133,15 +133,28 @@ async def test_stale_market_data_trips_when_the_feed_resumes_in_simulated_time(
     tmp_path: Path,
 ) -> None:
     """In simulated time nothing happens during a silence: the batch that ends it is
-    the first moment the clock has moved, and the ESS trips there."""
-    shapes = (stale("ETHUSDT", 900, 45),)
-    summary, _ = await run(tmp_path, settings(ESS_STALE_DATA_S="30"), shapes=shapes,
-                           duration=1800)
+    the first moment the clock has moved, and the ESS trips there, on the defaults
+    (a silence beyond ESS_STALE_HALT_S, 300 s)."""
+    shapes = (stale("ETHUSDT", 900, 400),)
+    summary, _ = await run(tmp_path, settings(), shapes=shapes, duration=1800)
     [trip] = summary.ess_trips
     assert trip.reason == "stale_data"
     assert "no ETHUSDT trade for" in trip.detail
     first_ts = summary.first_ts
-    assert first_ts + 930 * S < trip.since_ns < first_ts + 960 * S
+    assert first_ts + 1200 * S < trip.since_ns < first_ts + 1330 * S
+
+
+async def test_a_short_silence_only_pauses_and_trading_goes_on(tmp_path: Path) -> None:
+    """45 s without an ETHUSDT trade is past the pause limit (30 s) but far from the
+    trip (300 s): the ESS stays ACTIVE and orders keep leaving after the silence (a
+    gap up after it makes momentum buy)."""
+    shapes = (stale("ETHUSDT", 900, 45), gap("ETHUSDT", 1000, 5, 6))
+    summary, _ = await run(tmp_path, settings(), shapes=shapes, duration=1800)
+    assert summary.ess_trips == []
+    assert summary.ess.state == "ACTIVE"
+    db = tmp_path / "run.db"
+    after = summary.first_ts + 945 * S
+    assert query(db, f"select count(*) from orders where ts > {after}")[0][0] > 0
 
 
 async def test_a_run_restarted_on_a_halted_database_stays_halted_until_reset_by_hand(

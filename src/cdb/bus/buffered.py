@@ -47,7 +47,7 @@ from cdb.errors import (
 from cdb.events import AnyEvent, decode, encode
 from cdb.resilience import metrics
 from cdb.resilience.backoff import Backoff
-from cdb.resilience.breaker import BreakerState, CircuitBreaker
+from cdb.resilience.breaker import BreakerProbe, BreakerState, CircuitBreaker
 
 FullPolicy = Literal["block", "reject"]
 FlushGate = Callable[[str, int], Awaitable[None]]
@@ -81,6 +81,9 @@ class BufferedBus(Generic[B]):
         gate: paces the flush so consumers are not outrun (Redis trims streams).
         drain_timeout: on close, how long the flusher may go on emptying the buffer.
         service, instance: metric labels.
+        probe: a cheap call to the backend (PING); while the breaker is open it is
+            tried on the backoff schedule and closes the breaker once it answers, so
+            traffic flows again seconds after the backend is back (``BreakerProbe``).
         on_start: awaited first on start (e.g. watching the Sentinels).
         on_close: awaited last on close (e.g. closing the Redis connections).
         sleep: injectable for tests.
@@ -93,6 +96,7 @@ class BufferedBus(Generic[B]):
         service: str = "", instance: str = "",
         on_start: Callable[[], Awaitable[None]] | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None, sleep: Sleep = asyncio.sleep,
+        probe: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         if full_policy not in ("block", "reject"):
             raise ValueError(f"full_policy is 'block' or 'reject', not {full_policy!r}")
@@ -113,6 +117,11 @@ class BufferedBus(Generic[B]):
         self._room = asyncio.Event()
         self._empty = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
+        self._closed_again = asyncio.Event()
+        self.probe = (
+            BreakerProbe(self.breaker, probe, self.backoff, sleep=sleep) if probe else None
+        )
         self._buffering = False  # for logging once per outage
         self._full_logged = False
         self.flushed = 0
@@ -131,6 +140,8 @@ class BufferedBus(Generic[B]):
             state.set(new.value)
             if new is BreakerState.OPEN:
                 opened.inc()
+            elif new is BreakerState.CLOSED:
+                self._closed_again.set()
 
         self.breaker.listen(on_change)
 
@@ -168,6 +179,8 @@ class BufferedBus(Generic[B]):
             self._buffering = True
             self._wake.set()
         self._flusher = asyncio.create_task(self._flush_forever(), name="bus.flush")
+        if self.probe is not None:
+            self._prober = asyncio.create_task(self.probe.run(), name="bus.probe")
 
     async def close(self) -> None:
         """Stop: flush what Redis still takes within ``drain_timeout``, keep the rest on
@@ -178,6 +191,9 @@ class BufferedBus(Generic[B]):
         self.state = BusState.STOPPING
         self._room.set()  # publishers waiting for room give up
         try:
+            if self._prober is not None:
+                self._prober.cancel()
+                await asyncio.gather(self._prober, return_exceptions=True)
             if started and self._flusher is not None:
                 if self.buffer.count:
                     await self._drain()
@@ -336,13 +352,13 @@ class BufferedBus(Generic[B]):
                 await self._wake.wait()
                 continue
             if self.breaker.state is BreakerState.OPEN:
-                await self._sleep(self.breaker.retry_after())
+                await self._until_closed(self.breaker.retry_after())
                 continue
             try:
                 await self._flush_some()
             except CircuitOpenError as exc:
                 # Not tried: open, or another call holds the half-open trial.
-                await self._sleep(max(exc.retry_after, self.backoff.base / 10))
+                await self._until_closed(max(exc.retry_after, self.backoff.base / 10))
                 continue
             except BusError as exc:
                 # Counted by the breaker already (every inner call is guarded).
@@ -350,8 +366,10 @@ class BufferedBus(Generic[B]):
                 if failures == 1:
                     _log.warning("flushing the disk buffer failed; retrying", error=str(exc),
                                  events=self.buffer.count)
-                # Open: until the trial; still closed: the backoff.
-                await self._sleep(self.breaker.retry_after() or self.backoff.compute(failures))
+                # Open: until the trial (or a probe closes it); still closed: the backoff.
+                after = self.breaker.retry_after()
+                await (self._until_closed(after) if after else
+                       self._sleep(self.backoff.compute(failures)))
                 continue
             except Exception:
                 # A bug must not end the flush for good: the buffer would only grow.
@@ -360,6 +378,24 @@ class BufferedBus(Generic[B]):
                 await self._sleep(self.backoff.compute(failures))
                 continue
             failures = 0
+
+    async def _until_closed(self, delay: float) -> None:
+        """Sleep ``delay`` s, or less when the breaker closes meanwhile (a probe found the
+        backend back): the buffer then flushes at once, not at the breaker's trial."""
+        if self.probe is None:
+            await self._sleep(delay)
+            return
+        self._closed_again.clear()
+        if self.breaker.state is BreakerState.CLOSED:
+            return
+        nap = asyncio.ensure_future(self._sleep(delay))
+        woken = asyncio.ensure_future(self._closed_again.wait())
+        try:
+            await asyncio.wait((nap, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (nap, woken):
+                task.cancel()
+            await asyncio.gather(nap, woken, return_exceptions=True)
 
     def _flush_done(self) -> None:
         self._empty.set()

@@ -11,6 +11,9 @@ While OPEN nothing is tried: callers fail fast with ``CircuitOpenError`` (produc
 write to the disk buffer instead, consumers back off). HALF_OPEN lets exactly one
 call through; the others keep failing fast until its outcome is known.
 
+``BreakerProbe`` closes an open breaker early once a cheap probe (PING) answers, on
+the backoff schedule: the open time stops a retry storm, never the recovery.
+
 Hand-written rather than taken from a library: the one candidate, pybreaker, is not a
 dependency of cdb, is synchronous at heart (its async support goes through Tornado),
 and reads the wall clock itself, while this state machine is fifty lines, runs on the
@@ -20,6 +23,7 @@ test check the configured timings exactly.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +32,7 @@ from typing import TypeVar
 import structlog
 
 from cdb.errors import CircuitOpenError
+from cdb.resilience.backoff import Backoff
 
 T = TypeVar("T")
 Listener = Callable[["BreakerState", "BreakerState", str], None]
@@ -200,3 +205,72 @@ class CircuitBreaker:
             )
         for listener in self._listeners:
             listener(old, new, self.last_error)
+
+
+class BreakerProbe:
+    """While ``breaker`` is not closed, asks the dependency directly (a cheap ``probe``
+    such as PING) on the backoff schedule, and closes the breaker as soon as it answers.
+
+    The breaker's open time protects the dependency from a retry storm of every
+    caller; one probe on the backoff schedule (1, 2, 4, 8, 16, 30, 30 ... s with the
+    defaults) costs it nothing, and means the pipeline flows again within one step of
+    the schedule after the dependency is back, not after the whole open time. A
+    failed probe changes nothing: only the callers' own failures open the breaker.
+
+    Args:
+        breaker: the breaker to close early.
+        probe: the cheap call; raising (anything) or timing out is a failure.
+        backoff: the schedule: the n-th probe of an outage comes ``backoff.compute(n)``
+            after the one before.
+        timeout: longest wait for one probe (s).
+        sleep: injectable for tests.
+    """
+
+    def __init__(
+        self, breaker: CircuitBreaker, probe: Callable[[], Awaitable[object]], backoff: Backoff,
+        *, timeout: float = 2.0, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.breaker = breaker
+        self._probe = probe
+        self._backoff = backoff
+        self._timeout = timeout
+        self._sleep = sleep
+        self._opened = asyncio.Event()
+        self.probes = 0
+        """Probes sent, over every outage."""
+        self.closed_early = 0
+        """Outages it ended before the breaker's own trial."""
+        breaker.listen(self._on_change)
+
+    def _on_change(self, old: BreakerState, new: BreakerState, error: str) -> None:
+        if new is BreakerState.OPEN:
+            self._opened.set()
+
+    async def run(self) -> None:
+        """Probe through every outage, until cancelled."""
+        while True:
+            await self._opened.wait()
+            self._opened.clear()
+            attempt = 0
+            while not self._closed():
+                attempt += 1
+                await self._sleep(self._backoff.compute(attempt))
+                if self._closed():
+                    break  # a caller's trial closed it meanwhile
+                if await self._answers():
+                    _log.info("circuit closed by a probe", dependency=self.breaker.name,
+                              probes=attempt)
+                    self.closed_early += 1
+                    self.breaker.success()
+
+    def _closed(self) -> bool:
+        return self.breaker.state is BreakerState.CLOSED
+
+    async def _answers(self) -> bool:
+        self.probes += 1
+        try:
+            await asyncio.wait_for(self._probe(), self._timeout)
+        except Exception as exc:  # any failure of the probe means "still down"
+            _log.debug("probe failed", dependency=self.breaker.name, error=str(exc))
+            return False
+        return True

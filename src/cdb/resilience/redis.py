@@ -374,7 +374,13 @@ def make_bus(
         full_policy=settings.cdb_buffer_full_policy, gate=gate,
         drain_timeout=min(5.0, settings.cdb_drain_timeout_s / 2), service=service,
         instance=instance, on_start=watch.start if watch else None, on_close=close,
+        probe=partial(_ping, client),
     )
+
+
+async def _ping(client: aioredis.Redis) -> None:
+    """The breaker's probe: one PING, raising while Redis does not answer."""
+    await client.ping()
 
 
 def redis_probe(bus: BufferedBus[Any], client: aioredis.Redis) -> Callable[[], Awaitable[None]]:

@@ -10,7 +10,8 @@ live, and the same inputs always give the same trips.
 - The guards watch the portfolio and the market: ``DrawdownGuard`` (equity down from
   its peak by more than a limit), ``FlashCrashGuard`` (a price down at least a share
   within a window), ``ErrorBurstGuard`` (exchange errors or rejections piling up),
-  ``StaleDataGuard`` (a symbol without trades for too long).
+  ``StaleDataGuard`` (a symbol without trades for too long while the bus is up; a
+  shorter silence only pauses new orders on it).
 
 Limits are parts per million and compared in integers, so a boundary is exact: a
 drawdown of exactly the limit does not trip (the limit is allowed, like every risk
@@ -66,7 +67,10 @@ class EssConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Trip on this many exchange errors or rejections within ``error_burst_window_ns``."""
     error_burst_window_ns: int = 60 * NS
     stale_after_ns: int = 30 * NS
-    """Trip when a symbol seen before has had no trade for longer; 0 turns it off."""
+    """Pause new orders on a symbol seen before that has had no trade for longer (lifted
+    at its next trade); 0 turns the stale-data guard off, pause and trip."""
+    stale_halt_after_ns: int = 300 * NS
+    """Trip when such a symbol stays silent this long while the bus is up; 0: never."""
     cooldown_ns: int = 300 * NS
     """A reset is refused until this long after the trip."""
 
@@ -316,16 +320,25 @@ class ErrorBurstGuard:
 
 
 class StaleDataGuard:
-    """A symbol seen before without a trade for more than ``after_ns`` of clock time.
+    """Symbols seen before that have had no trade for too long, in clock time.
+
+    Two limits, because a silent market is not always a dead market:
+
+    - past ``after_ns`` a symbol is *stale*: risk pauses new orders on it (reducing
+      ones still pass) and lifts the pause by itself at its next trade;
+    - past ``halt_after_ns`` of silence *while the bus was healthy* it trips the
+      latched ESS: the feed itself is dead, not cdb's own Redis. Time the bus was down
+      does not count, so an outage of cdb's infrastructure never latches a HALT.
 
     Time is the clock's when the trades were received, not the trades' own: a replay of
     old trades is fresh data, a feed that stops is stale whatever its timestamps said.
     """
 
-    __slots__ = ("_last", "after_ns")
+    __slots__ = ("_last", "after_ns", "halt_after_ns")
 
-    def __init__(self, after_ns: int) -> None:
+    def __init__(self, after_ns: int, halt_after_ns: int = 0) -> None:
         self.after_ns = after_ns
+        self.halt_after_ns = halt_after_ns
         self._last: dict[str, int] = {}
 
     def seen(self, symbols: Iterable[str], now: int) -> None:
@@ -333,18 +346,29 @@ class StaleDataGuard:
         for symbol in symbols:
             last[symbol] = now
 
-    def check(self, now: int) -> Alarm | None:
-        """The stalest symbol beyond the limit, if any (exactly the limit is not stale)."""
+    def stale(self, now: int) -> frozenset[str]:
+        """The symbols silent for more than ``after_ns`` (exactly the limit is fresh)."""
         after = self.after_ns
-        if after <= 0 or not self._last:
+        if after <= 0:
+            return frozenset()
+        return frozenset(s for s, last in self._last.items() if now - last > after)
+
+    def check(self, now: int, healthy_since: int | None) -> Alarm | None:
+        """The latched trip: the stalest symbol silent for more than ``halt_after_ns``
+        counted from ``healthy_since`` (when the bus last came back; None while it is
+        down), if any."""
+        after, halt = self.after_ns, self.halt_after_ns
+        if after <= 0 or halt <= 0 or healthy_since is None or not self._last:
             return None
         symbol, last = min(self._last.items(), key=lambda kv: (kv[1], kv[0]))
-        if now - last <= after:
+        counted = now - max(last, healthy_since)
+        if counted <= halt:
             return None
+        silent = now - last
+        since = "" if counted == silent else f", {counted / NS:.1f} s of it with the bus up"
         return Alarm(
             reason=STALE_DATA,
-            detail=f"no {symbol} trade for {(now - last) / NS:.1f} s "
-            f"(limit {after / NS:g} s)",
+            detail=f"no {symbol} trade for {silent / NS:.1f} s{since} (limit {halt / NS:g} s)",
         )
 
     def forget(self) -> None:
@@ -374,7 +398,7 @@ class Guards:
         self.flash_crash = FlashCrashGuard(config.flash_crash_drop_ppm,
                                            config.flash_crash_window_ns)
         self.errors = ErrorBurstGuard(config.error_burst_count, config.error_burst_window_ns)
-        self.stale = StaleDataGuard(config.stale_after_ns)
+        self.stale = StaleDataGuard(config.stale_after_ns, config.stale_halt_after_ns)
 
     def rebase(self, equity_e8: int, now: int) -> None:
         """After a reset: measure afresh, so the condition that tripped needs to happen

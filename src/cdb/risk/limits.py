@@ -18,6 +18,7 @@ from cdb.risk.portfolio import Portfolio
 
 # Reasons (label values of cdb_risk_rejections_total and risk_decisions.reason).
 ESS_HALTED: Final = "ess_halted"
+STALE_DATA: Final = "stale_data"
 RATE_LIMIT: Final = "rate_limit"
 OPEN_ORDERS: Final = "open_orders_limit"
 ORDER_NOTIONAL: Final = "order_notional_limit"
@@ -81,8 +82,16 @@ class OrderRate:
         self._times.append(ts)
 
 
+def _paused(signal: Signal, halted: bool) -> Rejection:
+    """Why a new (non-reducing) order may not leave now."""
+    if halted:
+        return Rejection(reason=ESS_HALTED, detail="emergency stop is HALTED")
+    return Rejection(reason=STALE_DATA, detail=f"{signal.symbol} market data is stale; paused")
+
+
 def decide(
-    signal: Signal, book: Portfolio, limits: RiskLimits, rate: OrderRate, *, halted: bool
+    signal: Signal, book: Portfolio, limits: RiskLimits, rate: OrderRate, *, halted: bool,
+    stale: bool = False,
 ) -> Decision:
     """Decide on ``signal``: an approval with its quantity or a rejection with a reason.
 
@@ -92,6 +101,7 @@ def decide(
         limits: the configured limits.
         rate: orders approved recently (not modified here).
         halted: whether the emergency stop is HALTED (only reducing orders pass).
+        stale: whether the signal's market data is stale (only reducing orders pass).
     """
     price = signal.price_e8
     if price <= 0:
@@ -105,8 +115,8 @@ def decide(
             return Rejection(reason=NO_POSITION, detail=f"nothing to sell in {signal.symbol}")
         reduce_only = True
     else:
-        if halted:
-            return Rejection(reason=ESS_HALTED, detail="emergency stop is HALTED")
+        if halted or stale:
+            return _paused(signal, halted)
         qty = limits.order_notional_e8 * SCALE // price
         qty -= qty % step
         reduce_only = False

@@ -23,10 +23,13 @@ from fastapi import APIRouter
 from cdb.bus.base import Batch, Bus, Subscription
 from cdb.bus.keys import ALERTS_STREAM, DEAD_LETTER_SUFFIX, ORDERS
 from cdb.clock import Clock
-from cdb.errors import BusError, LifecycleError, StoreError
+from cdb.errors import BusError, CircuitOpenError, LifecycleError, StoreError
 from cdb.events import Alert, AnyEvent, IdGen, Level
 from cdb.observability import metrics
 from cdb.observability.logging import handling
+
+OPEN_BREAKER_POLL_S = 0.5
+"""Longest wait between two reads refused by an open breaker."""
 
 
 class State(enum.Enum):
@@ -59,6 +62,10 @@ class ServiceContext:
         self.bus = bus
         self.clock = clock
         self.ids = IdGen(instance)
+        self.bus_up_since: int | None = 0
+        """Clock time (ns) since when this service's reads of the bus have worked; None
+        while they fail. What depends on the market flowing (the stale-data guard) does
+        not count time our own bus was down."""
         self.log = structlog.get_logger(service=name, instance=instance)
         self._published: dict[str, object] = {}
 
@@ -123,7 +130,10 @@ class _Outage:
         if not self._delay:
             self._ctx.log.warning(f"{self._what} failing; holding work", error=str(exc))
             self._delay = 0.05
-        await asyncio.sleep(self._delay)
+        # An open breaker refuses locally, at no cost to the backend: ask it often, so
+        # work resumes within half a second of a probe closing it.
+        cap = OPEN_BREAKER_POLL_S if isinstance(exc, CircuitOpenError) else 5.0
+        await asyncio.sleep(min(self._delay, cap))
         self._delay = min(self._delay * 2, 5.0)
 
     def recovered(self) -> None:
@@ -242,8 +252,11 @@ class ServiceHost:
                         last_claim = now
                         batches.extend(await sub.claim(self._claim_idle, self.service.batch_size))
                 except BusError as exc:
+                    ctx.bus_up_since = None
                     await outage.failed(exc)
                     continue
+                if ctx.bus_up_since is None:
+                    ctx.bus_up_since = ctx.clock.now()
                 outage.recovered()
                 if not batches:
                     continue

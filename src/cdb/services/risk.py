@@ -15,6 +15,13 @@ change is recorded (``EssChange`` on ``stream.risk_events``) and an alert goes o
 What could not be saved or published is kept and retried, so a trip is never lost to
 a passing outage. A reset is saved before it takes effect: if it cannot be made
 durable it is refused, and a restart never finds an ACTIVE that was not recorded.
+
+Stale data is two things (``StaleDataGuard``). A symbol silent for ``ESS_STALE_DATA_S``
+pauses: new orders on it are rejected (``stale_data``), reducing ones pass, and the
+pause lifts by itself at its next trade (alerts ``trading_paused`` / ``trading_resumed``,
+gauge ``cdb_risk_paused_symbols``). Only a silence of ``ESS_STALE_HALT_S`` counted while
+this service's own reads of the bus work trips the latched ESS: an outage of cdb's
+Redis, and the backlog it leaves, never does.
 """
 
 from __future__ import annotations
@@ -51,7 +58,6 @@ from cdb.recent import RecentIds
 from cdb.risk.ess import (
     MANUAL,
     NS,
-    STALE_DATA,
     Alarm,
     EmergencyStop,
     EssConfig,
@@ -75,10 +81,12 @@ is rebuilt from (orders first, then fills in event time, then updates)."""
 ESS_TRIPPED: Final = "ess_tripped"
 ESS_RESET: Final = "ess_reset"
 ESS_RESTORED: Final = "ess_restored"
+TRADING_PAUSED: Final = "trading_paused"
+TRADING_RESUMED: Final = "trading_resumed"
 # Alert codes other services publish that feed the ESS: an exchange error counts
-# towards a burst; a stale feed (detected by the market data source) trips at once.
+# towards a burst. A stale feed reported by the market data source is not acted on
+# here: risk's own stale-data guard sees the same silence, and judges it (pause, trip).
 EXCHANGE_ERROR_PREFIXES: Final = ("exchange_", "venue_", "binance_")
-STALE_FEED_CODES: Final = frozenset({"stale_feed", "market_data_stale"})
 # A finite source (replay, synthetic with a duration) that ended says so with this
 # code: the silence after it is not a stale feed.
 MARKET_DATA_END_CODES: Final = frozenset({"market_data_end"})
@@ -92,6 +100,11 @@ ess_trips = Counter(
 ess_changed = Gauge(
     "cdb_ess_changed_timestamp_seconds",
     "When the ESS last changed state (seconds since the epoch, clock time)", _L,
+    registry=metrics.REGISTRY,
+)
+paused_symbols = Gauge(
+    "cdb_risk_paused_symbols",
+    "Symbols whose new orders are paused because their market data is stale", _L,
     registry=metrics.REGISTRY,
 )
 ess_info = Gauge(
@@ -161,8 +174,8 @@ class RiskService(Service):
         self._ess_store = ess_store
         self._ess_watch = ess_watch
         self._tick_s = tick_s
-        # A stale-feed alert older than this when read (a backlog) is not news.
-        self._fresh_ns = max(self.ess_config.stale_after_ns, 60 * NS)
+        self.paused: frozenset[str] = frozenset()
+        """Symbols whose new orders are paused: their market data is stale."""
         self._unsaved: tuple[EssState, EssChange] | None = None
         self._last_save_try = 0
         self._outbox: list[tuple[str, list[AnyEvent]]] = []
@@ -175,6 +188,7 @@ class RiskService(Service):
         self._orders = metrics.orders_submitted.labels(*labels)
         self._equity = metrics.equity.labels(*labels)
         self._halted_gauge = metrics.ess_state.labels(*labels)
+        self._paused_gauge = paused_symbols.labels(*labels)
         self._changed_gauge = ess_changed.labels(*labels)
         self._info_labels: tuple[str, str] | None = None
         self._show_ess()
@@ -279,10 +293,12 @@ class RiskService(Service):
             if (shared is not None and shared.since_ns > current.since_ns
                     and shared.state != current.state):
                 self._adopt(shared)
+        now = self.ctx.clock.now()
         if not self.halted:
-            alarm = self.guards.stale.check(self.ctx.clock.now())
+            alarm = self.guards.stale.check(now, self.ctx.bus_up_since)
             if alarm is not None:
                 await self.trip(alarm, self.ctx.instance)
+        await self._update_pause(now)
 
     async def on_stop(self) -> None:
         await self._flush_soon()
@@ -308,6 +324,8 @@ class RiskService(Service):
             await self._decide([e for e in events if isinstance(e, Signal)])
         if alarm is not None and not self.halted:
             await self.trip(alarm, self.ctx.instance)
+        if topic == MARKET_DATA and self.paused:
+            await self._update_pause(self.ctx.clock.now())
         self._update_gauges()
 
     def _on_trades(self, events: list[AnyEvent]) -> Alarm | None:
@@ -315,7 +333,7 @@ class RiskService(Service):
         guards = self.guards
         # Stale is judged before these trades count as seen: the batch that ends a
         # silence is what reveals it in simulated time.
-        stale = guards.stale.check(now)
+        stale = guards.stale.check(now, self.ctx.bus_up_since)
         marks: dict[str, int] = {}
         for trade in events:
             marks[trade.symbol] = trade.price_e8  # type: ignore[union-attr]
@@ -357,8 +375,6 @@ class RiskService(Service):
             found: Alarm | None = None
             if alert.code in MARKET_DATA_END_CODES:
                 self.guards.stale.forget()
-            elif alert.code in STALE_FEED_CODES and alert.ts >= now - self._fresh_ns:
-                found = Alarm(reason=STALE_DATA, detail=f"{alert.source}: {alert.message}")
             elif is_exchange_error(alert):
                 found = self.guards.errors.on_error(
                     alert.ts, now, f"{alert.code} from {alert.source}: {alert.message}"
@@ -371,10 +387,16 @@ class RiskService(Service):
         orders: list[AnyEvent] = []
         rejections: list[AnyEvent] = []
         source = self.ctx.instance
+        if not self.ctx.clock.simulated:
+            # In simulated time nothing is decided during a silence: the batch that
+            # ends it also ends the pause.
+            await self._update_pause(self.ctx.clock.now())
+        paused = self.paused
         for signal in signals:
             if signal.id in self._decided:
                 continue
-            decision = decide(signal, self.book, self.limits, self.rate, halted=self.halted)
+            decision = decide(signal, self.book, self.limits, self.rate, halted=self.halted,
+                              stale=signal.symbol in paused)
             self._decided.add(signal.id)
             if isinstance(decision, Approval):
                 order_id = f"{signal.id}-o"
@@ -431,6 +453,29 @@ class RiskService(Service):
         )]))
         await self._flush_soon()
         return state
+
+    async def _update_pause(self, now: int) -> None:
+        """Pause new orders on the symbols whose data is stale now; lift the pause of
+        those that traded again. Each change is logged and alerted once."""
+        stale = self.guards.stale.stale(now)
+        if stale == self.paused:
+            return
+        started, ended = sorted(stale - self.paused), sorted(self.paused - stale)
+        self.paused = stale
+        self._paused_gauge.set(len(stale))
+        limit = self.ess_config.stale_after_ns / NS
+        if started:
+            message = (f"new orders paused on {', '.join(started)}: no trade for more than "
+                       f"{limit:g} s; they resume at the next trade")
+            self.ctx.log.warning("trading paused: stale market data", symbols=started)
+            self._outbox.append(
+                (ALERTS_STREAM, [self._alert(now, "warning", TRADING_PAUSED, message, "")]))
+        if ended:
+            self.ctx.log.info("trading resumed: market data flows", symbols=ended)
+            self._outbox.append((ALERTS_STREAM, [self._alert(
+                now, "info", TRADING_RESUMED,
+                f"new orders resumed on {', '.join(ended)}: trades again", "")]))
+        await self._flush_soon()
 
     async def trip_manually(self, actor: str, why: str) -> EssState | None:
         """An operator's trip (API, CLI)."""
@@ -614,6 +659,7 @@ class RiskService(Service):
             "open_orders": len(self.book.open_orders),
             "exposure": fmt_e8(self.book.exposure_e8()),
             "halted": self.halted,
+            "paused_symbols": sorted(self.paused),
             "ess": self.ess_status(),
         }
 

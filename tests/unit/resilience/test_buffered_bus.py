@@ -319,3 +319,32 @@ async def test_undecodable_entries_are_parked_not_flushed(tmp_path: Path) -> Non
         await eventually_async(lambda: _empty(bus), 5, "flushed")
         assert await read_ids(sub) == ["a00000"]
         assert await asyncio.to_thread(bus.buffer.parked) == 1
+
+
+async def test_a_probe_ends_the_outage_long_before_the_breaker_would(tmp_path: Path) -> None:
+    """Open for 60 s, but the bus is back after a moment: the probe closes the breaker
+    and the buffer flushes at once; a subscription reads again."""
+    inner = FlakyBus()
+
+    async def ping() -> None:
+        inner._check()
+
+    breaker = CircuitBreaker("redis", failures=2, open_s=60)
+    async with fast(tmp_path, inner, breaker=breaker, probe=ping) as bus:
+        sub = bus.subscribe(["t"], "g", "c")
+        inner.down = True
+        await bus.publish("t", alerts(0, 3))
+        await eventually_async(lambda: _open(breaker), 5, "breaker open")
+        assert bus.buffered == 3
+        with pytest.raises(CircuitOpenError):
+            await sub.read(10, 0.01)
+        inner.down = False
+        await eventually_async(lambda: _empty(bus), 2, "flushed within a probe step")
+        assert breaker.state is BreakerState.CLOSED
+        assert bus.probe is not None and bus.probe.closed_early == 1
+        batches = await sub.read(10, 0.01)
+        assert [e.id for b in batches for e in b.events] == ["a00000", "a00001", "a00002"]
+
+
+async def _open(breaker: CircuitBreaker) -> bool:
+    return breaker.state is BreakerState.OPEN

@@ -264,30 +264,54 @@ def test_errors_arriving_out_of_order_still_count_by_their_time() -> None:
 
 
 def test_stale_after_more_than_the_limit_exactly_the_limit_is_fresh() -> None:
-    guard = StaleDataGuard(after_ns=30 * S)
+    guard = StaleDataGuard(after_ns=30 * S, halt_after_ns=300 * S)
     guard.seen(["BTCUSDT", "ETHUSDT"], T0)
     guard.seen(["ETHUSDT"], T0 + 20 * S)
-    assert guard.check(T0 + 30 * S) is None
-    alarm = guard.check(T0 + 30 * S + 1)
+    assert guard.stale(T0 + 30 * S) == frozenset()
+    assert guard.stale(T0 + 30 * S + 1) == {"BTCUSDT"}, "paused: the symbol, not the ESS"
+    assert guard.check(T0 + 30 * S + 1, healthy_since=T0) is None
+    assert guard.check(T0 + 300 * S, healthy_since=T0) is None
+    alarm = guard.check(T0 + 300 * S + 1, healthy_since=T0)
     assert alarm is not None
     assert alarm.reason == E.STALE_DATA
-    assert "BTCUSDT" in alarm.detail
+    assert "no BTCUSDT trade for 300.0 s (limit 300 s)" in alarm.detail
+
+
+def test_time_the_bus_was_down_does_not_count_towards_the_trip() -> None:
+    """Silent for 400 s, but the bus came back 100 s ago: 100 s counted, no trip; the
+    trip needs the full limit with the bus up, and never while it is down."""
+    guard = StaleDataGuard(after_ns=30 * S, halt_after_ns=300 * S)
+    guard.seen(["BTCUSDT"], T0)
+    assert guard.check(T0 + 400 * S, healthy_since=None) is None, "bus down: no trip"
+    back = T0 + 300 * S
+    assert guard.check(T0 + 400 * S, healthy_since=back) is None
+    assert guard.stale(T0 + 400 * S) == {"BTCUSDT"}, "still paused"
+    alarm = guard.check(back + 300 * S + 1, healthy_since=back)
+    assert alarm is not None
+    assert "no BTCUSDT trade for 600.0 s, 300.0 s of it with the bus up" in alarm.detail
 
 
 def test_a_symbol_never_seen_is_not_stale_and_zero_turns_the_guard_off() -> None:
-    assert StaleDataGuard(after_ns=30 * S).check(T0 + 10**6 * S) is None
-    off = StaleDataGuard(after_ns=0)
+    fresh = StaleDataGuard(after_ns=30 * S, halt_after_ns=300 * S)
+    assert fresh.check(T0 + 10**6 * S, healthy_since=T0) is None
+    assert fresh.stale(T0 + 10**6 * S) == frozenset()
+    off = StaleDataGuard(after_ns=0, halt_after_ns=300 * S)
     off.seen(["BTCUSDT"], T0)
-    assert off.check(T0 + 10**6 * S) is None
+    assert off.check(T0 + 10**6 * S, healthy_since=T0) is None
+    assert off.stale(T0 + 10**6 * S) == frozenset()
+    no_trip = StaleDataGuard(after_ns=30 * S, halt_after_ns=0)
+    no_trip.seen(["BTCUSDT"], T0)
+    assert no_trip.check(T0 + 10**6 * S, healthy_since=T0) is None
+    assert no_trip.stale(T0 + 10**6 * S) == {"BTCUSDT"}
 
 
 def test_after_a_restart_a_silent_feed_trips_again_only_after_the_full_limit() -> None:
-    guard = StaleDataGuard(after_ns=30 * S)
+    guard = StaleDataGuard(after_ns=30 * S, halt_after_ns=300 * S)
     guard.seen(["BTCUSDT"], T0)
-    assert guard.check(T0 + 40 * S) is not None
-    guard.restart(T0 + 40 * S)
-    assert guard.check(T0 + 70 * S) is None
-    assert guard.check(T0 + 71 * S) is not None
+    assert guard.check(T0 + 400 * S, healthy_since=T0) is not None
+    guard.restart(T0 + 400 * S)
+    assert guard.check(T0 + 700 * S, healthy_since=T0) is None
+    assert guard.check(T0 + 701 * S, healthy_since=T0) is not None
 
 
 def test_guards_rebase_clears_everything_a_reset_accepts() -> None:
@@ -300,7 +324,7 @@ def test_guards_rebase_clears_everything_a_reset_accepts() -> None:
     assert guards.drawdown.check(50 * SCALE) is None
     assert guards.errors.on_error(T0 + 100 * S, T0 + 100 * S, "y") is None
     assert guards.flash_crash.on_trades([trade(50.0, 101)]) is None
-    assert guards.stale.check(T0 + 120 * S) is None
+    assert guards.stale.stale(T0 + 120 * S) == frozenset()
 
 
 def test_settings_give_the_ess_its_limits_with_the_spec_defaults() -> None:
@@ -309,7 +333,7 @@ def test_settings_give_the_ess_its_limits_with_the_spec_defaults() -> None:
     assert load_settings(environ={}).ess_config() == EssConfig(
         drawdown_limit_ppm=100_000, flash_crash_drop_ppm=150_000, flash_crash_window_ns=60 * S,
         error_burst_count=5, error_burst_window_ns=60 * S, stale_after_ns=30 * S,
-        cooldown_ns=300 * S,
+        stale_halt_after_ns=300 * S, cooldown_ns=300 * S,
     )
     custom = load_settings(environ={
         "ESS_DRAWDOWN_LIMIT_PCT": "12.5", "ESS_FLASH_CRASH_PCT": "20",

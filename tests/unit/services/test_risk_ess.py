@@ -16,6 +16,11 @@ from cdb.risk.limits import RiskLimits
 from cdb.risk.persistence import MemoryEssStore
 
 
+def paused_metric(instance: str = "risk-1") -> float | None:
+    return metrics.REGISTRY.get_sample_value("cdb_risk_paused_symbols",
+                                             {"service": "risk", "instance": instance})
+
+
 def halted_metric(instance: str = "risk-1") -> float | None:
     return metrics.REGISTRY.get_sample_value("cdb_ess_halted",
                                              {"service": "risk", "instance": instance})
@@ -99,30 +104,88 @@ async def test_exchange_error_alerts_count_towards_a_burst_but_not_risks_own_or_
     assert h.risk.ess.state.reason == E.ERROR_BURST
 
 
-async def test_a_stale_feed_alert_trips() -> None:
+async def test_a_stale_feed_alert_alone_neither_pauses_nor_trips() -> None:
+    """ws's stale-feed alert is for operators: risk judges the silence by its own guard."""
     h = Harness()
-    await h.alert("stale_feed", 0, source="ws-1")
-    assert h.risk.ess.state.reason == E.STALE_DATA
+    await h.trades(100.0)
+    await h.alert("stale_feed", 1, source="ws-1")
+    assert not h.risk.halted
+    assert h.risk.paused == frozenset()
 
 
-async def test_stale_market_data_trips_on_the_batch_that_ends_the_silence() -> None:
-    h = Harness(config=EssConfig(stale_after_ns=30 * S))
+async def test_a_short_silence_pauses_new_orders_on_the_symbol_and_its_next_trade_resumes() -> None:
+    h = Harness(config=EssConfig(stale_after_ns=30 * S, stale_halt_after_ns=300 * S))
     await h.trades(100.0, symbol="BTCUSDT", at=0)
     await h.trades(50.0, symbol="ETHUSDT", at=1)
-    await h.trades(50.0, symbol="ETHUSDT", at=30)  # BTC silent for exactly 30 s: fresh
-    assert not h.risk.halted
+    h.clock.advance(T0 + 30 * S)  # exactly the limit: fresh
+    await h.risk.tick()
+    assert h.risk.paused == frozenset()
     await h.trades(50.0, symbol="ETHUSDT", at=31)
+    await h.risk.tick()
+    assert h.risk.paused == {"BTCUSDT"}
+    assert not h.risk.halted, "a pause, not a latched trip"
+    assert paused_metric() == 1
+    blocked = await h.signal("BUY", 100.0, symbol="BTCUSDT")
+    assert isinstance(blocked, RiskDecision)
+    assert blocked.reason == "stale_data"
+    other = await h.signal("BUY", 50.0, symbol="ETHUSDT")
+    assert isinstance(other, Order), "only the silent symbol is paused"
+    await h.trades(101.0, symbol="BTCUSDT", at=40)
+    assert h.risk.paused == frozenset()
+    assert paused_metric() == 0
+    assert isinstance(await h.signal("BUY", 101.0, symbol="BTCUSDT"), Order)
+    codes = [a.code for a in h.bus.of(ALERTS_STREAM)]  # type: ignore[attr-defined]
+    assert codes == ["trading_paused", "trading_resumed"]
+
+
+async def test_stale_market_data_trips_on_the_batch_that_ends_a_long_silence() -> None:
+    """In simulated time the batch that ends the silence is what reveals it."""
+    h = Harness(config=EssConfig(stale_after_ns=30 * S, stale_halt_after_ns=300 * S))
+    await h.trades(100.0, symbol="BTCUSDT", at=0)
+    await h.trades(50.0, symbol="ETHUSDT", at=1)
+    await h.trades(50.0, symbol="ETHUSDT", at=300)  # BTC silent for exactly 300 s
+    assert not h.risk.halted
+    await h.trades(50.0, symbol="ETHUSDT", at=301)
     assert h.risk.halted
     assert h.risk.ess.state.reason == E.STALE_DATA
-    assert "BTCUSDT" in h.risk.ess.state.detail
+    assert "no BTCUSDT trade for 301.0 s (limit 300 s)" in h.risk.ess.state.detail
 
 
 async def test_the_timer_finds_stale_data_when_no_event_comes() -> None:
-    h = Harness(config=EssConfig(stale_after_ns=30 * S))
+    h = Harness(config=EssConfig(stale_after_ns=30 * S, stale_halt_after_ns=300 * S))
     await h.trades(100.0)
     h.clock.advance(T0 + 31 * S)
     await h.risk.tick()
+    assert h.risk.paused == {"BTCUSDT"}
+    assert not h.risk.halted
+    h.clock.advance(T0 + 301 * S)
+    await h.risk.tick()
     assert h.risk.ess.state.reason == E.STALE_DATA
+
+
+async def test_a_silence_while_the_bus_was_down_never_latches_the_ess() -> None:
+    """Our own Redis down for 10 minutes: the market looks silent, new orders pause,
+    nothing latches; back up, the backlog's trades resume trading at once, and only a
+    full limit of silence with the bus up could trip."""
+    h = Harness(config=EssConfig(stale_after_ns=30 * S, stale_halt_after_ns=300 * S))
+    await h.trades(100.0)
+    h.risk.ctx.bus_up_since = None  # the host's reads fail
+    for minute in range(1, 11):
+        h.clock.advance(T0 + minute * 60 * S)
+        await h.risk.tick()
+    assert h.risk.paused == {"BTCUSDT"}
+    assert not h.risk.halted
+    back = T0 + 600 * S
+    h.risk.ctx.bus_up_since = back
+    h.clock.advance(back + 299 * S)
+    await h.risk.tick()
+    assert not h.risk.halted, "299 s with the bus up: not yet"
+    await h.trades(100.0, at=900)  # the buffered trades arrive
+    assert h.risk.paused == frozenset()
+    assert isinstance(await h.signal("BUY", 100.0), Order)
+    h.clock.advance(T0 + 1201 * S)
+    await h.risk.tick()
+    assert h.risk.halted, "a feed silent for the full limit with the bus up trips"
 
 
 async def test_restarted_halted_it_stays_halted_and_cancels_again() -> None:
@@ -289,4 +352,4 @@ async def test_the_end_of_a_finite_source_is_not_a_stale_feed() -> None:
     await h.trades(100.0, at=3600)  # a new source starts: watched again
     h.clock.advance(T0 + 3631 * S)
     await h.risk.tick()
-    assert h.risk.halted
+    assert h.risk.paused == {"BTCUSDT"}
