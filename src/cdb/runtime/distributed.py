@@ -40,6 +40,7 @@ from cdb.services.signal import SignalService
 from cdb.services.ws import WsService
 from cdb.storage.store import Store, migrate
 from cdb.strategies.base import load as load_strategy
+from cdb.venues.base import Venue
 from cdb.venues.paper import PaperVenue
 
 if TYPE_CHECKING:
@@ -206,13 +207,7 @@ async def build_service(
             ess_watch=shared, api_token=token, history=store_history(store),
         ), store
     if name == "execution":
-        if settings.execution_venue != "paper":
-            return await _binance_execution(settings, ctx, health)
-        venue = PaperVenue(
-            taker_fee_bps=settings.paper_taker_fee_bps, maker_fee_bps=settings.paper_maker_fee_bps,
-            slippage_bps=settings.paper_slippage_bps,
-        )
-        return ExecutionService(ctx, venue), None
+        return await _execution(settings, ctx, health)
     if name == "db_writer":
         url, schema = settings.postgres_url(), settings.postgres_schema()
         await migrate(url, schema=schema)
@@ -228,20 +223,34 @@ async def build_service(
     raise ValueError(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
 
 
-async def _binance_execution(
+async def _execution(
     settings: Settings, ctx: ServiceContext, health: Health
 ) -> tuple[Service, Store]:
-    """Execution on Binance (EXECUTION_VENUE), reconciled with the database at start."""
-    from cdb.venues.binance.venue import venue_from_settings
+    """Execution on its venue (EXECUTION_VENUE), reconciled with the database at start.
 
-    venue = venue_from_settings(settings, settings.execution_venue,
-                                exchange_url=settings.binance_url, alert=ctx.alert,
-                                instance=ctx.instance)
+    Binance's orders are compared with the account. The paper book lives in this
+    process's memory only, so a restart takes back from the record the orders it had
+    resting, with what they filled: without that they would never fill, and a
+    redelivered copy of one would be placed a second time.
+    """
+    venue: Venue
+    if settings.execution_venue == "paper":
+        venue = PaperVenue(
+            taker_fee_bps=settings.paper_taker_fee_bps, maker_fee_bps=settings.paper_maker_fee_bps,
+            slippage_bps=settings.paper_slippage_bps,
+        )
+    else:
+        from cdb.venues.binance.venue import venue_from_settings
+
+        binance = venue_from_settings(settings, settings.execution_venue,
+                                      exchange_url=settings.binance_url, alert=ctx.alert,
+                                      instance=ctx.instance)
+        health.add("exchange", binance.ping, critical=False)
+        venue = binance
     url, schema = settings.postgres_url(), settings.postgres_schema()
     await migrate(url, schema=schema)
     store = Store(url, schema=schema)
     await store.__aenter__()
-    health.add("exchange", venue.ping, critical=False)
     health.add("postgres", store.ping, critical=False)
     return ExecutionService(ctx, venue, recall=store_recall(store)), store
 
