@@ -62,6 +62,17 @@ _GIVE_UP_FAST: Final = 4
 """Consecutive mostly-failing chunks after which a file is read line by line only."""
 _SLOW_BELOW: Final = 64
 """A failing piece this small is parsed line by line rather than halved again."""
+_MAX_INT: Final = 2**63 - 1
+"""Largest id, price_e8 or qty_e8 an event holds (int64 on the wire and in the database)."""
+_MAX_WHOLE: Final = _MAX_INT // SCALE - 1
+"""Largest whole part of a price or quantity whose e8 value (any 8 decimals) fits."""
+MAX_UNCOMPRESSED: Final = 64 * 1024**3
+"""Largest CSV inside a ZIP (a day of BTCUSDT trades is a few GiB)."""
+MAX_RATIO: Final = 100
+"""Largest uncompressed/compressed ratio of a ZIP member (trade CSVs compress about 5x;
+a zip bomb thousands of times)."""
+_RATIO_FROM: Final = 1024 * 1024
+"""Members smaller than this are not ratio-checked (tiny files compress oddly)."""
 
 _NAME = re.compile(r"^([A-Z0-9_]+)-(trades|aggTrades)-", re.IGNORECASE)
 _DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
@@ -107,6 +118,8 @@ class ReplayStats(msgspec.Struct, kw_only=True):
     rows: int = 0
     decoded: int = 0
     malformed: int = 0
+    backwards: int = 0
+    """Rows whose time was before the previous row's (also counted as malformed)."""
     errors: list[RowError] = msgspec.field(default_factory=list)
 
 
@@ -245,6 +258,7 @@ def _open_binary(path: Path) -> Iterator[IO[bytes]]:
                     raise InputError(
                         f"{path}: a replay ZIP must hold exactly one CSV file, it holds {names}"
                     )
+                _check_member(path, members[0])
                 with archive.open(members[0]) as stream:
                     yield stream
         else:
@@ -258,8 +272,36 @@ def _open_binary(path: Path) -> Iterator[IO[bytes]]:
         raise InputError(f"{path}: not readable (permission denied)") from exc
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise InputError(f"{path}: damaged ZIP file ({exc})") from exc
+    except NotImplementedError as exc:  # zipfile: a compression method it cannot read
+        raise InputError(f"{path}: unsupported ZIP file ({exc}); re-pack it with deflate"
+                         ) from exc
+    except RuntimeError as exc:  # zipfile: an encrypted member
+        raise InputError(f"{path}: cannot read the ZIP ({exc})") from exc
     except OSError as exc:
         raise InputError(f"{path}: cannot read replay file ({exc})") from exc
+
+
+_METHODS: Final = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
+                   zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+
+
+def _check_member(path: Path, member: zipfile.ZipInfo) -> None:
+    """Refuse an encrypted, unreadable or bomb-like member before reading a byte of it."""
+    if member.flag_bits & 0x1:
+        raise InputError(f"{path}: {member.filename} is encrypted; replay reads plain ZIPs "
+                         "(unzip it, or re-pack it without a password)")
+    if member.compress_type not in _METHODS:
+        raise InputError(f"{path}: {member.filename} uses ZIP compression method "
+                         f"{member.compress_type}, which cannot be read; re-pack it with "
+                         "deflate")
+    size, packed = member.file_size, member.compress_size
+    if size > MAX_UNCOMPRESSED:
+        raise InputError(f"{path}: {member.filename} expands to {size:,} bytes, more than "
+                         f"the {MAX_UNCOMPRESSED:,} a replay file may have; split it")
+    if size > _RATIO_FROM and size > MAX_RATIO * max(packed, 1):
+        raise InputError(f"{path}: {member.filename} expands {size // max(packed, 1):,} times "
+                         f"(from {packed:,} to {size:,} bytes); a trades CSV compresses "
+                         f"far less than {MAX_RATIO} times: not a replay file")
 
 
 def _sniff(path: Path, *, symbol: str | None, layout: Layout | None) -> ReplayFile:
@@ -372,6 +414,8 @@ class _FileReader:
         self.positions: tuple[int, ...] = ()
         self.decoder: msgspec.json.Decoder[list[Any]] | None = None
         self.fp = self.fq = self.unit = 0
+        self.last_ts = 0
+        """Time of the last trade kept: an earlier one is skipped as going backwards."""
 
     def chunks(self) -> Iterator[list[Trade]]:
         path = Path(self.file.path)
@@ -479,7 +523,7 @@ class _FileReader:
                 k = len(frac)
                 name = "p" if at == price_at else "q"
                 fields += [
-                    (name + "w", Annotated[int, msgspec.Meta(ge=0)]),
+                    (name + "w", Annotated[int, msgspec.Meta(ge=0, le=_MAX_WHOLE)]),
                     (name + "f", Annotated[int, msgspec.Meta(ge=10**k, lt=2 * 10**k)]),
                 ]
                 if at == price_at:
@@ -487,7 +531,7 @@ class _FileReader:
                 else:
                     self.fq = 10 ** (8 - k)
             elif at == id_at:
-                fields.append(("tid", Annotated[int, msgspec.Meta(ge=0)]))
+                fields.append(("tid", Annotated[int, msgspec.Meta(ge=0, le=_MAX_INT)]))
             elif at == time_at:
                 if not cell.isdigit() or not 0 < int(cell) < _TIME_BELOW:
                     return None
@@ -528,19 +572,26 @@ class _FileReader:
         out: list[Trade] = []
         add = out.append
         zeros: list[int] = []
+        late: list[tuple[int, int, int]] = []
+        last = self.last_ts
         # The hottest loop of a replay: locals only, one Struct built per row.
-        for r in rows:
+        for n, r in enumerate(rows):
             tid = r.tid
             price = r.pw * scale + r.pf * fp - scale
             qty = r.qw * scale + r.qf * fq - scale
             if not (price and qty):
-                zeros.append(len(out) + len(zeros))
+                zeros.append(n)
                 continue
+            ts = r.t * unit
+            if ts < last:
+                late.append((n, ts, last))
+                continue
+            last = ts
             i = prefix + str(tid)
             add(
                 make(
                     id=i,
-                    ts=r.t * unit,
+                    ts=ts,
                     correlation_id=i,
                     causation_id=i,
                     source=source,
@@ -552,9 +603,13 @@ class _FileReader:
                     buyer_maker=r.bm,
                 )
             )
+        self.last_ts = last
         stats = owner.stats
         stats.rows += count - len(zeros)
-        stats.decoded += count - len(zeros)
+        stats.decoded += count - len(zeros) - len(late)
+        for n, t, before in late:
+            stats.backwards += 1
+            owner._record(file.path, line_no + n + 1, _backwards(t, before))
         if zeros:
             lines = body.split(b"\n")
             for at in zeros:
@@ -594,6 +649,11 @@ class _FileReader:
             except ValueError as exc:
                 owner._record(path, line_no, str(exc))
                 continue
+            if ts < self.last_ts:
+                stats.backwards += 1
+                owner._record(path, line_no, _backwards(ts, self.last_ts))
+                continue
+            self.last_ts = ts
             i = trade_event_id(venue, symbol, tid)
             out.append(
                 Trade(
@@ -614,10 +674,22 @@ class _FileReader:
         return out
 
 
+def _backwards(ts: int, before: int) -> str:
+    """The reason of a row going back in time (times in ns, shown in ms)."""
+    return (f"time goes backwards: {ts / _MS:.3f} ms since the epoch is before the "
+            f"previous row's {before / _MS:.3f}")
+
+
+def _clip(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:24] + "..." + text[-8:])
+
+
 def _parse_int(text: str, what: str) -> int:
     text = text.strip()
     if not _INTEGER.fullmatch(text):
-        raise ValueError(f"{what} {text!r} is not a non-negative integer")
+        raise ValueError(f"{what} {_clip(text)} is not a non-negative integer")
+    if len(text.lstrip("0")) > 19 or int(text) > _MAX_INT:
+        raise ValueError(f"{what} {_clip(text)} is out of range (at most {_MAX_INT})")
     return int(text)
 
 
@@ -626,15 +698,19 @@ def _parse_e8(text: str, what: str) -> int:
     text = text.strip()
     match = _DECIMAL.fullmatch(text)
     if match is None:
-        raise ValueError(f"{what} {text!r} is not a plain decimal number")
+        raise ValueError(f"{what} {_clip(text)} is not a plain decimal number")
     whole, frac = match.group(1), match.group(2) or ""
     if len(frac) > 8:
         if frac[8:].strip("0"):
-            raise ValueError(f"{what} {text!r} has more than 8 decimals")
+            raise ValueError(f"{what} {_clip(text)} has more than 8 decimals")
         frac = frac[:8]
+    if len(whole.lstrip("0")) > 11:
+        raise ValueError(f"{what} {_clip(text)} is out of range")
     value = int(whole) * SCALE + int(frac.ljust(8, "0"))
     if value <= 0:
-        raise ValueError(f"{what} {text!r} is not positive")
+        raise ValueError(f"{what} {_clip(text)} is not positive")
+    if value > _MAX_INT:
+        raise ValueError(f"{what} {_clip(text)} is out of range")
     return value
 
 
