@@ -62,3 +62,31 @@ class CheckContext:
 
     def last_fault_end(self) -> float | None:
         return max((end for _, _, end in self.fault_windows), default=None)
+
+    def activity_before(self, t: float) -> dict[str, int]:
+        """What had happened by scenario time ``t``: trades, signals, orders, fills and
+        rejections so far, and the orders resting (neither filled nor ended) at ``t``."""
+        before = [p for points in self.recording.prices.values() for p in points if p.t < t]
+        orders = [o for o in self.union("orders", "order") if self.t_of(o["ts"]) < t]
+        fills = [f for f in self.union("fills", "fill") if self.t_of(f["ts"]) < t]
+        ended = {f["order_id"] for f in fills if f["order_status"] == "FILLED"}
+        ended |= {u["order_id"] for u in self.union("order_updates", "order_update")
+                  if self.t_of(u["ts"]) < t and u["status"] in FINAL}
+        decisions = self.union("risk_decisions", "risk_decision")
+        return {
+            "trades": sum(p.trades for p in before),
+            "signals": sum(1 for s in self.union("signals", "signal") if self.t_of(s["ts"]) < t),
+            "orders": len(orders), "fills": len(fills),
+            "rejections": sum(1 for d in decisions if self.t_of(d["ts"]) < t),
+            "open_orders": sum(1 for o in orders if o["id"] not in ended),
+        }
+
+
+FINAL = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
+
+
+def shortfall(examined: dict[str, int], needs: dict[str, int]) -> str:
+    """Why ``examined`` does not meet ``needs`` (each a minimum count), or ``""``."""
+    short = [f"{examined.get(k, 0)} {k} (needs {n})" for k, n in needs.items()
+             if examined.get(k, 0) < n]
+    return ("examined too little to prove anything: " + ", ".join(short)) if short else ""

@@ -23,7 +23,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from cdb.chaos.checks import CheckContext
+import msgspec
+
+from cdb.bus.keys import MARKET_DATA
+from cdb.chaos.checks import FINAL, CheckContext, shortfall
 from cdb.chaos.faults.base import Params
 from cdb.chaos.registry import INVARIANTS, P
 from cdb.chaos.timeline import TimelineError, resolve
@@ -33,46 +36,116 @@ from cdb.events import SCALE, mul_e8
 _MAX_EVIDENCE = 10
 
 
-def _result(name: str, problems: list[str], ok_detail: str, *, unknown: str = "") -> Assertion:
+def _result(name: str, problems: list[str], ok_detail: str, *, unknown: str = "",
+            examined: dict[str, int] | None = None, needs: dict[str, int] | None = None,
+            p: Params | None = None) -> Assertion:
+    """A violation fails; otherwise a check that examined less than it needs (its
+    defaults, overridden by the scenario's ``requires``) is unknown, never pass."""
+    counts = dict(examined or {})
     if problems:
         head = f"{len(problems)} violation(s): " + "; ".join(problems[:3])
         return Assertion(name=name, category="invariant", status="fail", detail=head,
-                         evidence=tuple(problems[:_MAX_EVIDENCE]))
+                         evidence=tuple(problems[:_MAX_EVIDENCE]), examined=counts)
     if unknown:
-        return Assertion(name=name, category="invariant", status="unknown", detail=unknown)
-    return Assertion(name=name, category="invariant", status="pass", detail=ok_detail)
+        return Assertion(name=name, category="invariant", status="unknown", detail=unknown,
+                         examined=counts)
+    wanted = {**(needs or {}), **((p.get("requires") if p is not None else None) or {})}
+    short = shortfall(counts, wanted)
+    if short:
+        return Assertion(name=name, category="invariant", status="unknown",
+                         detail=f"{short} ({ok_detail})", examined=counts)
+    return Assertion(name=name, category="invariant", status="pass", detail=ok_detail,
+                     examined=counts)
 
 
-@INVARIANTS.register("no_order_after_ess_trip", summary="no new order between an ESS trip "
-                     "and its reset (reduce-only orders excepted)",
-                     params={"grace": P.duration("event-time slack after the trip")})
-def no_order_after_ess_trip(ctx: CheckContext, p: Params) -> Assertion:
-    name = "no_order_after_ess_trip"
-    grace_ns = int(p.duration("grace", 0.0) * 1e9)
-    changes = ctx.union("ess_changes", "ess_change")
+def _halted_windows(ctx: CheckContext) -> list[tuple[int, int | None, str]]:
+    """(start, end or None, reason) of every HALTED period, in event time."""
     halted: list[tuple[int, int | None, str]] = []
-    for change in changes:
+    for change in ctx.union("ess_changes", "ess_change"):
         if change["state"] == "HALTED" and (not halted or halted[-1][1] is not None):
             halted.append((change["ts"], None, change.get("reason", "")))
         elif change["state"] == "ACTIVE" and halted and halted[-1][1] is None:
             start, _, reason = halted[-1]
             halted[-1] = (start, change["ts"], reason)
+    return halted
+
+
+def _within(ts: int, windows: list[tuple[int, int | None, str]], grace_ns: int = 0) -> bool:
+    return any(start + grace_ns < ts and (end is None or ts < end) for start, end, _ in windows)
+
+
+@INVARIANTS.register("no_order_after_ess_trip", summary="no new order between an ESS trip "
+                     "and its reset (reduce-only orders excepted), and every order open at "
+                     "the trip cancelled (or filled) soon after it",
+                     params={"grace": P.duration("event-time slack after the trip"),
+                             "cancel_within": P.duration("how soon an order open at the "
+                                                         "trip must be ended (default 5s)")})
+def no_order_after_ess_trip(ctx: CheckContext, p: Params) -> Assertion:
+    """Examines the trips, the signals decided while HALTED (orders and rejections)
+    and the orders open at each trip; needs a trip and a decision while HALTED."""
+    name = "no_order_after_ess_trip"
+    if "ess" in ctx.missing:
+        return _result(name, [], "", unknown="the ESS is not available, so no trip can be "
+                                             "observed")
+    grace_ns = int(p.duration("grace", 0.0) * 1e9)
+    cancel_ns = int(p.duration("cancel_within", 5.0) * 1e9)
+    halted = _halted_windows(ctx)
     orders = ctx.union("orders", "order")
+    rejections = ctx.union("risk_decisions", "risk_decision")
     problems = []
+    reduce_only = 0
     for order in orders:
-        if order.get("reduce_only"):
+        if not _within(order["ts"], halted, grace_ns):
             continue
-        for start, end, reason in halted:
-            if start + grace_ns < order["ts"] and (end is None or order["ts"] < end):
+        if order.get("reduce_only"):
+            reduce_only += 1
+            continue
+        start = max(s for s, _, _ in halted if s < order["ts"])
+        reason = next(r for s, _, r in halted if s == start)
+        problems.append(
+            f"order {order['id']} at t={ctx.t_of(order['ts']):.3f}s while HALTED since "
+            f"t={ctx.t_of(start):.3f}s ({reason})")
+    open_at_trip, cancelled, unended = _open_at_trip(ctx, orders, halted, cancel_ns)
+    problems += unended
+    decided = sum(1 for o in orders if _within(o["ts"], halted, grace_ns)) + sum(
+        1 for d in rejections if _within(d["ts"], halted, grace_ns))
+    examined = {"trips": len(halted), "orders": len(orders), "decided_while_halted": decided,
+                "reduce_only_while_halted": reduce_only, "open_at_trip": open_at_trip,
+                "cancelled": cancelled}
+    detail = (f"{len(halted)} trip(s); {decided} signal(s) decided while HALTED, "
+              f"{reduce_only} reduce-only order(s) let out; {open_at_trip} order(s) open at "
+              f"a trip, all ended; {len(orders)} orders in all")
+    return _result(name, problems, detail, examined=examined,
+                   needs={"trips": 1, "decided_while_halted": 1}, p=p)
+
+
+def _open_at_trip(ctx: CheckContext, orders: list[dict[str, Any]],
+                  halted: list[tuple[int, int | None, str]], cancel_ns: int,
+                  ) -> tuple[int, int, list[str]]:
+    """Orders open at each trip (reduce-only ones may stay), orders cancelled, and the
+    open ones not ended (cancelled or filled) within ``cancel_ns`` of their trip."""
+    ended: dict[str, int] = {}
+    for f in ctx.union("fills", "fill"):
+        if f["order_status"] == "FILLED":
+            ended.setdefault(f["order_id"], f["ts"])
+    cancelled = 0
+    for u in ctx.union("order_updates", "order_update"):
+        if u["status"] in FINAL:
+            ended.setdefault(u["order_id"], u["ts"])
+            cancelled += u["status"] == "CANCELED"
+    open_at_trip, problems = 0, []
+    for start, _, reason in halted:
+        for order in orders:
+            done = ended.get(order["id"])
+            if order["ts"] > start or order.get("reduce_only") or (
+                    done is not None and done <= start):
+                continue
+            open_at_trip += 1
+            if done is None or done > start + cancel_ns:
                 problems.append(
-                    f"order {order['id']} at t={ctx.t_of(order['ts']):.3f}s while HALTED since "
-                    f"t={ctx.t_of(start):.3f}s ({reason})")
-    if not halted:
-        note = "no ESS trip recorded" + (" (the ESS is not available)" if "ess" in ctx.missing
-                                         else "")
-        return _result(name, problems, f"{note}; {len(orders)} orders")
-    return _result(name, problems, f"{len(halted)} trip(s); {len(orders)} orders, none while "
-                                   "HALTED")
+                    f"order {order['id']} open at the trip at t={ctx.t_of(start):.3f}s "
+                    f"({reason}) was not cancelled within {cancel_ns / 1e9:g}s")
+    return open_at_trip, cancelled, problems
 
 
 _DB_TOPICS = {"signal": "signals", "order": "orders", "fill": "fills",
@@ -81,11 +154,15 @@ _DB_TOPICS = {"signal": "signals", "order": "orders", "fill": "fills",
 
 
 @INVARIANTS.register("no_lost_events", summary="everything seen on the bus is in the database "
-                     "(or dead-lettered), every venue execution is a fill in it, every consumer "
-                     "group acknowledged everything", params={"kinds": P.strings(
+                     "(or dead-lettered), every venue execution is a fill in it, every stream "
+                     "holds all its producer published and every consumer group acknowledged "
+                     "everything", params={"kinds": P.strings(
                          "event kinds to check (default all persisted kinds and the "
                          "trades' ids)")})
 def no_lost_events(ctx: CheckContext, p: Params) -> Assertion:
+    """Examines the recorded events, the trades, the venue's executions and the
+    streams; needs events, trades and executions (a ledger that could not be observed
+    examined none)."""
     name = "no_lost_events"
     if not ctx.finished or ctx.recording.db is None:
         return _result(name, [], "", unknown="the run did not finish, so the database was not "
@@ -103,11 +180,10 @@ def no_lost_events(ctx: CheckContext, p: Params) -> Assertion:
                                 "database")
     ledger = ctx.recording.ledger
     fills = {row["venue_fill_id"] for row in ctx.rows("fills")}
-    if ledger is not None:
-        for x in ledger:
-            if x["venue_fill_id"] not in fills:
-                problems.append(f"venue execution {x['venue_fill_id']} of order "
-                                f"{x['order_id']} is not a fill in the database")
+    for x in ledger or []:
+        if x["venue_fill_id"] not in fills:
+            problems.append(f"venue execution {x['venue_fill_id']} of order "
+                            f"{x['order_id']} is not a fill in the database")
     # A scenario that loses market data on purpose (a dropped live stream) leaves
     # "trade" out of its kinds and checks that the gap was reported instead.
     trades_checked = not p.get("kinds") or "trade" in kinds
@@ -116,25 +192,50 @@ def no_lost_events(ctx: CheckContext, p: Params) -> Assertion:
                         "exchange trade ids)")
     conserved = 0
     for stream, info in (ctx.recording.streams or {}).items():
+        if not trades_checked and stream == MARKET_DATA:
+            continue
         balances, lost = _conservation(stream, info)
         conserved += balances
         problems += lost
-    detail = (f"{checked} recorded events in the database"
-              + (f", {conserved} stream/group balance(s) conserved" if conserved else "")
-              + (f", {len(ledger)} venue executions matched" if ledger is not None else
-                 ", venue ledger not observable")
+    trades = sum(len(ids) for ids in ctx.recording.trade_ids.values()) if trades_checked else 0
+    executions = len(ledger) if ledger is not None else 0
+    examined = {"events": checked, "trades": trades, "executions": executions,
+                "stream_balances": conserved}
+    needs = {"events": 1, "stream_balances": 1}
+    if trades_checked:
+        needs["trades"] = 1
+    if "fill" in kinds:
+        needs["executions"] = 1
+    detail = (f"{checked} recorded events in the database, {trades} trades"
+              + f", {conserved} stream/group balance(s) conserved"
+              + (f", {executions} venue executions matched"
+                 + (f" ({ctx.recording.ledger_source})" if ctx.recording.ledger_source else "")
+                 if ledger is not None else
+                 f", venue ledger not observable ({ctx.recording.ledger_source or 'none'})")
               + (f", {sum(ctx.recording.dead_letters.values())} dead-lettered"
                  if ctx.recording.dead_letters else ""))
-    return _result(name, problems, detail)
+    return _result(name, problems, detail, examined=examined, needs=needs, p=p)
 
 
 def _conservation(stream: str, info: dict[str, Any]) -> tuple[int, list[str]]:
-    """Stream conservation per consumer group, from Redis's own counters: every entry
-    added was read by the group (``entries-read``) and every read entry acknowledged
-    (a dead-lettered entry is acknowledged once parked), so
-    added = acknowledged + pending + never delivered, with the last two zero."""
+    """Stream conservation. The producer's own count of what it published (when known)
+    equals the entries the stream got, so the last events lost on the way are found
+    too; and per consumer group, from the bus's counters, every entry added was read
+    by the group (``entries-read``) and every read entry acknowledged (a dead-lettered
+    entry is acknowledged once parked), so added = acknowledged + pending + never
+    delivered, with the last two zero."""
     added = int(info.get("entries_added", 0) or 0)
     balances, problems = 0, []
+    producer = info.get("producer")
+    if producer is not None:
+        sent = int(producer.get("published", 0) or 0)
+        if sent > added:
+            last = producer.get("last_id")
+            problems.append(f"{stream}: {producer.get('service', 'its producer')} published "
+                            f"{sent}, the stream got {added}: {sent - added} lost on the way"
+                            + (f" (the last one published was {last})" if last else ""))
+        else:
+            balances += 1
     for group, g in (info.get("groups") or {}).items():
         pending = int(g.get("pending", 0) or 0)
         read = g.get("entries_read")
@@ -156,41 +257,57 @@ def _conservation(stream: str, info: dict[str, Any]) -> tuple[int, list[str]]:
 @INVARIANTS.register("no_dead_letters", summary="no event was parked as unprocessable (a "
                      "dead letter is not lost, but something could not handle it)")
 def no_dead_letters(ctx: CheckContext, p: Params) -> Assertion:
+    """Examines every stream entry the coordinator saw; needs some."""
     counts = ctx.recording.dead_letters
     problems = [f"{n} event(s) of {stream} dead-lettered" for stream, n in sorted(counts.items())]
     alerts = [r.event for r in ctx.recording.of("alert")
               if getattr(r.event, "code", "") == "event_parked"]
     problems += [f"{getattr(a, 'message', '')}" for a in alerts[:_MAX_EVIDENCE]]
-    return _result("no_dead_letters", problems, "nothing dead-lettered")
+    seen = sum(ctx.recording.published.values())
+    return _result("no_dead_letters", problems, f"nothing dead-lettered of {seen} stream "
+                   "entries", examined={"entries": seen}, needs={"entries": 1}, p=p)
 
 
-@INVARIANTS.register("no_duplicates", summary="one order and one decision per signal, "
-                     "unique client order ids and fills, never more filled than ordered, no "
-                     "fill the venue did not make")
+@INVARIANTS.register("no_duplicates", summary="one decision (order or rejection) per signal, "
+                     "one order per client order id, one fill per venue fill id, never more "
+                     "filled than ordered, no fill the venue did not make, nothing the venue "
+                     "executed beyond an order's quantity")
 def no_duplicates(ctx: CheckContext, p: Params) -> Assertion:
+    """Counted where duplicates occur: on the bus as recorded (every entry, before any
+    database collapsed a repeated id) and in the database, per signal, client order id
+    and venue fill id; an event delivered again with its own id is a redelivery, which
+    consumers absorb (counted, not a violation)."""
     name = "no_duplicates"
     if not ctx.finished or ctx.recording.db is None:
         return _result(name, [], "", unknown="the run did not finish, so the database was not "
                                              "recorded")
-    orders = ctx.rows("orders")
-    fills = ctx.rows("fills")
-    decisions = ctx.rows("risk_decisions")
-    problems = _repeated(orders, fills) + _overfilled(orders, fills)
-    rejected = {d["signal_id"] for d in decisions if not d["approved"]}
-    problems += [f"signal {o['causation_id']} was both approved and rejected"
-                 for o in orders if o["causation_id"] in rejected]
+    orders = ctx.union("orders", "order")
+    fills = ctx.union("fills", "fill")
+    rejections = ctx.union("risk_decisions", "risk_decision")
+    decisions: dict[str, list[str]] = defaultdict(list)
+    for o in orders:
+        decisions[o["causation_id"]].append(f"order {o['id']}")
+    for d in rejections:
+        decisions[d["signal_id"]].append(f"rejection {d['id']} ({d['reason']})")
+    problems = [f"signal {sid} decided {len(what)} times: {', '.join(what[:4])}"
+                for sid, what in decisions.items() if len(what) > 1]
+    problems += _repeated(orders, fills) + _overfilled(orders, fills)
     if ctx.recording.ledger is not None:
-        problems += _against_ledger(ctx.recording.ledger, orders, fills)
-    return _result(name, problems, f"{len(orders)} orders, {len(fills)} fills, "
-                                   f"{len(decisions)} rejections unique")
+        problems += _against_ledger(ctx, ctx.recording.ledger, orders, fills)
+    redelivered = sum(n - 1 for ids in ctx.recording.ids.values() for n in ids.values()
+                      if n > 1)
+    examined = {"signals": len(decisions), "orders": len(orders), "fills": len(fills),
+                "redelivered": redelivered}
+    detail = (f"{len(decisions)} signals decided once each, {len(orders)} orders, "
+              f"{len(fills)} fills unique on the bus and in the database"
+              + (f"; {redelivered} redelivered entries absorbed" if redelivered else ""))
+    return _result(name, problems, detail, examined=examined,
+                   needs={"signals": 1, "orders": 1, "fills": 1}, p=p)
 
 
 def _repeated(orders: list[dict[str, Any]], fills: list[dict[str, Any]]) -> list[str]:
-    problems = []
-    for key, what in (("causation_id", "orders for signal"),
-                      ("client_order_id", "orders with client id")):
-        problems += [f"{n} {what} {value}" for value, n in
-                     Counter(o[key] for o in orders).items() if n > 1]
+    problems = [f"{n} orders with client id {value}" for value, n in
+                Counter(o["client_order_id"] for o in orders).items() if n > 1]
     problems += [f"{n} fills with venue fill id {value}" for value, n in
                  Counter(f["venue_fill_id"] for f in fills).items() if n > 1]
     return problems
@@ -206,11 +323,15 @@ def _overfilled(orders: list[dict[str, Any]], fills: list[dict[str, Any]]) -> li
             if order_id in ordered and qty > ordered[order_id]["qty_e8"]]
 
 
-def _against_ledger(ledger: list[dict[str, Any]], orders: list[dict[str, Any]],
-                    fills: list[dict[str, Any]]) -> list[str]:
+def _against_ledger(ctx: CheckContext, ledger: list[dict[str, Any]],
+                    orders: list[dict[str, Any]], fills: list[dict[str, Any]]) -> list[str]:
     made = {x["venue_fill_id"] for x in ledger}
+    blind = ctx.recording.ledger_blind
+    # A fill made while the ledger could not be read (a killed execution's last
+    # moments) cannot be told from a made-up one: it is not judged.
     problems = [f"fill {f['id']} ({f['venue_fill_id']}) was never made by the venue"
-                for f in fills if f["venue_fill_id"] not in made]
+                for f in fills if f["venue_fill_id"] not in made
+                and not any(a <= f["ts"] <= b for a, b in blind)]
     by_client: dict[str, int] = defaultdict(int)
     for x in ledger:
         by_client[x["client_order_id"]] += x["qty_e8"]
@@ -265,10 +386,13 @@ def exposure_within_limit(ctx: CheckContext, p: Params) -> Assertion:
         if exposure > bound and len(problems) < _MAX_EVIDENCE:
             problems.append(f"exposure {exposure / SCALE:,.2f} > limit {limit_e8 / SCALE:,.2f} "
                             f"at t={ctx.t_of(ts):.3f}s after {kind} {row['id']}")
-    detail = (f"max {worst[0] / SCALE:,.2f} of {limit_e8 / SCALE:,.2f}"
+    peak_pct = round(100 * worst[0] / limit_e8) if limit_e8 else 0
+    detail = (f"max {worst[0] / SCALE:,.2f} of {limit_e8 / SCALE:,.2f} ({peak_pct}%)"
               + (f" at t={ctx.t_of(worst[1]):.3f}s" if worst[0] else "")
               + f" over {len(orders)} orders and {len(fills)} fills")
-    return _result(name, problems, detail)
+    return _result(name, problems, detail, examined={"orders": len(orders), "fills": len(fills),
+                                                     "peak_pct": peak_pct},
+                   needs={"orders": 1, "fills": 1}, p=p)
 
 
 def _exposure(position: dict[str, int], open_qty: dict[str, tuple[str, str, int]],
@@ -303,7 +427,9 @@ def audit_chain_complete(ctx: CheckContext, p: Params) -> Assertion:
     problems += [f"order {o['id']} has neither a fill nor an update" for o in orders.values()
                  if o["id"] not in done and o["ts"] < last_ts - grace_ns]
     return _result(name, problems, f"{len(signals)} signals, {len(orders)} orders, "
-                                   f"{len(fills)} fills chained")
+                                   f"{len(fills)} fills chained",
+                   examined={"signals": len(signals), "orders": len(orders), "fills": len(fills)},
+                   needs={"signals": 1, "orders": 1, "fills": 1}, p=p)
 
 
 def _broken_links(signals: dict[str, dict[str, Any]], orders: dict[str, dict[str, Any]],
@@ -333,6 +459,9 @@ def _broken_links(signals: dict[str, dict[str, Any]], orders: dict[str, dict[str
                                                          "description": "from when (default "
                                                          "the end of the last fault)"}})
 def lag_recovers(ctx: CheckContext, p: Params) -> Assertion:
+    """Examines the lag samples and the lag episodes (runs of samples with events
+    waiting) from the first fault on; needs one episode: a lag that never built proves
+    nothing about recovering from it."""
     name = "lag_recovers"
     within = p.duration("within", 10.0)
     after_ref = p.get("after")
@@ -343,18 +472,34 @@ def lag_recovers(ctx: CheckContext, p: Params) -> Assertion:
         return _result(name, [], "", unknown=str(exc))
     if start is None:
         start = 0.0
-    samples = [s for s in ctx.recording.samples.get("__lag__", []) if s.t >= start
-               and s.error is None and isinstance(s.value, dict)]
+    usable = [s for s in ctx.recording.samples.get("__lag__", [])
+              if s.error is None and isinstance(s.value, dict)]
+    first_fault = min((t for _, t, _ in ctx.fault_windows), default=start)
+    episodes, behind, peak = 0, False, 0
+    for s in usable:
+        total = int(s.value.get("total") or 0)
+        if s.t >= min(first_fault, start) and total > 0:
+            episodes += not behind
+            peak = max(peak, total)
+        behind = total > 0
+    samples = [s for s in usable if s.t >= start]
+    examined = {"samples": len(samples), "lag_episodes": episodes, "peak_lag": peak}
     if not samples:
-        return _result(name, [], "", unknown=f"no lag samples after t={start:g}s")
+        return _result(name, [], "", unknown=f"no lag samples after t={start:g}s",
+                       examined=examined)
     zero = next((s for s in samples if s.value.get("total") == 0), None)
     if zero is None:
         last = samples[-1]
         return Assertion(name=name, category="invariant", status="fail",
                          detail=f"lag never back to 0 after t={start:g}s (last "
-                                f"{last.value.get('total')} at t={last.t:g}s)", bound=within)
+                                f"{last.value.get('total')} at t={last.t:g}s)", bound=within,
+                         examined=examined)
     took = zero.t - start
     ok = took <= within
-    return Assertion(name=name, category="invariant", status="pass" if ok else "fail",
-                     detail=f"lag 0 at t={zero.t:g}s, {took:.2f}s after t={start:g}s "
-                            f"(bound {within:g}s)", measured=round(took, 3), bound=within)
+    detail = (f"lag 0 at t={zero.t:g}s, {took:.2f}s after t={start:g}s (bound {within:g}s); "
+              f"{episodes} lag episode(s), peak {peak}")
+    if not ok:
+        return Assertion(name=name, category="invariant", status="fail", detail=detail,
+                         measured=round(took, 3), bound=within, examined=examined)
+    result = _result(name, [], detail, examined=examined, needs={"lag_episodes": 1}, p=p)
+    return msgspec.structs.replace(result, measured=round(took, 3), bound=within)

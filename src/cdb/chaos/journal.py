@@ -53,6 +53,9 @@ class Effect(msgspec.Struct, frozen=True, kw_only=True):
 
     took_effect: bool | None
     evidence: str
+    counts: dict[str, int] = msgspec.field(default_factory=dict)
+    """What the fault met, by name (``in_flight``: events a killed service held or was
+    owed), for the scenario's ``requires_activity``."""
 
 
 class Sample(msgspec.Struct, frozen=True, kw_only=True):
@@ -128,6 +131,9 @@ class Recording:
         self.db: dict[str, list[dict[str, Any]]] | None = None
         self.ledger: list[dict[str, Any]] | None = None
         self.ledger_source = ""
+        self.ledger_blind: list[tuple[int, int]] = []
+        """Event-time spans (ns) whose executions the ledger may lack (an execution
+        process killed before its ledger was last read)."""
         self.streams: dict[str, Any] | None = None
         self.env: dict[str, str] = {}
         self.started_wall = time.monotonic()
@@ -223,6 +229,7 @@ class Recording:
             "db": self.db,
             "ledger": self.ledger,
             "ledger_source": self.ledger_source,
+            "ledger_blind": self.ledger_blind,
             "streams": self.streams,
             "notes": self.notes,
         }

@@ -112,44 +112,75 @@ def _condition_times(ctx: CheckContext, until: Condition) -> tuple[list[float], 
     return _healthy_times(ctx, until.max_lag), ""
 
 
+def _bad_since(ctx: CheckContext, start: float, service: str | None,
+               max_lag: int | None = None) -> int:
+    """Samples from ``start`` on when something was there to recover from: a service
+    (``service``, else any) not healthy, or the lag above ``max_lag``."""
+    bad = sum(1 for t in _unhealthy_times(ctx, service) if t >= start)
+    if max_lag is not None:
+        bad += sum(1 for s in ctx.recording.samples.get(LAG, []) if s.t >= start
+                   and s.error is None and isinstance(s.value, dict)
+                   and s.value.get("total", 0) > max_lag)
+    return bad
+
+
+def _ends(m: Measurement, ctx: CheckContext, start: float,
+          ) -> tuple[list[float], str, str, int | None]:
+    """When the measurement's end condition held, what it is, an error, and for a
+    recovery the samples there was something to recover from (else None)."""
+    until = m.until
+    if until is not None:
+        times, error = _condition_times(ctx, until)
+        bad = _bad_since(ctx, start, None, until.max_lag) if until.healthy else None
+        return times, _describe(until), error, bad
+    if m.kind == "trip":
+        return _event_times(ctx, "ess_change", {"state": "HALTED"}), "the ESS HALTED", "", None
+    if m.kind == "detect":
+        times = sorted([*_event_times(ctx, "alert", {}),
+                        *_event_times(ctx, "ess_change", {"state": "HALTED"}),
+                        *_unhealthy_times(ctx)])
+        return times, "an alert, an ESS trip or a service not healthy", "", None
+    service = _service_of(m.start, ctx)
+    what = f"{service} healthy again" if service else "every service healthy again"
+    return (_recovered_times(ctx, start, service), what, "",
+            _bad_since(ctx, start, service))
+
+
 def measure(m: Measurement, ctx: CheckContext) -> Assertion:
-    """One measurement as an assertion (``measured`` in seconds)."""
+    """One measurement as an assertion (``measured`` in seconds). A recovery from
+    nothing (never unhealthy after its start) and an optional event that never came
+    measured nothing: unknown, never pass."""
+    examined: dict[str, int] = {}
 
     def result(status: str, detail: str, measured: float | None = None) -> Assertion:
         return Assertion(name=m.name, category="measurement", status=status,  # type: ignore[arg-type]
-                         detail=detail, measured=measured, bound=m.max, path=m.path)
+                         detail=detail, measured=measured, bound=m.max, path=m.path,
+                         examined=examined)
 
     try:
         start = resolve(m.start, ctx.steps, ctx.ended)
     except TimelineError as exc:
         return result("unknown", str(exc))
-    until = m.until
-    error = ""
-    if until is not None:
-        times, error = _condition_times(ctx, until)
-        what = _describe(until)
-    elif m.kind == "trip":
-        if "ess" in ctx.missing:
-            return result("unknown", "the ESS is not available, so no trip can be observed")
-        times, what = _event_times(ctx, "ess_change", {"state": "HALTED"}), "the ESS HALTED"
-    elif m.kind == "detect":
-        times = sorted([*_event_times(ctx, "alert", {}),
-                        *_event_times(ctx, "ess_change", {"state": "HALTED"}),
-                        *_unhealthy_times(ctx)])
-        what = "an alert, an ESS trip or a service not healthy"
-    else:
-        service = _service_of(m.start, ctx)
-        times = _recovered_times(ctx, start, service)
-        what = f"{service} healthy again" if service else "every service healthy again"
+    if m.kind == "trip" and m.until is None and "ess" in ctx.missing:
+        return result("unknown", "the ESS is not available, so no trip can be observed")
+    times, what, error, bad = _ends(m, ctx, start)
+    examined["events" if bad is None else "healthy_samples"] = sum(1 for t in times
+                                                                   if t >= start)
+    if bad is not None:
+        examined["unhealthy_samples"] = bad
+        if not bad:
+            return result("unknown", f"nothing to recover from: never unhealthy from "
+                                     f"t={start:g}s on (measured nothing)")
     found = next((t for t in times if t >= start), None)
     if found is None:
         if error:
             return result("unknown", f"{what}: {error}")
-        if m.kind == "trip" and until is None and not ctx.finished:
+        if m.kind == "trip" and m.until is None and not ctx.finished:
             return result("unknown", "the run did not finish")
         if m.required:
             return result("fail", f"{what} never happened after t={start:g}s")
-        return result("pass", f"{what} did not happen after t={start:g}s")
+        return result("unknown", f"{what} did not happen after t={start:g}s (measured "
+                                 "nothing)")
     took = round(found - start, 3)
     if m.max is not None and took > m.max:
         return result("fail", f"{what} after {took:g}s (max {m.max:g}s)", took)

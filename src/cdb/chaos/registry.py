@@ -28,6 +28,25 @@ DURATION_PATTERN: Final = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"
 
 F = TypeVar("F")
 
+ACTIVITY: Final = ("trades", "signals", "orders", "fills", "rejections", "open_orders",
+                   "in_flight")
+"""What a fault can require to have happened before it (``requires_activity``):
+counts of events up to its start; ``open_orders`` resting at its start; ``in_flight``
+events a killed service held or was owed when it died (the kill and restart faults)."""
+REQUIRES_ACTIVITY: Final[dict[str, Any]] = {
+    "type": "object", "additionalProperties": False,
+    "properties": {k: {"type": "integer", "minimum": 0} for k in ACTIVITY},
+    "description": "the least activity there must have been before the fault (else the "
+                   "fault tested nothing and the run is unknown): "
+                   + ", ".join(ACTIVITY),
+}
+REQUIRES: Final[dict[str, Any]] = {
+    "type": "object", "additionalProperties": {"type": "integer", "minimum": 0},
+    "description": "the least the invariant must have examined, by what it counts (its "
+                   "detail names them); below it the invariant is unknown, never pass. "
+                   "0 lifts a default minimum",
+}
+
 
 class Unavailable(CdbError):
     """What a step needs is not there (a feature not landed, a mode without processes).
@@ -60,11 +79,14 @@ class Entry(msgspec.Struct, Generic[F], frozen=True, kw_only=True):
     impl: F
 
     def schema(self) -> dict[str, Any]:
-        """The JSON Schema of ``{type: <name>, ...params}``."""
+        """The JSON Schema of ``{type: <name>, ...params}`` (every fault also takes
+        ``requires_activity``, every invariant ``requires``)."""
+        common = {"fault": {"requires_activity": REQUIRES_ACTIVITY},
+                  "invariant": {"requires": REQUIRES}}.get(self.kind, {})
         return {
             "type": "object",
             "description": self.summary,
-            "properties": {"type": {"const": self.name}, **self.params},
+            "properties": {"type": {"const": self.name}, **common, **self.params},
             "required": ["type", *self.required],
             "additionalProperties": False,
         }

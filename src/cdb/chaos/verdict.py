@@ -10,7 +10,13 @@ Every check of a run is an ``Assertion`` with a category. The rules:
    consequences of that fault and prove nothing without it.
 3. Otherwise an expectation or measurement that fails makes it **fail**.
 4. Otherwise anything unknown (a feature not available, a probe that could not run,
-   an interrupted run) makes it **unknown**; a run that checked nothing is unknown.
+   an interrupted run, a check that had nothing to examine) makes it **unknown**; a
+   run that checked nothing is unknown.
+
+Vacuity is a verdict: every invariant and measurement says what it examined
+(``examined``: orders, fills, trips, lag episodes...), and one that examined nothing,
+or less than the scenario declares it needs, is ``unknown`` with that reason, never
+``pass``.
 5. Otherwise it **passes**.
 
 Exit codes: 0 pass, 1 fail, 2 unknown.
@@ -43,6 +49,8 @@ class Assertion(msgspec.Struct, frozen=True, kw_only=True):
     bound: float | None = None
     path: str = ""
     evidence: tuple[str, ...] = ()
+    examined: dict[str, int] = msgspec.field(default_factory=dict)
+    """What the check looked at, by what it counts (``orders``, ``trips``...)."""
 
 
 class Verdict(msgspec.Struct, frozen=True, kw_only=True):

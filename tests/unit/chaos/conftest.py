@@ -17,7 +17,7 @@ from cdb.chaos.clock import ClockClosed, WallClock
 from cdb.chaos.faults.base import Fault, Params, StepContext
 from cdb.chaos.journal import Effect
 from cdb.chaos.model import Scenario
-from cdb.chaos.registry import FAULTS, PROBES, P, Unavailable
+from cdb.chaos.registry import CAPABILITIES, FAULTS, PROBES, Capability, P, Unavailable
 from cdb.chaos.runner import Options, Outcome, Runner
 from cdb.chaos.targets.base import Plan, Target
 from cdb.events import AnyEvent
@@ -71,6 +71,9 @@ async def value_probe(ctx: StepContext, p: Params) -> Any:
             return "late"
     return p.get("value", "ok")
 
+
+CAPABILITIES.add(Capability(name="test_absent", summary="a feature that is never there",
+                            issue="none", check=lambda: False))
 
 validate._validator.cache_clear()  # the schema now knows the test providers
 

@@ -26,7 +26,9 @@ def test_time_to_trip_from_a_point_in_time() -> None:
 def test_a_trip_that_never_happens_fails_when_required() -> None:
     ctx = context(CLEAN)
     assert measure(m(start=0.0, kind="trip", max=5.0), ctx).status == "fail"
-    assert measure(m(start=0.0, kind="trip", required=False), ctx).status == "pass"
+    optional = measure(m(start=0.0, kind="trip", required=False), ctx)
+    assert optional.status == "unknown"  # it measured nothing
+    assert "measured nothing" in optional.detail
     ctx.missing = ["ess"]
     assert measure(m(start=0.0, kind="trip", max=5.0), ctx).status == "unknown"
 
@@ -40,6 +42,20 @@ def test_recover_and_detect_from_health_samples() -> None:
     assert measure(m(start=3.0, kind="recover"), ctx).measured == 1.5
     joint = measure(m(start=0.0, until=Condition(healthy=True, max_lag=0)), ctx)
     assert joint.measured == 4.5
+
+
+def test_a_recovery_from_nothing_is_unknown() -> None:
+    """Never unhealthy after the start: the first healthy sample proves nothing."""
+    ctx = context(CLEAN)
+    for t in (1.0, 2.0, 3.0):
+        ctx.recording.sample("__health__", t, {"status": "healthy"})
+        ctx.recording.sample("__lag__", t, {"total": 0})
+    result = measure(m(start=1.5, kind="recover", max=5.0), ctx)
+    assert result.status == "unknown"
+    assert "nothing to recover from" in result.detail
+    assert result.examined["unhealthy_samples"] == 0
+    joint = measure(m(start=0.0, until=Condition(healthy=True, max_lag=0)), ctx)
+    assert joint.status == "unknown"
 
 
 def test_measure_until_a_sampled_probe_meets_its_tolerance() -> None:

@@ -21,68 +21,136 @@ from typing import Any, ClassVar, Literal
 import msgspec
 from prometheus_client import generate_latest
 
-from cdb.bus.keys import ALL_STREAMS, DEAD_LETTER_SUFFIX
+from cdb.bus.keys import ALL_STREAMS, DEAD_LETTER_SUFFIX, MARKET_DATA, ORDERS
 from cdb.bus.memory import MemoryBus, MemorySubscription
 from cdb.chaos.clock import LockstepClock
 from cdb.chaos.registry import Unavailable
 from cdb.chaos.targets.base import GROUPS_OF, Plan, Target, scenario_env
 from cdb.chaos.targets.db import SqlReader, snapshot
 from cdb.config import Settings, load_settings
-from cdb.events import AnyEvent, Trade
+from cdb.events import SCALE, AnyEvent, Fill, Order, RiskDecision, Signal, Trade
 from cdb.marketdata.synthetic import START_NS, SyntheticSource
 from cdb.observability import metrics
 from cdb.runtime.embedded import EmbeddedPipeline, RunOptions
+from cdb.services.risk import client_order_id
 
 RECORDER_GROUP = "chaos.recorder"
 
 
+Action = Literal["drop", "duplicate", "inflate", "unchain", "ignore_ess", "poison"]
+
+
 class Rule(msgspec.Struct, kw_only=True):
-    """One switch: drop or duplicate every ``every``-th event published on ``topic``."""
+    """One switch: ``action`` on every ``every``-th event published on ``topic`` (of
+    type ``only`` when given, an event tag such as ``fill``).
+
+    ``drop`` loses it, ``duplicate`` sends a copy under another id, ``inflate``
+    multiplies an order's quantity by ``factor``, ``unchain`` cuts a fill from its
+    order, ``ignore_ess`` turns a rejection for the ESS into an order, ``poison``
+    makes a signal no service can handle. A ``lasting`` rule outlives its fault (a bug
+    does not go away when the scenario stops looking)."""
 
     topic: str
-    action: Literal["drop", "duplicate"]
+    action: Action
     every: int = 1
+    only: str = ""
+    factor: int = 10
+    lasting: bool = False
     seen: int = 0
     affected: int = 0
+    last_id: str = ""
+    """The last event affected (the evidence names it)."""
+
+
+def _tag(event: AnyEvent) -> str:
+    return str(type(event).__struct_config__.tag)
 
 
 class Sabotage:
     """Fault-injection switches on the embedded bus.
 
     They make the pipeline violate an invariant on purpose (a fill that never reaches
-    the database, an order sent twice): a scenario that uses one must fail, which is
-    how the coordinator shows it can say no.
+    the database, an order sent twice, an order while HALTED, a consumer that stalls,
+    a reset that is answered but never applied): a scenario that uses one must fail on
+    that check, which is how the coordinator shows it can say no.
     """
 
     def __init__(self) -> None:
         self.rules: list[Rule] = []
+        self.stalled: set[str] = set()
+        """Consumer groups that stopped reading for good (until the run finishes)."""
+        self.lose_resets = False
+        """ESS resets are answered as done and never reach risk."""
+        self.prices: dict[str, int] = {}
 
     def add(self, rule: Rule) -> Rule:
         self.rules.append(rule)
         return rule
 
     def remove(self, rule: Rule) -> None:
-        if rule in self.rules:
+        if rule in self.rules and not rule.lasting:
             self.rules.remove(rule)
 
-    def apply(self, topic: str, events: Sequence[AnyEvent]) -> list[AnyEvent]:
+    def apply(self, topic: str, events: Sequence[AnyEvent],
+              ) -> tuple[list[AnyEvent], list[tuple[str, list[AnyEvent]]]]:
+        """The events to publish on ``topic``, and events diverted to other topics."""
         out = list(events)
+        if topic == MARKET_DATA and out and isinstance(out[-1], Trade):
+            self.prices[out[-1].symbol] = out[-1].price_e8
+        diverted: list[tuple[str, list[AnyEvent]]] = []
         for rule in self.rules:
             if rule.topic != topic:
                 continue
             kept: list[AnyEvent] = []
             for event in out:
+                if rule.only and _tag(event) != rule.only:
+                    kept.append(event)
+                    continue
                 rule.seen += 1
                 hit = rule.seen % rule.every == 0
-                if hit and rule.action == "drop":
+                changed = self._act(rule, event, kept, diverted) if hit else None
+                if changed is None:
+                    kept.append(event)
+                else:
                     rule.affected += 1
-                    continue
-                kept.append(event)
-                if hit and rule.action == "duplicate":
-                    rule.affected += 1
-                    kept.append(msgspec.structs.replace(event, id=f"{event.id}-dup"))
+                    rule.last_id = event.id
             out = kept
-        return out
+        return out, diverted
+
+    def _act(self, rule: Rule, event: AnyEvent, kept: list[AnyEvent],
+             diverted: list[tuple[str, list[AnyEvent]]]) -> bool | None:
+        """Apply ``rule`` to ``event`` (appending what replaces it to ``kept``); None
+        when the rule does not apply to this event."""
+        action = rule.action
+        if action == "drop":
+            return True
+        if action == "duplicate":
+            kept += [event, msgspec.structs.replace(event, id=f"{event.id}-dup")]
+            return True
+        if action == "inflate" and isinstance(event, Order):
+            kept.append(msgspec.structs.replace(event, qty_e8=event.qty_e8 * rule.factor))
+            return True
+        if action == "unchain" and isinstance(event, Fill):
+            kept.append(msgspec.structs.replace(event, causation_id="unchained"))
+            return True
+        if action == "poison" and isinstance(event, Signal):
+            kept.append(msgspec.structs.replace(event, side="SIDEWAYS"))
+            return True
+        if action == "ignore_ess" and isinstance(event, RiskDecision) and (
+                event.reason == "ess_halted") and event.symbol in self.prices:
+            diverted.append((ORDERS, [_order_for(event, self.prices[event.symbol])]))
+            return True
+        return None
+
+
+def _order_for(rejection: RiskDecision, price_e8: int) -> Order:
+    """The order risk would have sent had it ignored the ESS (1,000 quote)."""
+    order_id = f"{rejection.signal_id}-o"
+    return Order(id=order_id, ts=rejection.ts, correlation_id=rejection.correlation_id,
+                 causation_id=rejection.signal_id, source=rejection.source,
+                 client_order_id=client_order_id(order_id), symbol=rejection.symbol,
+                 side=rejection.side, order_type="MARKET",
+                 qty_e8=1_000 * SCALE * SCALE // price_e8, ref_price_e8=price_e8)
 
 
 class ChaosBus(MemoryBus):
@@ -93,10 +161,16 @@ class ChaosBus(MemoryBus):
         self.sabotage = sabotage
         self.paused: set[str] = set()
 
+    def is_paused(self, group: str) -> bool:
+        return group in self.paused or group in self.sabotage.stalled
+
     async def publish(self, topic: str, events: Sequence[AnyEvent]) -> None:
+        diverted: list[tuple[str, list[AnyEvent]]] = []
         if self.sabotage.rules:
-            events = self.sabotage.apply(topic, events)
+            events, diverted = self.sabotage.apply(topic, events)
         await super().publish(topic, events)
+        for other, extra in diverted:
+            await super().publish(other, extra)
 
     def subscribe(self, topics: Sequence[str], group: str, consumer: str) -> MemorySubscription:
         return _PausableSubscription(self, super().subscribe(topics, group, consumer), group)
@@ -104,7 +178,12 @@ class ChaosBus(MemoryBus):
     async def wait_drained(self, exclude_groups: frozenset[str] = frozenset()) -> None:
         # The db_writer too, unlike ``cdb run``: probes of the database and the lag at
         # a simulated instant must not depend on how fast the disk was.
-        await super().wait_drained(frozenset(self.paused))
+        await super().wait_drained(frozenset(self.paused | self.sabotage.stalled))
+
+    def groups(self, stream: str) -> dict[str, int]:
+        """Each consumer group of ``stream`` and the events it has not acknowledged."""
+        topic = self._topics.get(stream)
+        return {name: g.backlog for name, g in topic.groups.items()} if topic else {}
 
     @property
     def is_closed(self) -> bool:
@@ -120,7 +199,7 @@ class _PausableSubscription(MemorySubscription):
         self._group = group
 
     async def read(self, max_events: int = 1000, timeout: float = 1.0) -> Any:
-        if self._group in self._chaos_bus.paused:
+        if self._chaos_bus.is_paused(self._group):
             await asyncio.sleep(min(timeout, 0.02))
             return []
         return await self._inner.read(max_events, timeout)
@@ -129,7 +208,7 @@ class _PausableSubscription(MemorySubscription):
         await self._inner.ack(batches)
 
     async def claim(self, min_idle: float, max_events: int = 1000) -> Any:
-        if self._group in self._chaos_bus.paused:
+        if self._chaos_bus.is_paused(self._group):
             return []
         return await self._inner.claim(min_idle, max_events)
 
@@ -242,6 +321,9 @@ class EmbeddedTarget(Target):
 
     async def finish(self) -> None:
         self._finishing = True
+        # A stalled consumer is stuck only while the scenario watches: the pipeline
+        # must drain to be recorded.
+        self.switches.stalled.clear()
         self.clock.leave()
         if self._run is not None:
             summary = await self._run
@@ -249,6 +331,8 @@ class EmbeddedTarget(Target):
         self.clock.close()
         if self._recorder is not None:
             await asyncio.wait([self._recorder], timeout=5)
+        self.recording.streams = {stream: await self.stream_info(stream)
+                                  for stream in ALL_STREAMS}
         self.recording.db = await snapshot(self.db_url)
         self.recording.ledger = self.ledger()
         self.recording.ledger_source = "paper venue (in process)"
@@ -280,7 +364,7 @@ class EmbeddedTarget(Target):
         detail = ""
         if self._run is None or self._run.done():
             status, detail = "unhealthy", "the pipeline has stopped"
-        elif self.pipeline is not None and service in self.pipeline.chaos_bus.paused:
+        elif self.pipeline is not None and self.pipeline.chaos_bus.is_paused(service):
             status, detail = "unhealthy", "paused by the scenario"
         return {"service": service, "instance": self.instance_of(service), "status": status,
                 "detail": detail, "details": svc.status()}
@@ -304,13 +388,22 @@ class EmbeddedTarget(Target):
         return out
 
     async def stream_info(self, stream: str) -> dict[str, Any]:
+        """As Redis tells it: entries added, and per consumer group what it read and
+        holds unacknowledged (the in-memory bus counts undelivered and pending events
+        together, as pending); ``producer``: what ws says it published to the market
+        data stream."""
         assert self.pipeline is not None
-        bus = self.pipeline.bus
-        groups = {g: await bus.pending(stream, g) for g, topics in GROUPS_OF.items()
-                  if stream in topics and g in self.services}
-        return {"stream": stream, "entries_added": bus.published.get(stream, 0),
-                "length": bus.published.get(stream, 0), "groups": groups,
-                "dead_lettered": self.recording.dead_letters.get(stream, 0)}
+        bus = self.pipeline.chaos_bus
+        added = bus.published.get(stream, 0)
+        groups = {g: {"pending": backlog, "entries_read": added, "lag": 0}
+                  for g, backlog in bus.groups(stream).items() if g != RECORDER_GROUP}
+        info: dict[str, Any] = {"stream": stream, "entries_added": added, "length": added,
+                                "groups": groups,
+                                "dead_lettered": self.recording.dead_letters.get(stream, 0)}
+        ws = getattr(self.pipeline, "services", {}).get("ws")
+        if stream == MARKET_DATA and ws is not None:
+            info["producer"] = {"service": "ws", "published": int(ws.status()["trades"])}
+        return info
 
     async def publish(self, topic: str, events: list[AnyEvent]) -> None:
         assert self.pipeline is not None
@@ -334,6 +427,8 @@ class EmbeddedTarget(Target):
 
     async def ess_command(self, command: str, reason: str, actor: str) -> dict[str, Any]:
         risk = self._risk()
+        if command == "reset" and self.switches.lose_resets:
+            return {"changed": True, "state": "ACTIVE"}  # the sabotage: answered, not done
         if command == "trip":
             changed = await risk.trip_manually(actor, reason)
             return {"changed": changed is not None, **risk.ess_status()}
