@@ -1,12 +1,15 @@
 """The ``cdb`` command.
 
-Every expected failure (bad setting, unreadable file, unknown strategy) ends with one
-clear message on stderr and exit code 2, never a traceback.
+Every expected failure (bad setting, unreadable file, unknown strategy, a bad URL,
+port or number) ends with one clear message on stderr and exit code 2, never a
+traceback. Text that comes from the user (paths, symbols, CSV cells, reasons) is
+printed as text, never as rich markup, and URLs are shown without their password.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import sys
 from collections.abc import Coroutine
@@ -16,8 +19,10 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from cdb import __version__
 from cdb.cli_ess import ess_app
@@ -26,6 +31,7 @@ from cdb.cli_status import status as status_command
 from cdb.config import load_settings
 from cdb.errors import CdbError, ConfigError
 from cdb.observability import logging as cdb_logging
+from cdb.urls import check_url, database_url, redact_url
 
 app = typer.Typer(
     name="cdb", help="Resilient event-driven crypto trading pipeline.", no_args_is_help=True,
@@ -44,6 +50,7 @@ err = Console(stderr=True)
 DEFAULT_DB = "sqlite+aiosqlite:///cdb-data/cdb.db"
 _DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_MAX_DURATION_S = 100 * 365 * 86400.0
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -61,7 +68,7 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 def parse_duration(text: str) -> float:
     """``90``, ``90s``, ``30m``, ``4h``, ``1d`` → seconds."""
     match = _DURATION.match(text.strip())
-    if not match or float(match["n"]) <= 0:
+    if not match or not 0 < float(match["n"]) * _UNITS[match["unit"]] < _MAX_DURATION_S:
         raise ConfigError([f"--duration: {text!r} is not a duration such as 90s, 30m or 4h"])
     return float(match["n"]) * _UNITS[match["unit"]]
 
@@ -76,15 +83,13 @@ def parse_speed(text: str) -> float | None:
         value = float(text.rstrip("x"))
     except ValueError:
         value = 0.0
-    if value <= 0:
+    if not (value > 0 and math.isfinite(value)):
         raise ConfigError([f"--speed: {text!r} must be max, realtime or a positive factor"])
     return value
 
 
 def _sqlite_url(db: str) -> str:
-    if "://" in db:
-        return db
-    return f"sqlite+aiosqlite:///{db}"
+    return database_url("--db", db)
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -126,6 +131,8 @@ def run(
     for path in replay or []:
         if not path.is_file():
             raise CdbError(f"--replay: {path} is not a readable file")
+    if exchange_url is not None:
+        check_url("--exchange-url", exchange_url, ("http", "https"))
     kind = source or ("replay" if replay else "synthetic")
     problems = []
     if kind not in ("synthetic", "replay", "binance"):
@@ -169,6 +176,7 @@ def run(
             )
 
         summary = asyncio.run(pipeline.run(on_progress if show else None))
+    summary = msgspec.structs.replace(summary, db_url=redact_url(summary.db_url))
     if json_out:
         sys.stdout.write(msgspec.json.encode(summary).decode() + "\n")
         return
@@ -179,25 +187,31 @@ def _print_summary(s: object) -> None:
     from cdb.runtime.embedded import RunSummary
 
     assert isinstance(s, RunSummary)
+    # Cells are Text: symbols, reasons and CSV cells from a replay file are not markup.
     table = Table(title="cdb run", show_header=False, title_justify="left")
     span = (s.last_ts - s.first_ts) / 1e9 if s.last_ts else 0.0
     rate = s.trades / s.wall_seconds if s.wall_seconds else 0.0
-    table.add_row("trades", f"{s.trades:,}  ({span / 3600:.2f} h of market in "
-                  f"{s.wall_seconds:.1f} s, {rate:,.0f} trades/s)")
+
+    def row(name: str, value: str) -> None:
+        table.add_row(name, Text(value))
+
+    row("trades", f"{s.trades:,}  ({span / 3600:.2f} h of market in "
+        f"{s.wall_seconds:.1f} s, {rate:,.0f} trades/s)")
     if s.malformed_rows:
         errors = "; ".join(s.first_errors)
-        table.add_row("malformed rows", f"{s.malformed_rows:,} skipped; {errors}")
-    table.add_row("signals", f"{s.signals:,}")
-    table.add_row("orders", f"{s.orders:,}")
-    table.add_row("fills", f"{s.fills:,}")
+        row("malformed rows", f"{s.malformed_rows:,} skipped; {errors}")
+    row("signals", f"{s.signals:,}")
+    row("orders", f"{s.orders:,}")
+    row("fills", f"{s.fills:,}")
     rejections = ", ".join(f"{k} {v:,}" for k, v in s.rejections.items()) or "none"
-    table.add_row("rejections", f"{sum(s.rejections.values()):,}  ({rejections})")
-    table.add_row("PnL", f"{s.pnl}  (fees {s.fees})")
-    table.add_row("equity", f"{s.equity}  (from {s.initial_equity})")
-    table.add_row("max drawdown", f"{s.max_drawdown_pct} %")
+    row("rejections", f"{sum(s.rejections.values()):,}  ({rejections})")
+    row("PnL", f"{s.pnl}  (fees {s.fees})")
+    row("equity", f"{s.equity}  (from {s.initial_equity})")
+    row("max drawdown", f"{s.max_drawdown_pct} %")
     if s.open_positions:
-        table.add_row("open positions", ", ".join(f"{k} {v}" for k, v in s.open_positions.items()))
-    table.add_row("database", f"{s.db_url}  ({', '.join(f'{k} {v}' for k, v in s.rows.items())})")
+        row("open positions", ", ".join(f"{k} {v}" for k, v in s.open_positions.items()))
+    row("database", f"{redact_url(s.db_url)}  "
+        f"({', '.join(f'{k} {v}' for k, v in s.rows.items())})")
     console.print(table)
 
 
@@ -207,29 +221,27 @@ def trace(
     db: Annotated[str, typer.Option(help="Database URL or SQLite file.")] = DEFAULT_DB,
 ) -> None:
     """Show the whole chain of an event: trade, signal, risk decision, order, fills."""
-    from cdb.storage.store import Store
+    from cdb.storage.store import Store, TraceStep
 
-    async def _trace() -> list[object]:
+    async def _trace() -> list[TraceStep]:
         async with Store(_sqlite_url(db)) as store:
             return list(await store.trace(event_id))
 
     steps = asyncio.run(_trace())
     if not steps:
-        raise CdbError(f"no event {event_id!r} in {db}")
-    table = Table(title=f"chain of {event_id}", title_justify="left")
+        raise CdbError(f"no event {event_id!r} in {redact_url(db)}")
+    table = Table(title=Text(f"chain of {event_id}"), title_justify="left")
     for col in ("step", "id", "event time (UTC)", "+latency", "what"):
         table.add_column(col)
     previous = None
     from datetime import UTC, datetime
 
     for step in steps:
-        ts = step.ts  # type: ignore[attr-defined]
+        ts = step.ts
         when = datetime.fromtimestamp(ts / 1e9, tz=UTC).isoformat(timespec="microseconds")
         latency = "" if previous is None else f"{(ts - previous) / 1e6:.3f} ms"
         previous = ts
-        table.add_row(
-            step.kind, step.id, when, latency, step.summary  # type: ignore[attr-defined]
-        )
+        table.add_row(Text(step.kind), Text(step.id), when, latency, Text(step.summary))
     console.print(table)
 
 
@@ -265,6 +277,11 @@ def up(
     """Start all five services as local processes; restart crashed ones; Ctrl-C stops."""
     from cdb.runtime.up import run_up
 
+    if redis_url is not None:
+        check_url("--redis", redis_url, ("redis", "rediss"))
+    if postgres_url is not None:
+        check_url("--postgres", postgres_url, ("postgresql", "postgres", "postgresql+asyncpg"))
+
     asyncio.run(run_up(redis_url, postgres_url, log_dir, console=err))
 
 
@@ -291,7 +308,7 @@ def db_upgrade(db: DbOption = None) -> None:
     url, schema = _db_target(db)
     _ensure_sqlite_dir(url)
     asyncio.run(migrate(url, schema=schema))
-    err.print(f"database at head{f' (schema {schema})' if schema else ''}")
+    err.print(f"database at head{f' (schema {schema})' if schema else ''}", markup=False)
 
 
 @db_app.command("backup")
@@ -302,7 +319,7 @@ def db_backup(file: Annotated[Path, typer.Argument(help="Dump file to write.")],
 
     url, schema = _db_target(db)
     asyncio.run(backup(url, file, schema))
-    err.print(f"backup written to {file}")
+    err.print(f"backup written to {file}", markup=False, highlight=False)
 
 
 @db_app.command("restore")
@@ -313,7 +330,7 @@ def db_restore(file: Annotated[Path, typer.Argument(help="Dump made by cdb db ba
 
     url, _ = _db_target(db)
     asyncio.run(restore(url, file))
-    err.print(f"restored {file}")
+    err.print(f"restored {file}", markup=False, highlight=False)
 
 
 @app.command()
@@ -329,7 +346,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except CdbError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
     except ClickException as exc:  # usage errors: a missing argument, an unknown option
         exc.show()

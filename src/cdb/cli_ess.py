@@ -10,7 +10,8 @@ the embedded mode (``cdb run``) keeps the ESS between runs, so a run that ended 
 is inspected and reset there before the next run.
 
 Exit codes: 0 done, 1 refused (cooldown, nothing to reset, bad request), 2 could not
-ask (no service, no token, bad setting).
+ask (no service, no token, bad setting, a bad --url or --db: one line). Reasons, actors
+and details are printed as text, URLs without their password.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ import httpx
 import msgspec
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cdb.errors import CdbError
+from cdb.urls import check_url, database_url, redact_url
 
 ess_app = typer.Typer(
     help="The emergency stop system (ESS): status, trip, reset.", no_args_is_help=True
@@ -67,6 +71,7 @@ def _settings() -> Any:
 
 def _url(url: str | None) -> str:
     if url:
+        check_url("--url", url, ("http", "https"))
         return url.rstrip("/")
     return f"http://127.0.0.1:{_settings().port_of('risk')}"
 
@@ -88,9 +93,10 @@ def _request(method: str, url: str, path: str, body: dict[str, str] | None = Non
     try:
         with httpx.Client(timeout=10.0) as client:
             return client.request(method, url + path, json=body, headers=headers)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise CdbError(
-            f"cannot reach the risk API at {url}: {exc}; is the risk service running? "
+            f"cannot reach the risk API at {redact_url(url)}: {redact_url(str(exc))}; is the "
+            "risk service running? "
             "(point --url or CDB_RISK_URL at it, or use --db for an embedded run's database)"
         ) from None
 
@@ -108,14 +114,17 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
         raise CdbError(f"the risk API refused: {detail}")
     if response.status_code >= 500:
         raise CdbError(f"the risk API failed ({response.status_code}): {detail}")
-    err.print(f"[bold red]refused:[/] {detail}", highlight=False)
+    err.print(f"[bold red]refused:[/] {escape(str(detail))}", highlight=False)
     sys.exit(1)
 
 
 def _when(ns: int) -> str:
     if not ns:
         return "-"
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="seconds")
+    try:
+        return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="seconds")
+    except (OverflowError, ValueError, OSError):  # a time no calendar holds
+        return f"{ns} ns"
 
 
 def _show(ess: dict[str, Any], json_out: bool) -> None:
@@ -123,17 +132,20 @@ def _show(ess: dict[str, Any], json_out: bool) -> None:
         sys.stdout.write(msgspec.json.encode(ess).decode() + "\n")
         return
     halted = ess.get("state") == "HALTED"
+    # Reasons, details and actors are whatever someone typed: Text, never markup.
     table = Table(title="ESS", show_header=False, title_justify="left")
-    table.add_row("state", f"[bold {'red' if halted else 'green'}]{ess.get('state')}[/]")
+    table.add_row("state", Text(str(ess.get("state")),
+                                style=f"bold {'red' if halted else 'green'}"))
     if ess.get("reason"):
-        table.add_row("reason", f"{ess['reason']}: {ess.get('detail', '')}")
-        table.add_row("by", str(ess.get("actor", "")))
+        table.add_row("reason", Text(f"{ess['reason']}: {ess.get('detail', '')}"))
+        table.add_row("by", Text(str(ess.get("actor", ""))))
     table.add_row("since", _when(int(ess.get("since_ns") or 0)))
     if halted and ess.get("cooldown_left_s") is not None:
         left = float(ess["cooldown_left_s"])
         table.add_row("reset", f"possible in {left:.0f} s" if left > 0 else "possible now")
     for trip in ess.get("trips", []):
-        table.add_row("trip", f"{_when(int(trip['ts']))}  {trip['reason']}: {trip['detail']}")
+        table.add_row("trip", Text(f"{_when(int(trip['ts']))}  {trip['reason']}: "
+                                   f"{trip['detail']}"))
     console.print(table)
 
 
@@ -182,7 +194,7 @@ def reset(
 # -- the embedded mode's database -----------------------------------------------------
 
 def _db_url(db: str) -> str:
-    return db if "://" in db else f"sqlite+aiosqlite:///{db}"
+    return database_url("--db", db)
 
 
 async def _db_status(db: str) -> dict[str, Any]:
@@ -227,7 +239,7 @@ async def _db_change(db: str, action: str, actor: str, why: str) -> dict[str, An
         else:
             new = machine.plan_reset(now, actor, why)
             if isinstance(new, ResetRefused):
-                err.print(f"[bold red]refused:[/] {new.detail}", highlight=False)
+                err.print(f"[bold red]refused:[/] {escape(new.detail)}", highlight=False)
                 sys.exit(1)
             machine.apply(new)
         if new is not None:

@@ -3,16 +3,18 @@
 Reads the discovery registry (``cdb.observability.discovery``) of the namespace, asks
 each live instance for its ``/health``, and prints one row per instance. An instance
 whose heartbeat expired, or that does not answer, is shown as gone. Exit code 0 when
-every instance is live and not unhealthy, 1 otherwise, 2 when Redis cannot be read.
+every instance is live and not unhealthy, 1 otherwise, 2 when Redis cannot be read or
+an option is wrong (one line). What instances registered is printed as text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import httpx
 import msgspec
@@ -21,6 +23,7 @@ import typer
 from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cdb.bus.keys import Namespace
 from cdb.clock import WallClock
@@ -28,6 +31,7 @@ from cdb.config import Settings, load_settings
 from cdb.errors import CdbError, ConfigError
 from cdb.observability.discovery import Registration, discover
 from cdb.observability.logging import mask_text
+from cdb.urls import check_url
 
 State = Literal["live", "gone"]
 _STYLE = {"healthy": "green", "degraded": "yellow", "unhealthy": "red", "gone": "red dim"}
@@ -59,11 +63,13 @@ def redis_from_url(url: str) -> aioredis.Redis:
     Raises:
         ConfigError: not a redis:// URL.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-        raise ConfigError([f"--redis: {mask_text(url)!r} is not a redis://host:port/db URL"])
+    parts = check_url("--redis", url, ("redis", "rediss"))
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit() or len(db) > 6:
+        raise ConfigError([f"--redis: database {db[:20]!r} is not a number "
+                           "(redis://host:port/0)"])
     return aioredis.Redis(
-        host=parts.hostname, port=parts.port or 6379, db=int(parts.path.strip("/") or 0),
+        host=parts.hostname or "", port=parts.port or 6379, db=int(db),
         password=unquote(parts.password) if parts.password else None,
         ssl=parts.scheme == "rediss", socket_timeout=5.0, socket_connect_timeout=3.0,
     )
@@ -135,17 +141,19 @@ def _ago(seconds: float) -> str:
 
 def table(rows: list[InstanceStatus], namespace: str) -> Table:
     """The rich table ``cdb status`` prints."""
-    out = Table(title=f"cdb status (namespace {namespace or '(none)'})", title_justify="left")
+    out = Table(title=Text(f"cdb status (namespace {namespace or '(none)'})"),
+                title_justify="left")
     for col in ("service", "instance", "state", "health", "address", "grpc", "version",
                 "up", "heartbeat", "note"):
         out.add_column(col)
     for row in rows:
-        style = _STYLE.get(row.health, "")
+        # Every cell is Text: what an instance registered is data, not markup.
         out.add_row(
-            row.service, row.instance, row.state, f"[{style}]{row.health}[/]" if style else
-            row.health, row.address, row.grpc_address or "-", row.version,
+            Text(row.service), Text(row.instance), Text(row.state),
+            Text(row.health, style=_STYLE.get(row.health, "")), Text(row.address),
+            Text(row.grpc_address or "-"), Text(row.version),
             "-" if row.uptime_s is None else _ago(row.uptime_s),
-            f"{_ago(row.last_seen_s)} ago", row.note,
+            f"{_ago(row.last_seen_s)} ago", Text(row.note),
         )
     return out
 
@@ -168,6 +176,8 @@ def status(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each /health.")] = 2.0,
 ) -> None:
     """Show every running instance of the pipeline with its health; gone ones too."""
+    if not (math.isfinite(timeout) and 0 < timeout <= 3600):
+        raise ConfigError([f"--timeout: {timeout!r} is not a number of seconds (0 to 3600)"])
     settings = load_settings()
     name = settings.service_instance_name if namespace is None else namespace
     client = redis_from_url(redis_url) if redis_url else redis_from_settings(settings)
@@ -190,7 +200,8 @@ def status(
         if rows:
             console.print(table(rows, name))
         else:
-            console.print(f"no instance registered in namespace {name or '(none)'}")
+            console.print(f"no instance registered in namespace {name or '(none)'}",
+                          markup=False, highlight=False)
         console.print(f"[dim]{len(rows)} instances, read in {time.monotonic() - started:.2f} s[/]")
     if not healthy_enough(rows):
         sys.exit(1)

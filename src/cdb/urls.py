@@ -75,3 +75,25 @@ def check_url(option: str, url: str, schemes: tuple[str, ...]) -> SplitResult:
     if port == 0:
         raise ConfigError([f"{option}: {shown!r}: port 0 is not a port to connect to"])
     return parts
+
+
+def database_url(option: str, text: str) -> str:
+    """A database URL given on the command line, or a SQLite file path as its URL.
+
+    Raises:
+        ConfigError: one line naming ``option``, the URL shown without its password.
+    """
+    if "://" not in text:
+        return f"sqlite+aiosqlite:///{text}"
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        port = make_url(text).port
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise ConfigError([f"{option}: {redact_url(text)!r} is not a database URL (e.g. "
+                           "postgresql+asyncpg://user:pw@host:5432/db, or a SQLite file)"]
+                          ) from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError([f"{option}: {redact_url(text)!r}: port {port} is not 1 to 65535"])
+    return text

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateSchema
 
 from cdb.errors import StoreError
+from cdb.urls import redact_url
 
 SQLITE: Final = "sqlite+aiosqlite"
 POSTGRES: Final = "postgresql+asyncpg"
@@ -53,8 +54,9 @@ def parse_url(url: str) -> URL:
     """The URL with its async driver; ``StoreError`` for anything else."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StoreError(f"invalid database URL {url!r}: {exc}; {_URL_HELP}") from None
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        raise StoreError(f"invalid database URL {redact_url(url)!r}: {exc}; {_URL_HELP}"
+                         ) from None
     driver = _DRIVERS.get(parsed.drivername)
     if driver is None:
         raise StoreError(
