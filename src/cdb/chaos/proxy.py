@@ -29,6 +29,15 @@ API (Toxiproxy's paths): ``GET /version``, ``GET|POST /proxies``, ``POST /popula
 ``GET|POST|PATCH|DELETE /proxies/{proxy}``, ``GET|POST /proxies/{proxy}/toxics``,
 ``GET|POST|PATCH|DELETE /proxies/{proxy}/toxics/{toxic}``, ``POST /reset``.
 Standalone: ``python -m cdb.chaos.proxy --api 127.0.0.1:8474``.
+
+Whoever reaches the API can make the host connect anywhere, so it is guarded: proxies
+listen on loopback unless the server is made ``public``; ``upstreams`` (when given)
+lists the hosts proxies may forward to; a configured ``token`` is required as
+``Authorization: Bearer <token>`` on every request (compared in constant time); bodies
+are at most ``_MAX_BODY`` bytes and every number in them must be finite. Each
+direction of a connection holds at most ``_QUEUE_CHUNKS`` chunks: a side that does not
+read makes the proxy stop reading the other (backpressure), instead of buffering
+without bound.
 """
 
 from __future__ import annotations
@@ -36,7 +45,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import json
+import math
+import os
 import random
 import socket
 import struct
@@ -58,6 +71,11 @@ ATTRIBUTES: Final[dict[str, dict[str, float]]] = {
     "limit_data": {"bytes": 0},
 }
 _CHUNK: Final = 32 * 1024
+_QUEUE_CHUNKS: Final = 8
+"""Chunks in flight per direction of a connection (256 KiB): the bound of its memory."""
+_MAX_BODY: Final = 1024 * 1024
+TOKEN_ENV: Final = "CDB_PROXY_TOKEN"  # noqa: S105 - the variable's name, not a token
+_MAX_ATTRIBUTE: Final = 1e12
 
 
 class ProxyError(ValueError):
@@ -70,26 +88,53 @@ class ProxyError(ValueError):
 
 def _hostport(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ProxyError(400, f"{text!r} is not host:port")
-    return host or "127.0.0.1", int(port)
+    if not sep or not port.isdigit() or len(port) > 5 or int(port) > 65535:
+        raise ProxyError(400, f"{text[:100]!r} is not host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _number(what: str, value: Any, *, low: float = 0.0, high: float = math.inf) -> float:
+    """A finite number from a request body, within [low, high]; ProxyError(400) if not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProxyError(400, f"{what} must be a number, not {json.dumps(value)[:40]}")
+    number = float(value)
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ProxyError(400, f"{what} must be a finite number from {low:g} to {high:g}, "
+                              f"not {value!r}")
+    return number
+
+
+def _attributes(kind: str, value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise ProxyError(400, "attributes must be a JSON object")
+    unknown = set(value) - set(ATTRIBUTES.get(kind, {}))
+    if unknown:
+        raise ProxyError(400, f"{kind} has no attribute {', '.join(sorted(map(str, unknown)))}; "
+                              f"it has {', '.join(ATTRIBUTES.get(kind, {}))}")
+    return {k: _number(f"{kind}.{k}", v, high=_MAX_ATTRIBUTE) for k, v in value.items()}
 
 
 class Toxic:
     """One toxic of a proxy."""
 
-    def __init__(self, name: str, kind: str, stream: Stream, toxicity: float,
-                 attributes: dict[str, float]) -> None:
+    def __init__(self, name: str, kind: str, stream: Stream, toxicity: Any,
+                 attributes: Any) -> None:
         if kind not in ATTRIBUTES:
             raise ProxyError(400, f"unknown toxic type {kind!r}; one of {', '.join(ATTRIBUTES)}")
         if stream not in ("upstream", "downstream"):
             raise ProxyError(400, f"stream must be upstream or downstream, not {stream!r}")
-        if not 0 <= toxicity <= 1:
-            raise ProxyError(400, f"toxicity must be within 0 and 1, not {toxicity}")
-        unknown = set(attributes) - set(ATTRIBUTES[kind])
-        if unknown:
-            raise ProxyError(400, f"{kind} has no attribute {', '.join(sorted(unknown))}; "
-                                  f"it has {', '.join(ATTRIBUTES[kind])}")
+        toxicity = _number("toxicity", toxicity, high=1.0)
+        attributes = _attributes(kind, attributes)
         self.name = name
         self.type = kind
         self.stream = stream
@@ -159,7 +204,7 @@ class _Link:
         for stream, (reader, _), (_, writer) in (
             ("upstream", self.client, self.upstream), ("downstream", self.upstream, self.client),
         ):
-            queue: asyncio.Queue[tuple[bytes, float] | None] = asyncio.Queue()
+            queue: asyncio.Queue[tuple[bytes, float] | None] = asyncio.Queue(_QUEUE_CHUNKS)
             self.tasks.append(asyncio.create_task(self._read(reader, queue), name="proxy.read"))
             self.tasks.append(asyncio.create_task(self._write(stream, queue, writer),  # type: ignore[arg-type]
                                                   name="proxy.write"))
@@ -347,11 +392,13 @@ class Proxy:
     def add_toxic(self, body: dict[str, Any]) -> Toxic:
         kind = str(body.get("type", ""))
         stream: Stream = body.get("stream") or "downstream"
+        if stream not in ("upstream", "downstream"):
+            raise ProxyError(400, "stream must be upstream or downstream")
         name = str(body.get("name") or f"{kind}_{stream}")
         if name in self.toxics:
-            raise ProxyError(409, f"toxic {name!r} already exists on {self.name}")
-        toxic = Toxic(name, kind, stream, float(body.get("toxicity", 1.0)),
-                      dict(body.get("attributes") or {}))
+            raise ProxyError(409, f"toxic {name[:100]!r} already exists on {self.name}")
+        toxic = Toxic(name, kind, stream, body.get("toxicity", 1.0),
+                      body.get("attributes") or {})
         self.toxics[name] = toxic
         for link in list(self.links):
             link.toxics(toxic.stream)  # decide now: timers start at the toxic's addition
@@ -359,14 +406,10 @@ class Proxy:
 
     def update_toxic(self, name: str, body: dict[str, Any]) -> Toxic:
         toxic = self.toxic(name)
-        if "attributes" in body:
-            unknown = set(body["attributes"]) - set(ATTRIBUTES[toxic.type])
-            if unknown:
-                raise ProxyError(400, f"{toxic.type} has no attribute "
-                                      f"{', '.join(sorted(unknown))}")
-            toxic.attributes.update({k: float(v) for k, v in body["attributes"].items()})
-        if "toxicity" in body:
-            toxic.toxicity = float(body["toxicity"])
+        attributes = _attributes(toxic.type, body.get("attributes") or {})
+        toxicity = _number("toxicity", body.get("toxicity", toxic.toxicity), high=1.0)
+        toxic.attributes.update(attributes)
+        toxic.toxicity = toxicity
         return toxic
 
     def remove_toxic(self, name: str) -> None:
@@ -378,7 +421,7 @@ class Proxy:
         try:
             return self.toxics[name]
         except KeyError:
-            raise ProxyError(404, f"toxic {name!r} not found on {self.name}") from None
+            raise ProxyError(404, f"toxic {name[:100]!r} not found on {self.name}") from None
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "listen": self.listen, "upstream": self.upstream,
@@ -392,20 +435,40 @@ class ProxyServer:
 
     Args:
         seed: seeds every proxy's random generator (toxicity, jitter).
+        token: when set, every API request needs ``Authorization: Bearer <token>``.
+        public: let proxies listen on other interfaces than loopback.
+        upstreams: hosts (or ``host:port``) proxies may forward to; None: any.
     """
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, *, token: str | None = None, public: bool = False,
+                 upstreams: set[str] | None = None) -> None:
         self.proxies: dict[str, Proxy] = {}
         self.seed = seed
+        self.token = token or None
+        self.public = public
+        self.upstreams = upstreams
         self.app = self._build_app()
+
+    def _check_listen(self, listen: str) -> None:
+        host, _ = _hostport(listen)
+        if not self.public and not is_loopback(host):
+            raise ProxyError(403, f"listen {listen[:100]!r}: proxies listen on loopback "
+                                  "(127.0.0.1) unless the proxy server is started public")
+
+    def _check_upstream(self, upstream: str) -> None:
+        host, _ = _hostport(upstream)
+        if self.upstreams is not None and not {host, upstream} & self.upstreams:
+            raise ProxyError(403, f"upstream {upstream[:100]!r} is not among the allowed "
+                                  f"upstreams {sorted(self.upstreams)}")
 
     async def create(self, name: str, listen: str, upstream: str,
                      enabled: bool = True) -> Proxy:
         if not name:
             raise ProxyError(400, "a proxy needs a name")
         if name in self.proxies:
-            raise ProxyError(409, f"proxy {name!r} already exists")
-        _hostport(upstream)
+            raise ProxyError(409, f"proxy {name[:100]!r} already exists")
+        self._check_listen(listen)
+        self._check_upstream(upstream)
         proxy = Proxy(name, listen, upstream, enabled=enabled,
                       rng=random.Random(f"{self.seed}:{name}"))
         await proxy.start()
@@ -416,14 +479,15 @@ class ProxyServer:
         try:
             return self.proxies[name]
         except KeyError:
-            raise ProxyError(404, f"proxy {name!r} not found") from None
+            raise ProxyError(404, f"proxy {name[:100]!r} not found") from None
 
     async def update(self, name: str, body: dict[str, Any]) -> Proxy:
         proxy = self.get(name)
         if "upstream" in body:
-            _hostport(str(body["upstream"]))
+            self._check_upstream(str(body["upstream"]))
             proxy.upstream = str(body["upstream"])
         if "listen" in body and str(body["listen"]) != proxy.listen:
+            self._check_listen(str(body["listen"]))
             was = proxy.enabled
             await proxy.disable()
             proxy.listen = str(body["listen"])
@@ -473,7 +537,23 @@ class ProxyServer:
         ]
         for path, handler, methods in routes:
             app.add_api_route(path, handler, methods=methods)
+        app.middleware("http")(self._guard)
         return app
+
+    async def _guard(self, request: Request, call_next: Any) -> Response:
+        """The token (when configured) and the body size, before any handler runs."""
+        if self.token is not None:
+            given = request.headers.get("authorization", "")
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    value.strip().encode(), self.token.encode()):
+                return self._json({"error": "send Authorization: Bearer <token>",
+                                   "status": 401}, 401)
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > _MAX_BODY:
+            return self._json({"error": f"body over {_MAX_BODY} bytes", "status": 413}, 413)
+        response: Response = await call_next(request)
+        return response
 
     # -- HTTP handlers (Toxiproxy's API) -----------------------------------------------
 
@@ -483,13 +563,17 @@ class ProxyServer:
 
     @staticmethod
     async def _body(request: Request) -> Any:
-        raw = await request.body()
+        raw = b""
+        async for part in request.stream():  # bounded even without a content-length
+            raw += part
+            if len(raw) > _MAX_BODY:
+                raise ProxyError(413, f"body over {_MAX_BODY} bytes")
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise ProxyError(400, f"body is not JSON: {exc}") from exc
+            return json.loads(raw, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise ProxyError(400, f"body is not JSON: {str(exc)[:200]}") from None
 
     async def _object(self, request: Request) -> dict[str, Any]:
         data = await self._body(request)
@@ -508,23 +592,24 @@ class ProxyServer:
 
     async def _create(self, request: Request) -> Response:
         b = await self._object(request)
-        proxy = await self.create(str(b.get("name", "")), str(b.get("listen") or "127.0.0.1:0"),
-                                  str(b.get("upstream", "")), bool(b.get("enabled", True)))
-        return self._json(proxy.to_json(), 201)
+        return self._json((await self._create_from(b)).to_json(), 201)
+
+    async def _create_from(self, b: dict[str, Any]) -> Proxy:
+        return await self.create(str(b.get("name", "")), str(b.get("listen") or "127.0.0.1:0"),
+                                 str(b.get("upstream", "")), bool(b.get("enabled", True)))
 
     async def _populate(self, request: Request) -> Response:
         items = await self._body(request)
         if not isinstance(items, list):
             raise ProxyError(400, "populate takes a JSON array of proxies")
+        if not all(isinstance(item, dict) for item in items):
+            raise ProxyError(400, "populate takes a JSON array of proxy objects")
         made = []
         for item in items:
             if item.get("name") in self.proxies:
                 made.append(await self.update(item["name"], item))
             else:
-                made.append(await self.create(str(item.get("name", "")),
-                                              str(item.get("listen") or "127.0.0.1:0"),
-                                              str(item.get("upstream", "")),
-                                              bool(item.get("enabled", True))))
+                made.append(await self._create_from(item))
         return self._json({"proxies": [p.to_json() for p in made]}, 201)
 
     async def _reset(self) -> Response:
@@ -559,12 +644,20 @@ class ProxyServer:
         return Response(status_code=204)
 
 
-async def serve(api: str, seed: int = 0) -> None:
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+async def serve(api: str, seed: int = 0, *, token: str | None = None, public: bool = False,
+                upstreams: set[str] | None = None) -> None:
     """Run the proxy API on ``api`` (host:port) until cancelled."""
     from cdb.runtime.http import HttpServer
 
     host, port = _hostport(api)
-    server = ProxyServer(seed)
+    if not is_loopback(host) and not token:
+        raise ProxyError(400, f"--api {api}: an API off loopback needs a token "
+                              f"({TOKEN_ENV} or --token-file)")
+    server = ProxyServer(seed, token=token, public=public, upstreams=upstreams)
     http = HttpServer(server.app, host, port)
     await http.start()
     try:
@@ -579,9 +672,23 @@ def main() -> None:
                                                  "(Toxiproxy API)")
     parser.add_argument("--api", default="127.0.0.1:8474", help="host:port of the HTTP API")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--token-file", help=f"file holding the API token (else ${TOKEN_ENV})")
+    parser.add_argument("--public", action="store_true",
+                        help="let proxies listen on every interface, not only loopback")
+    parser.add_argument("--allow-upstream", action="append", metavar="HOST[:PORT]",
+                        help="a host proxies may forward to (repeat; default: any)")
     args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.api, args.seed))
+    token = os.environ.get(TOKEN_ENV) or None
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as f:
+            token = f.read().strip() or None
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(args.api, args.seed, token=token, public=args.public,
+                              upstreams=set(args.allow_upstream) if args.allow_upstream
+                              else None))
+    except ProxyError as exc:
+        parser.exit(2, f"error: {exc}\n")
 
 
 if __name__ == "__main__":
