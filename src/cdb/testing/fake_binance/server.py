@@ -10,7 +10,12 @@ the engine (``exchange.Exchange``) answers the rest.
 
 The control API under ``/_fake`` lets a process that did not start the fake drive it:
 ``POST/GET/DELETE /_fake/faults``, ``GET /_fake/ledger``, ``GET /_fake/stats``,
-``POST /_fake/trades``, ``POST /_fake/ws/drop``.
+``POST /_fake/trades``, ``POST /_fake/ws/drop``. It listens on loopback unless told
+otherwise, takes ``Authorization: Bearer <control_token>`` when a token is configured,
+refuses bodies over ``_MAX_BODY`` bytes and numbers that are not finite or out of
+range. Each stream connection queues at most ``_WS_QUEUE`` messages: a client that
+does not read is disconnected (1008), as Binance drops slow consumers, rather than
+growing the fake's memory.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import hashlib
 import hmac
 import itertools
 import math
+import os
+import re
 import socket
 import time
 from collections import deque
@@ -53,6 +60,14 @@ from cdb.testing.fake_binance.faults import Fault, FaultBook, FaultState
 State = Literal["created", "running", "stopping", "stopped"]
 _MS_NS: Final = 1_000_000
 _CONTROL: Final = "/_fake"
+_WS_QUEUE: Final = 10_000
+"""Messages queued per stream connection before a client that does not read is dropped."""
+_MAX_BODY: Final = 1024 * 1024
+_MAX_TRADES: Final = 10_000
+_MAX_E8: Final = 2**63 - 1
+_MAX_SECONDS: Final = 86_400.0 * 365
+_SYMBOL: Final = re.compile(r"^[A-Z0-9]{1,20}$")
+CONTROL_TOKEN_ENV: Final = "FAKE_BINANCE_CONTROL_TOKEN"  # noqa: S105 - a variable's name
 
 
 def now_ms() -> int:
@@ -75,6 +90,8 @@ class FakeStats(msgspec.Struct, kw_only=True):
     ws_connects: int = 0
     ws_open: int = 0
     ws_messages: int = 0
+    ws_slow_dropped: int = 0
+    """Stream connections closed because their queue was full (a client not reading)."""
 
 
 class _WsTrade(msgspec.Struct, frozen=True):
@@ -97,7 +114,7 @@ class _WsConn:
     streams: set[str]
     combined: bool
     opened: float
-    queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(_WS_QUEUE))
     close_code: int | None = None
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -151,6 +168,8 @@ class FakeBinance:
         ban_s: how long such a ban lasts.
         commission_bps: fee of every fill (maker and taker).
         ws_max_lifetime_s: a stream connection is closed after this (Binance: 24 h).
+        control_token: when set, the control API (``/_fake``) needs
+            ``Authorization: Bearer <control_token>``.
         ws_ping_interval_s: server pings (Binance: 20 s); None disables.
         clock_ms: server time in ms (``skew_ms`` is added; tests move it for -1021).
     """
@@ -164,6 +183,7 @@ class FakeBinance:
         order_window_s: float = 10.0, ban_after: int = 5, ban_s: float = 120.0,
         commission_bps: int = 10, ws_max_lifetime_s: float = 86_400.0,
         ws_ping_interval_s: float | None = 20.0, clock_ms: Callable[[], int] = now_ms,
+        control_token: str | None = None,
     ) -> None:
         infos = [s if isinstance(s, SymbolInfo) else SymbolInfo.of(s) for s in symbols]
         self.host = host
@@ -176,6 +196,7 @@ class FakeBinance:
         self.ws_max_lifetime_s = ws_max_lifetime_s
         self.ws_ping_interval_s = ws_ping_interval_s
         self.clock_ms = clock_ms
+        self.control_token = control_token or None
         self.skew_ms = 0
         self.state: State = "created"
 
@@ -296,12 +317,14 @@ class FakeBinance:
     def app(self) -> Starlette:
         """The ASGI app (REST, streams and the control API)."""
         methods = ["GET", "POST", "DELETE", "PUT"]
+        guard = self._guarded
         return Starlette(routes=[
-            Route(f"{_CONTROL}/faults", self._ctl_faults, methods=["GET", "POST", "DELETE"]),
-            Route(f"{_CONTROL}/ledger", self._ctl_ledger, methods=["GET"]),
-            Route(f"{_CONTROL}/stats", self._ctl_stats, methods=["GET"]),
-            Route(f"{_CONTROL}/trades", self._ctl_trades, methods=["POST"]),
-            Route(f"{_CONTROL}/ws/drop", self._ctl_drop, methods=["POST"]),
+            Route(f"{_CONTROL}/faults", guard(self._ctl_faults),
+                  methods=["GET", "POST", "DELETE"]),
+            Route(f"{_CONTROL}/ledger", guard(self._ctl_ledger), methods=["GET"]),
+            Route(f"{_CONTROL}/stats", guard(self._ctl_stats), methods=["GET"]),
+            Route(f"{_CONTROL}/trades", guard(self._ctl_trades), methods=["POST"]),
+            Route(f"{_CONTROL}/ws/drop", guard(self._ctl_drop), methods=["POST"]),
             Route("/api/{rest:path}", self._rest, methods=methods),
             WebSocketRoute("/ws", self._ws),
             WebSocketRoute("/ws/{streams:path}", self._ws),
@@ -415,9 +438,18 @@ class FakeBinance:
             p=f8(trade.price_e8), q=f8(trade.qty_e8), T=t_ms, m=trade.buyer_maker, M=True,
         )).decode()
         combined = f'{{"stream":"{stream}","data":{data}}}'
-        for conn in self._conns:
+        for conn in list(self._conns):
             if stream in conn.streams and not conn.closing.is_set():
-                conn.queue.put_nowait(combined if conn.combined else data)
+                self._send(conn, combined if conn.combined else data)
+
+    def _send(self, conn: _WsConn, message: str) -> None:
+        """Queue ``message``; a connection whose queue is full is dropped (1008)."""
+        try:
+            conn.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            if not conn.closing.is_set():
+                self.stats.ws_slow_dropped += 1
+                self._close_conn(conn, 1008)
 
     async def _ws(self, ws: WebSocket) -> None:
         path = ws.url.path
@@ -471,7 +503,7 @@ class FakeBinance:
                 request = msgspec.json.decode(text, type=dict[str, Any])
                 method, params, rid = request["method"], request.get("params", []), request["id"]
             except (msgspec.DecodeError, KeyError, TypeError):
-                conn.queue.put_nowait('{"error":{"code":2,"msg":"Invalid request"},"id":null}')
+                self._send(conn, '{"error":{"code":2,"msg":"Invalid request"},"id":null}')
                 continue
             result: object = None
             if method == "SUBSCRIBE":
@@ -481,11 +513,11 @@ class FakeBinance:
             elif method == "LIST_SUBSCRIPTIONS":
                 result = sorted(conn.streams)
             else:
-                conn.queue.put_nowait(
-                    _json.encode({"error": {"code": 1, "msg": f"Unknown method {method}"},
-                                  "id": rid}).decode())
+                self._send(conn, _json.encode(
+                    {"error": {"code": 1, "msg": f"Unknown method {str(method)[:50]}"},
+                     "id": rid}).decode())
                 continue
-            conn.queue.put_nowait(_json.encode({"result": result, "id": rid}).decode())
+            self._send(conn, _json.encode({"result": result, "id": rid}).decode())
 
     # REST ------------------------------------------------------------------------------
 
@@ -679,16 +711,32 @@ class FakeBinance:
 
     # control API -------------------------------------------------------------------------
 
+    def _guarded(self, handler: Callable[[Request], Awaitable[Response]]
+                 ) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` behind the control token (when configured) and the body bound."""
+
+        async def guarded(request: Request) -> Response:
+            if self.control_token is not None:
+                scheme, _, value = request.headers.get("authorization", "").partition(" ")
+                if scheme.lower() != "bearer" or not hmac.compare_digest(
+                        value.strip().encode(), self.control_token.encode()):
+                    return _detail("send Authorization: Bearer <control token>", 401)
+            length = request.headers.get("content-length", "0")
+            if not length.isdigit() or int(length) > _MAX_BODY:
+                return _detail(f"body over {_MAX_BODY} bytes", 413)
+            return await handler(request)
+
+        return guarded
+
     async def _ctl_faults(self, request: Request) -> Response:
         if request.method == "DELETE":
             self.clear_faults()
             return Response(b"[]", media_type="application/json")
         if request.method == "POST":
             try:
-                fault = msgspec.json.decode(await request.body(), type=Fault)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                return Response(_json.encode({"detail": str(exc)}), 422,
-                                media_type="application/json")
+                fault = _checked_fault(msgspec.json.decode(await _body(request), type=Fault))
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                return _detail(str(exc)[:300], 422)
             return Response(_json.encode(self.inject(fault)), 201,
                             media_type="application/json")
         return Response(_json.encode(self.faults.history), media_type="application/json")
@@ -705,14 +753,25 @@ class FakeBinance:
     async def _ctl_trades(self, request: Request) -> Response:
         """``[{"symbol": "BTCUSDT", "price": "42000.5", "qty": "0.01"}, ...]``."""
         try:
-            rows = msgspec.json.decode(await request.body(), type=list[dict[str, str]])
-            trades = [self.trade(r["symbol"], r["price"], r.get("qty", "0.01")) for r in rows]
+            rows = msgspec.json.decode(await _body(request), type=list[dict[str, str]])
+            if len(rows) > _MAX_TRADES:
+                raise ValueError(f"at most {_MAX_TRADES} trades per request")
+            trades = [self._control_trade(r) for r in rows]
         except (msgspec.DecodeError, msgspec.ValidationError, KeyError, ValueError) as exc:
-            return Response(_json.encode({"detail": str(exc)}), 422,
-                            media_type="application/json")
+            return _detail(str(exc)[:300], 422)
         await self.publish(trades)
         return Response(_json.encode({"published": len(trades)}), 201,
                         media_type="application/json")
+
+    def _control_trade(self, row: dict[str, str]) -> Trade:
+        symbol = row["symbol"]
+        if not _SYMBOL.fullmatch(symbol):
+            raise ValueError(f"symbol {symbol[:30]!r} is not like BTCUSDT")
+        trade = self.trade(symbol, row["price"][:40], row.get("qty", "0.01")[:40])
+        for what, value in (("price", trade.price_e8), ("qty", trade.qty_e8)):
+            if not 0 < value <= _MAX_E8:
+                raise ValueError(f"{what} must be positive and fit 64 bits in e8")
+        return trade
 
     async def _ctl_drop(self, request: Request) -> Response:
         return Response(_json.encode({"dropped": self.drop_streams()}),
@@ -720,6 +779,35 @@ class FakeBinance:
 
 
 # helpers -----------------------------------------------------------------------------------
+
+
+def _detail(text: str, status: int) -> Response:
+    return Response(_json.encode({"detail": text}), status, media_type="application/json")
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, at most ``_MAX_BODY`` bytes (even without a content-length)."""
+    raw = b""
+    async for part in request.stream():
+        raw += part
+        if len(raw) > _MAX_BODY:
+            raise ValueError(f"body over {_MAX_BODY} bytes")
+    return raw
+
+
+def _checked_fault(fault: Fault) -> Fault:
+    """``fault`` if its numbers are finite and in range; ValueError says which is not."""
+    for name in ("duration_s", "retry_after_s", "delay_s", "fill_ratio"):
+        value = getattr(fault, name)
+        if value is not None and not (math.isfinite(value) and 0 <= value <= _MAX_SECONDS):
+            raise ValueError(f"{name} must be a finite number from 0 to {_MAX_SECONDS:g}")
+    if fault.times is not None and not 0 < fault.times <= 10**9:
+        raise ValueError("times must be from 1 to 10^9 (or null: while it lasts)")
+    if not 0 <= fault.status <= 4999 or not 1 <= fault.parts <= 1000:
+        raise ValueError("status must be an HTTP status or close code, parts 1 to 1000")
+    if fault.fill_ratio > 1:
+        raise ValueError("fill_ratio must be from 0 to 1")
+    return fault
 
 
 def _retry_after(seconds: float) -> str:
@@ -758,13 +846,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default="fake-api-key")
     parser.add_argument("--api-secret", default="fake-api-secret")
     parser.add_argument("--weight-limit", type=int, default=6000)
+    parser.add_argument("--control-token-file",
+                        help=f"file holding the control API's token (else ${CONTROL_TOKEN_ENV})")
     args = parser.parse_args(argv)
+    control_token = os.environ.get(CONTROL_TOKEN_ENV) or None
+    if args.control_token_file:
+        with open(args.control_token_file, encoding="utf-8") as f:
+            control_token = f.read().strip() or None
+    if not control_token and args.host not in ("127.0.0.1", "::1", "localhost"):
+        parser.error(f"--host {args.host}: off loopback the control API needs a token "
+                     f"(${CONTROL_TOKEN_ENV} or --control-token-file)")
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
 
     async def run() -> None:
         async with FakeBinance(symbols=symbols, host=args.host, port=args.port,
                                api_key=args.api_key, api_secret=args.api_secret,
-                               weight_limit=args.weight_limit) as fake:
+                               weight_limit=args.weight_limit,
+                               control_token=control_token) as fake:
             source = SyntheticSource(seed=args.seed, symbols=symbols, duration_s=86_400.0,
                                      start_ns=time.time_ns(), venue="binance")
             print(f"fake binance listening on {fake.url} (streams {fake.ws_url})", flush=True)
