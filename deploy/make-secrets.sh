@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create the secret files docker compose mounts at /run/secrets/ (random, 32 bytes hex).
+# Create the secret files docker compose mounts at /run/secrets/ (random, 32 bytes hex):
+# the Redis, PostgreSQL and Grafana passwords, and cdb_api_token, the token of risk's
+# POST /ess/trip and /ess/reset (`cdb ess trip|reset`; cdb refuses one under 16 chars).
 #
 # Usage: deploy/make-secrets.sh [DIR]
 #   DIR defaults to $SECRETS_PATH, else deploy/secrets. Existing files are kept,
@@ -14,9 +16,18 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 dir="${1:-${SECRETS_PATH:-$here/secrets}}"
 
 install -d -m 0700 "$dir"
-for name in redis_password postgres_password grafana_admin_password; do
+min_token=16
+for name in redis_password postgres_password grafana_admin_password cdb_api_token; do
     file="$dir/$name"
     if [[ -s "$file" ]]; then
+        if [[ $name == cdb_api_token ]]; then
+            token="$(tr -d '\r\n' <"$file")"
+            if (( ${#token} < min_token )); then
+                echo "$file: the API token has ${#token} characters, cdb needs at least" \
+                     "$min_token: delete the file and run this again" >&2
+                exit 1
+            fi
+        fi
         echo "kept    $file"
         continue
     fi

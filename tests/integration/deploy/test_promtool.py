@@ -7,12 +7,14 @@ touched: nginx runs with its own prefix, pid and logs in a temporary directory.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
 import subprocess
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -174,7 +176,8 @@ def test_nginx_accepts_the_gateway_with_templated_upstreams(tmp_path: Path) -> N
 
 
 class _EchoHandler(BaseHTTPRequestHandler):
-    """Answers with the service name, the path it received and the request headers."""
+    """Answers with the service name, the path it received and the request headers; like
+    a cdb service, it echoes the request id it was given."""
 
     service = "?"
 
@@ -185,6 +188,8 @@ class _EchoHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if self.headers.get("X-Request-ID"):
+            self.send_header("X-Request-ID", self.headers["X-Request-ID"])
         self.end_headers()
         self.wfile.write(body)
 
@@ -293,3 +298,84 @@ def test_gateway_answers_its_own_health_and_404_elsewhere(gateway: str) -> None:
     status, _, body = get(gateway + "/api/unknown/health")
     assert status == 404
     assert "/api/risk/" in body["routes"]
+
+
+def test_the_client_gets_one_request_id_though_the_service_echoes_it_too(gateway: str) -> None:
+    request = urllib.request.Request(gateway + "/api/signal/health",  # noqa: S310 - local
+                                     headers={"X-Request-ID": "req-once"})
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - local
+        assert response.headers.get_all("X-Request-ID") == ["req-once"]
+
+
+# ------------------------------------------------------------------ the coordinator job
+
+
+async def test_prometheus_scrapes_the_coordinator_with_the_shipped_job(tmp_path: Path) -> None:
+    """The shipped local config's cdb_coordinator job, pointed at a coordinator's API
+    (as `cdb scenario run --http-port` serves it), gets its metrics with its labels."""
+    from cdb.chaos.observe import CoordinatorApi
+
+    api = CoordinatorApi("ns-prom", lambda: {"phase": "running"}, "127.0.0.1", free_port())
+    await api.start()
+    api.update({"t": 12.5, "active": {"redis down": 1}})
+    port = free_port()
+    text = (PROMETHEUS / "prometheus.local.yml").read_text(encoding="utf-8")
+    assert "127.0.0.1:8090" in text
+    text = text.replace("127.0.0.1:8090", api.url.removeprefix("http://"))
+    config = yaml.safe_load(text)
+    config["global"].update(scrape_interval="1s", scrape_timeout="1s")
+    jobs = [job for job in config["scrape_configs"] if job["job_name"] == "cdb_coordinator"]
+    for job in jobs:
+        job["scrape_interval"] = "1s"
+    config["scrape_configs"] = jobs
+    config.pop("rule_files", None)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    process = await asyncio.to_thread(start_prometheus, tmp_path, port)
+
+    def query(promql: str) -> list[dict[str, Any]]:
+        url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": promql})
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                result: list[dict[str, Any]] = json.loads(response.read())["data"]["result"]
+                return result
+        except (urllib.error.URLError, OSError):
+            assert process.poll() is None, (tmp_path / "prometheus.log").read_text()
+            return []
+
+    def scraped() -> bool:
+        return bool(query('cdb_chaos_scenario_seconds{job="cdb_coordinator"}'))
+
+    # The coordinator answers from this event loop: wait and ask in threads.
+    try:
+        await asyncio.to_thread(eventually, scraped, 30, "the coordinator scraped")
+        (sample,) = await asyncio.to_thread(query, "cdb_chaos_scenario_seconds")
+        assert sample["metric"]["service"] == "coordinator"
+        assert sample["metric"]["instance"] == "ns-prom"  # its own, kept by honor_labels
+        assert float(sample["value"][1]) == 12.5
+        # the runtime collectors and the version are scraped with it
+        assert await asyncio.to_thread(query, 'process_cpu_seconds_total{job="cdb_coordinator"}')
+        assert await asyncio.to_thread(query, 'cdb_build_info{service="coordinator"}')
+    finally:
+        await asyncio.to_thread(stop_process, process)
+        await api.stop()
+
+
+def start_prometheus(directory: Path, port: int) -> subprocess.Popen[bytes]:
+    """Prometheus with ``directory/prometheus.yml``, logging to ``prometheus.log``."""
+    with (directory / "prometheus.log").open("wb") as log:
+        return subprocess.Popen(
+            [require_tool("prometheus"), f"--config.file={directory / 'prometheus.yml'}",
+             f"--web.listen-address=127.0.0.1:{port}",
+             f"--storage.tsdb.path={directory / 'data'}", "--log.level=warn"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

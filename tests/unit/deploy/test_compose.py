@@ -184,7 +184,8 @@ def test_compose_environment_is_a_complete_cdb_configuration(
     for var, value in list(env.items()):
         if var.endswith("_FILE"):  # the mounted secret, stood in for by a local file
             local = tmp_path / Path(value).name
-            local.write_text("s3cret\n", encoding="utf-8")
+            # the API token as make-secrets.sh writes it (cdb refuses one under 16 chars)
+            local.write_text("ab" * 32 if "token" in var.lower() else "s3cret\n", "utf-8")
             env[var] = str(local)
     settings = load_settings(environ=env)
     service = name.removeprefix("cdb_")
@@ -234,6 +235,21 @@ def test_compose_service_runs_the_cdb_image_and_command(
 @pytest.mark.parametrize("name", sorted(SERVICE_PORTS))
 def test_compose_service_mounts_both_secrets(services: dict[str, Any], name: str) -> None:
     assert {"redis_password", "postgres_password"} <= set(services[name]["secrets"])
+
+
+def test_only_risk_gets_the_api_token_as_a_secret(
+    compose: dict[str, Any], services: dict[str, Any],
+) -> None:
+    """Trips and resets of the ESS need CDB_API_TOKEN: provisioned for risk alone."""
+    assert "cdb_api_token" in compose["secrets"]
+    risk = services["cdb_risk"]
+    assert "cdb_api_token" in risk["secrets"]
+    assert {"redis_password", "postgres_password"} <= set(risk["secrets"])
+    assert env_of(risk)["CDB_API_TOKEN_FILE"] == "/run/secrets/cdb_api_token"
+    for name in SERVICE_PORTS:
+        if name != "cdb_risk":
+            assert "cdb_api_token" not in services[name]["secrets"], name
+            assert "CDB_API_TOKEN_FILE" not in env_of(services[name]), name
 
 
 def test_compose_secrets_are_files_under_secrets_path(compose: dict[str, Any]) -> None:
@@ -358,7 +374,7 @@ def test_alerts_have_severity_and_text(alert_rules: list[dict[str, Any]]) -> Non
         ("EssTripped", "cdb_ess_halted == 1", None),
         ("ConsumerLagHigh", "cdb_consumer_lag > 5000", "5m"),
         ("RedisUnreachable", "cdb_redis_up == 0", "1m"),
-        ("ServiceDown", "up == 0", "1m"),
+        ("ServiceDown", 'up{job!="cdb_coordinator"} == 0', "1m"),
     ],
 )
 def test_alert_expressions_are_the_specified_ones(
@@ -526,6 +542,35 @@ def test_systemd_template_runs_a_hardened_service_with_credentials() -> None:
         assert f"cdb@{name.removeprefix('cdb_')}.service" in target
 
 
+def test_systemd_gives_the_api_token_to_risk_alone() -> None:
+    dropin = DEPLOY / "systemd" / "cdb@risk.service.d" / "api-token.conf"
+    directives = dict(unit_directives(dropin))
+    assert directives["LoadCredential"] == (
+        "cdb_api_token:/etc/cdb/credentials/cdb_api_token")
+    template = dict(unit_directives(DEPLOY / "systemd" / "cdb@.service"))
+    assert "cdb_api_token" not in template.get("LoadCredential", "")
+    assert "cdb@risk.service.d/api-token.conf" in (DEPLOY / "README.md").read_text("utf-8")
+
+
+def test_k8s_risk_mounts_the_api_token_and_the_example_secret_has_it() -> None:
+    with (DEPLOY / "k8s" / "services.yaml").open(encoding="utf-8") as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        (secret,) = [v["secret"] for v in pod["volumes"] if "secret" in v]
+        keys = {item["key"] for item in secret["items"]}
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        if name == "cdb-risk":
+            assert "cdb_api_token" in keys
+            assert env["CDB_API_TOKEN_FILE"] == "/run/secrets/cdb_api_token"
+        else:
+            assert "cdb_api_token" not in keys, name
+    example = load_yaml(DEPLOY / "k8s" / "secret.example.yaml")
+    assert len(example["stringData"]["cdb_api_token"]) >= 16
+
+
 def test_k8s_has_a_deployment_and_service_per_cdb_service() -> None:
     with (DEPLOY / "k8s" / "services.yaml").open(encoding="utf-8") as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
@@ -590,3 +635,30 @@ def test_make_secrets_creates_every_compose_secret(tmp_path: Path, compose: dict
     )
     assert {p.name: p.read_text() for p in target.iterdir()} == first, "never rotates"
     assert shlex.quote(first["redis_password"]) == first["redis_password"]
+    assert "cdb_api_token" in first
+
+
+def test_make_secrets_refuses_an_api_token_cdb_would_refuse(tmp_path: Path) -> None:
+    target = tmp_path / "secrets"
+    target.mkdir(mode=0o700)
+    (target / "cdb_api_token").write_text("short\n", encoding="ascii")
+    result = subprocess.run(
+        ["bash", str(DEPLOY / "make-secrets.sh"), str(target)],
+        capture_output=True, text=True, timeout=10, check=False,
+    )
+    assert result.returncode == 1
+    assert "at least 16" in result.stderr
+    assert (target / "cdb_api_token").read_text(encoding="ascii") == "short\n", "kept as is"
+
+
+@pytest.mark.parametrize(("name", "target"), [("prometheus.yml", "host.docker.internal:8090"),
+                                              ("prometheus.local.yml", "127.0.0.1:8090")])
+def test_prometheus_scrapes_the_coordinator(name: str, target: str) -> None:
+    config = load_yaml(DEPLOY / "prometheus" / name)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    job = jobs["cdb_coordinator"]
+    assert job["honor_labels"] is True
+    assert [t for sc in job["static_configs"] for t in sc["targets"]] == [target]
+    if name == "prometheus.yml":  # compose's Prometheus reaches the host by that name
+        prometheus = load_yaml(DEPLOY / "docker-compose.yml")["services"]["cdb_prometheus"]
+        assert "host.docker.internal:host-gateway" in prometheus["extra_hosts"]
