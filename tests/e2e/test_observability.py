@@ -1,11 +1,13 @@
 """Observability of the distributed pipeline, checked with the real tools.
 
 One `cdb up` pipeline serves the whole module (tests run in file order; the ones that
-break things come last): promtool checks every service's /metrics, a real Prometheus
-scrapes them with the shipped scrape config, a real nginx with the shipped gateway
-config reaches every /health, a real gRPC client asks the health service, `cdb status`
-lists the instances from discovery; then Redis is stopped and started, a service is
-killed, and the logs of all of it are checked for identity and secrets.
+break things come last): promtool checks every service's /metrics (with the process and
+runtime collectors and the version), a real Prometheus scrapes them with the shipped
+scrape config, a real nginx with the shipped gateway config reaches every /health and
+hands its request id to the services' logs, a real gRPC client asks the health
+service, `cdb status` lists the instances from discovery; then Redis is stopped and
+started (each service answers as its critical dependencies say), a service is killed,
+and the logs of all of it are checked for identity and secrets.
 
 Needs redis-server, PostgreSQL, promtool, prometheus and nginx
 (`apt-get install -y redis-server postgresql prometheus nginx`).
@@ -30,6 +32,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from cdb import __version__
 from cdb.bus.keys import Namespace
 from cdb.cli_status import InstanceStatus, collect
 from cdb.config import SERVICE_PORTS
@@ -130,6 +133,10 @@ def test_every_service_exports_lint_clean_metrics_with_service_and_instance(
             assert keys.get("service") == name, (name, metric, keys)
             assert keys.get("instance"), (name, metric)
         assert sample(text, "cdb_health_status") == 0, name
+        for runtime in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                        "process_open_fds", "python_gc_collections_total", "python_info"):
+            assert sample(text, runtime) is not None, (name, runtime)
+        assert sample(text, "cdb_build_info", version=__version__) == 1, name
         eventually(lambda n=name: sample(metrics_of(pipe, n), "cdb_redis_up") == 1,  # type: ignore[misc]
                    10, f"{name} cdb_redis_up")
     ws, risk = metrics_of(pipe, "ws"), metrics_of(pipe, "risk")
@@ -279,6 +286,20 @@ def test_the_shipped_nginx_gateway_reaches_every_service_health(
             assert response.headers["X-Request-ID"]
             ready = httpx.get(f"http://127.0.0.1:{port}/api/{name}/health/ready", timeout=5)
             assert ready.json()["ready"] is True
+        # A change through the gateway (refused: no token) is logged by risk at INFO
+        # under the gateway's request id, which comes back once.
+        refused = httpx.post(f"http://127.0.0.1:{port}/api/risk/ess/trip",
+                             headers={"X-Request-ID": "e2e-gw-7f3a"}, json={"reason": "x"},
+                             timeout=5)
+        assert refused.status_code == 401
+        assert refused.headers.get_list("X-Request-ID") == ["e2e-gw-7f3a"]
+
+        def logged() -> bool:
+            text = (pipe.workdir / "logs" / "risk.log").read_text("utf-8", errors="replace")
+            return any(json.loads(line).get("request_id") == "e2e-gw-7f3a"
+                       for line in text.splitlines() if line.startswith("{"))
+
+        eventually(logged, 10, "risk logged the gateway's request id")
     finally:
         process.terminate()
         process.wait(10)
@@ -334,35 +355,47 @@ def test_cdb_status_without_redis_settings_says_what_to_set(tmp_path: Path) -> N
 # -------------------------------------------------------------------- health in outages
 
 
-def test_redis_down_makes_every_service_degraded_with_the_error_then_it_recovers(
+def test_redis_down_makes_consumers_unhealthy_and_ws_degraded_then_all_recover(
     pipe: LocalPipeline, grpc_ports: dict[str, int]
 ) -> None:
-    """Redis is a non-critical dependency of every service: producers buffer on disk,
-    consumers hold their input. While it is down /health says degraded (200) with the
-    Redis error, cdb_redis_up is 0 and gRPC still says SERVING; then all recover."""
+    """Redis is critical to every consumer and not to ws, which buffers on disk. While it
+    is down: ws says degraded (200, still ready, gRPC SERVING); the others unhealthy (503,
+    not ready, gRPC NOT_SERVING), each with the Redis error; liveness stays 200 and
+    cdb_redis_up is 0. Then all recover."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
     pipe.redis.stop()
     try:
-        def degraded(name: str) -> bool:
-            response = pipe.http.get(pipe.url(name, "/health"))
-            body = response.json()
+        def redis_down(name: str) -> bool:
+            body = pipe.http.get(pipe.url(name, "/health")).json()
             redis = body["dependencies"]["redis"]
-            return (response.status_code == 200 and body["status"] == "degraded"
-                    and redis["status"] == "down" and bool(redis["last_error"]))
+            return redis["status"] == "down" and bool(redis["last_error"])
 
         for name in SERVICES:
-            eventually(lambda n=name: degraded(n), 30, f"{name} degraded")  # type: ignore[misc]
+            eventually(lambda n=name: redis_down(n), 30, f"{name} sees Redis down")  # type: ignore[misc]
+            response = pipe.http.get(pipe.url(name, "/health"))
+            ready = pipe.http.get(pipe.url(name, "/health/ready"))
+            expected = (200, "degraded") if name == "ws" else (503, "unhealthy")
+            assert (response.status_code, response.json()["status"]) == expected, name
+            assert ready.status_code == (200 if name == "ws" else 503), name
+            assert pipe.http.get(pipe.url(name, "/health/live")).status_code == 200, name
             assert sample(metrics_of(pipe, name), "cdb_redis_up") == 0
-            assert grpc_status(grpc_ports[name]) == health_pb2.HealthCheckResponse.SERVING
+            grpc_expected = serving if name == "ws" else not_serving
+            assert grpc_status(grpc_ports[name]) == grpc_expected, name
+            assert grpc_status(grpc_ports[name], "ready") == grpc_expected, name
         body = pipe.http.get(pipe.url("ws", "/health")).json()
         assert REDIS_PASSWORD not in json.dumps(body)
     finally:
         pipe.redis.start()  # empty, as after a crash without persistence
 
     def healthy(name: str) -> bool:
-        return bool(pipe.http.get(pipe.url(name, "/health")).json()["status"] == "healthy")
+        response = pipe.http.get(pipe.url(name, "/health"))
+        return response.status_code == 200 and response.json()["status"] == "healthy"
 
     for name in SERVICES:
         eventually(lambda n=name: healthy(n), 60, f"{name} healthy again")  # type: ignore[misc]
+        assert pipe.http.get(pipe.url(name, "/health/ready")).status_code == 200, name
+        assert grpc_status(grpc_ports[name]) == serving, name
         text = metrics_of(pipe, name)
         assert sample(text, "cdb_redis_up") == 1
         assert (sample(text, "cdb_dependency_reconnects_total", dependency="redis") or 0) >= 1

@@ -116,7 +116,12 @@ class LocalPipeline:
         return response.json()
 
     def details(self, service: str) -> dict[str, Any]:
-        details: dict[str, Any] = self.get(service, "/health")["details"]
+        """``details`` of the service's ``/health``, also while it is unhealthy (503: a
+        consumer while Redis is down still says what it is doing)."""
+        response = self.http.get(self.url(service, "/health"))
+        if response.status_code != 503:
+            response.raise_for_status()
+        details: dict[str, Any] = response.json()["details"]
         return details
 
     def redis_client(self) -> redis.Redis:
