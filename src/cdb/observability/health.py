@@ -179,13 +179,16 @@ class Health:
 
     async def cached(self, max_age: float | None = None) -> HealthReport:
         """The report of the last check; a new check only when there was none or it is
-        older than ``max_age`` (default ``self.max_age``): what ``/health`` answers."""
-        return await self.check(max_age=self.max_age if max_age is None else max_age)
+        older than ``max_age`` (default ``self.max_age``): what ``/health`` answers.
 
-    @property
-    def checked_age(self) -> float:
-        """Seconds since the last check (infinite before the first)."""
-        return time.monotonic() - self._checked_at
+        A fresh report is returned at once, even while a scheduled check is probing (a
+        probe of a blackholed Redis takes ``probe_timeout``): an orchestrator's probe
+        must not time out waiting for it.
+        """
+        limit = self.max_age if max_age is None else max_age
+        if time.monotonic() - self._checked_at <= limit:
+            return self.report()
+        return await self.check(max_age=limit)
 
     async def _probe(self, name: str, entry: _Probe) -> None:
         probe, critical = entry.probe, entry.critical

@@ -240,3 +240,25 @@ async def test_the_monitor_keeps_reads_from_probing_between_its_rounds() -> None
         assert probe.calls == 1  # the monitor's first round only
     finally:
         await monitor.stop()
+
+
+async def test_a_read_does_not_wait_for_a_check_that_is_probing() -> None:
+    """A blackholed Redis holds a scheduled check for the probe timeout; /health still
+    answers at once with the last state."""
+    health = Health("svc", "svc-busy", "test", max_age=60, probe_timeout=5)
+    release = asyncio.Event()
+    slow = False
+
+    async def probe() -> None:
+        if slow:
+            await release.wait()
+
+    health.add("redis", probe)
+    await health.check()
+    slow = True
+    probing = asyncio.create_task(health.check())
+    await asyncio.sleep(0.01)
+    async with asyncio.timeout(0.5):
+        assert (await health.cached()).status == "healthy"
+    release.set()
+    await probing
