@@ -80,12 +80,18 @@ def test_signal_flood_passes_with_reports(tmp_path: Path) -> None:
     journal = json.loads((tmp_path / "journal.json").read_text())
     assert journal["cdb"]["verdict"] == "pass"
     assert journal["cdb"]["recording"]["events"]["signal"]
+    examined_something(outcome)
 
 
 def test_a_scenario_made_to_lose_fills_fails_naming_the_invariant(tmp_path: Path) -> None:
+    """Through the command: exit 1, and the failure is the lost fills, named (not any
+    failure of the check: the other must-fail cases are in test_scenarios_must_fail)."""
     code, outcome = run(tmp_path, SELF_TESTS / "lost-fill-must-fail.yaml")
     assert code == 1
-    assert "no_lost_events" in failing(outcome)
+    bad = {a["name"]: a["detail"] for a in outcome["assertions"] if a["status"] == "fail"}
+    assert set(bad) == {"no_lost_events"}
+    assert "venue execution" in bad["no_lost_events"]
+    assert "is not a fill in the database" in bad["no_lost_events"]
     assert outcome["verdict"]["reasons"][0].startswith("invariant 'no_lost_events'")
 
 
@@ -95,12 +101,24 @@ def test_a_scenario_made_to_double_orders_fails_naming_the_invariant(tmp_path: P
     assert set(failing(outcome)) == {"no_duplicates"}
 
 
+def examined_something(outcome: dict[str, Any]) -> None:
+    """Every invariant and measurement of the run examined something (its counts are
+    in the journal): none passed on nothing."""
+    for a in outcome["assertions"]:
+        if a["category"] in ("invariant", "measurement"):
+            assert a.get("examined"), a
+            assert any(a["examined"].values()), a
+
+
 def test_flash_crash_trips_the_ess(tmp_path: Path) -> None:
     code, outcome = run(tmp_path, SCENARIOS / "flash-crash.yaml")
     by_name = {a["name"]: a for a in outcome["assertions"]}
     assert by_name["the ESS tripped on the flash crash"]["status"] == "pass"
     assert by_name["time to trip"]["measured"] <= 65
     must_pass(code, outcome)
+    trip = by_name["no_order_after_ess_trip"]["examined"]
+    assert trip["open_at_trip"] >= 1 and trip["reduce_only_while_halted"] >= 1
+    examined_something(outcome)
 
 
 def test_ess_trip_and_reset(tmp_path: Path) -> None:
@@ -108,6 +126,7 @@ def test_ess_trip_and_reset(tmp_path: Path) -> None:
     by_name = {a["name"]: a for a in outcome["assertions"]}
     assert by_name["trading resumes after the reset"]["status"] == "pass"
     must_pass(code, outcome)
+    examined_something(outcome)
 
 
 def test_exchange_scenario_is_refused_in_embedded_mode_naming_distributed(

@@ -137,8 +137,9 @@ def _open_at_trip(ctx: CheckContext, orders: list[dict[str, Any]],
     for start, _, reason in halted:
         for order in orders:
             done = ended.get(order["id"])
+            # Ended at the trip's own instant (cancelled by it) still counts as open.
             if order["ts"] > start or order.get("reduce_only") or (
-                    done is not None and done <= start):
+                    done is not None and done < start):
                 continue
             open_at_trip += 1
             if done is None or done > start + cancel_ns:
@@ -419,8 +420,10 @@ def audit_chain_complete(ctx: CheckContext, p: Params) -> Assertion:
     decisions = ctx.rows("risk_decisions")
     problems = _broken_links(signals, orders, fills, decisions)
     decided = {o["causation_id"] for o in orders.values()} | {d["signal_id"] for d in decisions}
+    # A signal parked as unprocessable is no_dead_letters' to report.
+    parked = ctx.recording.dead_letter_ids
     problems += [f"signal {sid} has no decision (neither order nor rejection)"
-                 for sid in signals if sid not in decided]
+                 for sid in signals if sid not in decided and sid not in parked]
     done = {f["order_id"] for f in fills} | {u["order_id"] for u in ctx.rows("order_updates")}
     last_ts = max((x["ts"] for x in (*orders.values(), *fills)), default=0)
     grace_ns = int(p.duration("grace", 2.0) * 1e9)

@@ -63,7 +63,7 @@ async def test_duplicate_orders_fail_no_duplicates(tmp_path: Path) -> None:
     assert outcome.verdict.status == "fail"
     bad = failing(outcome)
     assert set(bad) == {"no_duplicates"}
-    assert "orders for signal" in bad["no_duplicates"]
+    assert "decided 2 times" in bad["no_duplicates"]
 
 
 async def test_a_paused_consumer_falls_behind_and_catches_up(tmp_path: Path) -> None:

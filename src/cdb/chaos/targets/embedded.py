@@ -47,7 +47,7 @@ class Rule(msgspec.Struct, kw_only=True):
     ``drop`` loses it, ``duplicate`` sends a copy under another id, ``inflate``
     multiplies an order's quantity by ``factor``, ``unchain`` cuts a fill from its
     order, ``ignore_ess`` turns a rejection for the ESS into an order, ``poison``
-    makes a signal no service can handle. A ``lasting`` rule outlives its fault (a bug
+    makes a signal risk cannot handle (a price that is not a number). A ``lasting`` rule outlives its fault (a bug
     does not go away when the scenario stops looking)."""
 
     topic: str
@@ -134,7 +134,8 @@ class Sabotage:
             kept.append(msgspec.structs.replace(event, causation_id="unchained"))
             return True
         if action == "poison" and isinstance(event, Signal):
-            kept.append(msgspec.structs.replace(event, side="SIDEWAYS"))
+            # Not a number where risk compares one: it raises, is retried, is parked.
+            kept.append(msgspec.structs.replace(event, price_e8="poison"))
             return True
         if action == "ignore_ess" and isinstance(event, RiskDecision) and (
                 event.reason == "ess_halted") and event.symbol in self.prices:
