@@ -346,7 +346,8 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except CdbError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        # soft_wrap: one line whatever the terminal's width (scripts grep it).
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except ClickException as exc:  # usage errors: a missing argument, an unknown option
         exc.show()

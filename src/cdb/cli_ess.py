@@ -114,7 +114,7 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
         raise CdbError(f"the risk API refused: {detail}")
     if response.status_code >= 500:
         raise CdbError(f"the risk API failed ({response.status_code}): {detail}")
-    err.print(f"[bold red]refused:[/] {escape(str(detail))}", highlight=False)
+    err.print(f"[bold red]refused:[/] {escape(str(detail))}", highlight=False, soft_wrap=True)
     sys.exit(1)
 
 

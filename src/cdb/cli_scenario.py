@@ -189,7 +189,7 @@ def run(
                                           toxiproxy_url=toxiproxy, allow_exec=allow_exec))
     except CdbError as exc:
         _err.print(f"error: {mask_secrets(str(exc), scenario.secrets)}", style="red",
-                   highlight=False, markup=False)
+                   highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     if dry_run:
         _print_plan(runner, allow_exec)

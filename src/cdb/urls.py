@@ -89,11 +89,15 @@ def database_url(option: str, text: str) -> str:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        port = make_url(text).port
+        parsed = make_url(text)
+        port = parsed.port
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError([f"{option}: {redact_url(text)!r} is not a database URL (e.g. "
                            "postgresql+asyncpg://user:pw@host:5432/db, or a SQLite file)"]
                           ) from None
     if port is not None and not 1 <= port <= 65535:
         raise ConfigError([f"{option}: {redact_url(text)!r}: port {port} is not 1 to 65535"])
+    if parsed.drivername.startswith("sqlite") and (parsed.host or parsed.username):
+        raise ConfigError([f"{option}: {redact_url(text)!r}: a SQLite URL has no user or "
+                           "host (sqlite+aiosqlite:///PATH)"])
     return text
