@@ -117,7 +117,8 @@ def test_flash_crash_trips_the_ess(tmp_path: Path) -> None:
     assert by_name["time to trip"]["measured"] <= 65
     must_pass(code, outcome)
     trip = by_name["no_order_after_ess_trip"]["examined"]
-    assert trip["open_at_trip"] >= 1 and trip["reduce_only_while_halted"] >= 1
+    assert trip["open_at_trip"] >= 1
+    assert trip["reduce_only_while_halted"] >= 1
     examined_something(outcome)
 
 

@@ -660,6 +660,11 @@ class Runner:
                 target.recording.sample(measure.LAG, t, {"total": total, "by_stream": lag})
             except Exception as exc:
                 target.recording.sample(measure.LAG, t, error=f"{type(exc).__name__}: {exc}")
+            try:
+                async with asyncio.timeout(_PROBE_TIMEOUT_S):
+                    await target.observe()
+            except Exception as exc:
+                _log.debug("observation failed", error=repr(exc))
 
         await self._every(target, every, both)
 

@@ -65,7 +65,9 @@ class StopService(Fault):
                  "(undo waits until it is back and ready)",
                  params={"service": _SERVICE,
                          "back_within": P.duration("how long the undo waits for the restart "
-                                                   "(default 60s)")},
+                                                   "(default 60s)"),
+                         "hold": P.duration("freeze the process (SIGSTOP) this long first, "
+                                            "so events are in flight when it dies")},
                  required=("service",), modes=("distributed",))
 class KillService(Fault):
     signame = "SIGKILL"
@@ -73,10 +75,25 @@ class KillService(Fault):
     async def apply(self) -> Any:
         service = self.p.text("service")
         self.pid = self.ctx.target.service_pid(service)
+        hold = self.p.duration("hold", 0.0)
+        if hold:
+            self.evidence.append(await self.ctx.target.pause_service(service))
+            await self.ctx.clock.sleep_until(self.ctx.clock.now() + hold)
+        self.in_flight = await self._owed(service)
         evidence = await self.ctx.target.signal_service(service, self.signame)
         self.evidence.append(evidence)
         self.applied_wall = time.monotonic()
-        return evidence
+        return evidence + (f" holding or owed {self.in_flight} event(s)"
+                           if self.in_flight is not None else "")
+
+    async def _owed(self, service: str) -> int | None:
+        """Events the service's consumer group had read without acknowledging or not yet
+        read, just before the signal: what its successor must take up (None: unknown)."""
+        try:
+            lag = await self.ctx.target.lag()
+        except Exception:
+            return None
+        return sum(groups.get(service, 0) for groups in lag.values())
 
     async def undo(self) -> Any:
         timeout = self.p.duration("back_within", 60.0)
@@ -88,8 +105,12 @@ class KillService(Fault):
         while time.monotonic() < deadline:
             state = process_state(self.pid) if self.pid else None
             if state in (None, "Z"):
-                return Effect(took_effect=True, evidence=f"pid {self.pid} exited after "
-                                                         f"{self.signame}")
+                owed = getattr(self, "in_flight", None)
+                return Effect(took_effect=True,
+                              evidence=f"pid {self.pid} exited after {self.signame}"
+                                       + (f", {owed} event(s) in flight" if owed is not None
+                                          else ""),
+                              counts={"in_flight": owed} if owed is not None else {})
             await asyncio.sleep(0.05)
         return Effect(took_effect=False, evidence=f"pid {self.pid} still runs 10 s after "
                                                   f"{self.signame}")

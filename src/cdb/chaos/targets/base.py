@@ -213,3 +213,8 @@ class Target(abc.ABC):
     def ledger(self) -> list[dict[str, Any]] | None:
         """The venue's own record of executions, when observable."""
         return None
+
+    async def observe(self) -> None:
+        """Read, at every sample, what can only be read while the pipeline runs (the
+        venue ledger of a process that may be killed)."""
+        return None

@@ -42,7 +42,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from cdb.bus.keys import ALL_STREAMS, DEAD_LETTER_SUFFIX, Namespace
+from cdb.bus.keys import ALL_STREAMS, DEAD_LETTER_SUFFIX, MARKET_DATA, Namespace
 from cdb.bus.redis_streams import RedisStreamsBus, RedisStreamsSubscription
 from cdb.chaos.clock import WallClock
 from cdb.chaos.faults.exchange import FakeExchange
@@ -139,6 +139,12 @@ class DistributedTarget(Target):
         self.schema: str | None = None
         self.exchange: FakeExchange | None = None
         """The fake Binance execution trades on (``pipeline.venue: fake-binance``)."""
+        self._ledger: dict[str, dict[str, Any]] | None = None
+        """The paper venue's executions read from execution's API, by venue fill id,
+        over every process execution ran as (None: never read)."""
+        self._ledger_read: tuple[int, int] | None = None
+        """(pid, wall ns) of the last read of the ledger."""
+        self._ws_published: dict[str, Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -376,9 +382,47 @@ class DistributedTarget(Target):
             except BusError:
                 await asyncio.sleep(0.2)  # Redis down: read again once it is back
 
+    async def observe(self) -> None:
+        await self._read_ledger()
+
+    async def _read_ledger(self) -> None:
+        """Merge execution's ``/venue/ledger`` into the run's ledger. A restarted
+        execution starts an empty one: the span between the dead process's last read
+        and the new one's first is blind (its last executions may be missing)."""
+        if self.exchange is not None or "execution" not in self.ports:
+            return
+        pid = self.service_pid("execution")
+        try:
+            r = await self._http.get(self._url("execution", "/venue/ledger"), timeout=2.0)
+        except httpx.HTTPError:
+            return
+        if r.status_code != 200:
+            return
+        now = time.time_ns()
+        rows: list[dict[str, Any]] = r.json()
+        if self._ledger is None:
+            self._ledger = {}
+        if self._ledger_read is not None and pid is not None and self._ledger_read[0] != pid:
+            self.recording.ledger_blind.append((self._ledger_read[1], now))
+        for row in rows:
+            self._ledger[row["venue_fill_id"]] = row
+        if pid is not None:
+            self._ledger_read = (pid, now)
+
+    async def _read_ws_count(self) -> None:
+        """What ws says it published, just before it is stopped: the stream must hold
+        at least that many entries afterwards (a lost tail is found)."""
+        try:
+            r = await self._http.get(self._url("ws", "/health"), timeout=2.0)
+            details = r.json().get("details") or {}
+            self._ws_published = {"service": "ws", "published": int(details["trades"])}
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            self._ws_published = None
+
     async def finish(self) -> None:
         # The market ends when ws stops; what it published drains through the rest.
         if "ws" in self.supervisors:
+            await self._read_ws_count()
             await self.supervisors["ws"].stop()
         deadline = time.monotonic() + _DRAIN_TIMEOUT_S
         reachable = time.monotonic()
@@ -393,19 +437,29 @@ class DistributedTarget(Target):
             if not any(n for groups in lag.values() for n in groups.values()):
                 break
             await asyncio.sleep(0.25)
+        # The last read of the ledger, while execution still runs.
+        await self._read_ledger()
         # Drained (or given up on): the rest stop together, each draining what it holds.
         await asyncio.gather(*(self.supervisors[s].stop() for s in
                                ("signal", "risk", "execution", "db_writer")
                                if s in self.supervisors))
         self.recording.streams = await self._streams()
+        market = (self.recording.streams or {}).get(MARKET_DATA)
+        if market is not None and self._ws_published is not None:
+            market["producer"] = self._ws_published
         await self._drain_recorder()
         self.recording.db = await snapshot(self.pg_at.url, self.schema)
         if self.exchange is not None:
             self.recording.ledger = self.exchange.ledger()
             self.recording.ledger_source = "fake Binance (its own ledger)"
             return
-        self.recording.ledger = None
-        self.recording.ledger_source = "not observable (paper venue inside the execution process)"
+        if self._ledger is None:
+            self.recording.ledger = None
+            self.recording.ledger_source = ("not observable (execution's /venue/ledger never "
+                                            "answered)")
+            return
+        self.recording.ledger = sorted(self._ledger.values(), key=lambda x: x.get("ts", 0))
+        self.recording.ledger_source = "paper venue, read from execution's /venue/ledger"
 
     async def _drain_recorder(self) -> None:
         assert self.bus is not None

@@ -47,8 +47,9 @@ class Rule(msgspec.Struct, kw_only=True):
     ``drop`` loses it, ``duplicate`` sends a copy under another id, ``inflate``
     multiplies an order's quantity by ``factor``, ``unchain`` cuts a fill from its
     order, ``ignore_ess`` turns a rejection for the ESS into an order, ``poison``
-    makes a signal risk cannot handle (a price that is not a number). A ``lasting`` rule outlives its fault (a bug
-    does not go away when the scenario stops looking)."""
+    makes a signal risk cannot handle (a price that is not a number). A ``lasting``
+    rule outlives its fault (a bug does not go away when the scenario stops
+    looking)."""
 
     topic: str
     action: Action
