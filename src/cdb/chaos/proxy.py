@@ -397,8 +397,9 @@ class Proxy:
         name = str(body.get("name") or f"{kind}_{stream}")
         if name in self.toxics:
             raise ProxyError(409, f"toxic {name[:100]!r} already exists on {self.name}")
+        attributes = body.get("attributes")
         toxic = Toxic(name, kind, stream, body.get("toxicity", 1.0),
-                      body.get("attributes") or {})
+                      {} if attributes is None else attributes)
         self.toxics[name] = toxic
         for link in list(self.links):
             link.toxics(toxic.stream)  # decide now: timers start at the toxic's addition
@@ -406,7 +407,8 @@ class Proxy:
 
     def update_toxic(self, name: str, body: dict[str, Any]) -> Toxic:
         toxic = self.toxic(name)
-        attributes = _attributes(toxic.type, body.get("attributes") or {})
+        given = body.get("attributes")
+        attributes = _attributes(toxic.type, {} if given is None else given)
         toxicity = _number("toxicity", body.get("toxicity", toxic.toxicity), high=1.0)
         toxic.attributes.update(attributes)
         toxic.toxicity = toxicity
