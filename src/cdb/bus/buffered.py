@@ -46,7 +46,7 @@ from cdb.errors import (
 )
 from cdb.events import AnyEvent, decode, encode
 from cdb.resilience import metrics
-from cdb.resilience.backoff import Backoff
+from cdb.resilience.backoff import Backoff, nap
 from cdb.resilience.breaker import BreakerProbe, BreakerState, CircuitBreaker
 
 FullPolicy = Literal["block", "reject"]
@@ -386,16 +386,8 @@ class BufferedBus(Generic[B]):
             await self._sleep(delay)
             return
         self._closed_again.clear()
-        if self.breaker.state is BreakerState.CLOSED:
-            return
-        nap = asyncio.ensure_future(self._sleep(delay))
-        woken = asyncio.ensure_future(self._closed_again.wait())
-        try:
-            await asyncio.wait((nap, woken), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (nap, woken):
-                task.cancel()
-            await asyncio.gather(nap, woken, return_exceptions=True)
+        if self.breaker.state is not BreakerState.CLOSED:
+            await nap(delay, self._closed_again, self._sleep)
 
     def _flush_done(self) -> None:
         self._empty.set()

@@ -14,7 +14,9 @@ jitter can retry after almost no wait at all.
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Awaitable, Callable
 
 from redis.backoff import AbstractBackoff
 
@@ -58,3 +60,23 @@ class Backoff(AbstractBackoff):
         """The delay after ``failures`` consecutive failures (redis-py calls this)."""
         delay = self.nominal(failures)
         return delay * (1.0 - self.jitter * self._rng.random())
+
+
+async def nap(
+    delay: float, until: asyncio.Event,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Sleep ``delay`` s, or less if ``until`` is set meanwhile (already set: no wait).
+
+    ``sleep`` is injectable so that tests on a fake clock see the delay asked for.
+    """
+    if until.is_set():
+        return
+    napping = asyncio.ensure_future(sleep(delay))
+    woken = asyncio.ensure_future(until.wait())
+    try:
+        await asyncio.wait((napping, woken), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (napping, woken):
+            task.cancel()
+        await asyncio.gather(napping, woken, return_exceptions=True)

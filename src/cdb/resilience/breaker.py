@@ -32,7 +32,7 @@ from typing import TypeVar
 import structlog
 
 from cdb.errors import CircuitOpenError
-from cdb.resilience.backoff import Backoff
+from cdb.resilience.backoff import Backoff, nap
 
 T = TypeVar("T")
 Listener = Callable[["BreakerState", "BreakerState", str], None]
@@ -247,16 +247,22 @@ class BreakerProbe:
             self._opened.set()
 
     async def run(self) -> None:
-        """Probe through every outage, until cancelled."""
+        """Probe through every outage, until cancelled. Each time the breaker opens (a
+        trial of its own that failed included) the schedule starts again at its first
+        step, so a dependency back just after a failed trial is found within seconds."""
         while True:
             await self._opened.wait()
-            self._opened.clear()
             attempt = 0
             while not self._closed():
+                if self._opened.is_set():
+                    self._opened.clear()
+                    attempt = 0
                 attempt += 1
-                await self._sleep(self._backoff.compute(attempt))
+                await nap(self._backoff.compute(attempt), self._opened, self._sleep)
                 if self._closed():
                     break  # a caller's trial closed it meanwhile
+                if self._opened.is_set():
+                    continue  # opened again meanwhile: start the schedule again
                 if await self._answers():
                     _log.info("circuit closed by a probe", dependency=self.breaker.name,
                               probes=attempt)

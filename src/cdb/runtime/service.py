@@ -23,13 +23,13 @@ from fastapi import APIRouter
 from cdb.bus.base import Batch, Bus, Subscription
 from cdb.bus.keys import ALERTS_STREAM, DEAD_LETTER_SUFFIX, ORDERS
 from cdb.clock import Clock
-from cdb.errors import BusError, CircuitOpenError, LifecycleError, StoreError
+from cdb.errors import BusError, LifecycleError, StoreError
 from cdb.events import Alert, AnyEvent, IdGen, Level
 from cdb.observability import metrics
 from cdb.observability.logging import handling
 
-OPEN_BREAKER_POLL_S = 0.5
-"""Longest wait between two reads refused by an open breaker."""
+BUS_RETRY_CAP_S = 0.5
+"""Longest wait between two failed reads of the bus (its breaker paces Redis)."""
 
 
 class State(enum.Enum):
@@ -130,9 +130,10 @@ class _Outage:
         if not self._delay:
             self._ctx.log.warning(f"{self._what} failing; holding work", error=str(exc))
             self._delay = 0.05
-        # An open breaker refuses locally, at no cost to the backend: ask it often, so
-        # work resumes within half a second of a probe closing it.
-        cap = OPEN_BREAKER_POLL_S if isinstance(exc, CircuitOpenError) else 5.0
+        # Every bus call goes through its breaker, which keeps a storm of retries off
+        # Redis (an open one refuses locally): ask it often, so work resumes within
+        # half a second of Redis being back.
+        cap = BUS_RETRY_CAP_S if isinstance(exc, BusError) else 5.0
         await asyncio.sleep(min(self._delay, cap))
         self._delay = min(self._delay * 2, 5.0)
 

@@ -12,12 +12,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self
 
 import httpx
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from cdb.bus.keys import ALL_STREAMS, Namespace
 from cdb.config import SERVICE_PORTS
@@ -36,16 +39,19 @@ class LocalPipeline:
         workdir: where logs go.
         env: extra settings for the services (e.g. ``WS_SPEED``).
         namespace: ``SERVICE_INSTANCE_NAME``; a unique one by default.
+        claim_idle_s: ``CDB_CLAIM_IDLE_S``: 2 s by default, so what a killed consumer
+            left pending moves on quickly; None keeps the product's default (30 s).
     """
 
     def __init__(self, workdir: Path, env: dict[str, str] | None = None,
-                 namespace: str | None = None) -> None:
+                 namespace: str | None = None, claim_idle_s: float | None = 2.0) -> None:
         self.workdir = workdir
         self.namespace = namespace or f"t{uuid.uuid4().hex[:8]}"
         self.ports = {name: restartable_port() for name in SERVICE_PORTS}
         self.redis = RedisServer(password=REDIS_PASSWORD)
         self.postgres = PostgresServer()
         self.extra_env = env or {}
+        self.claim_idle_s = claim_idle_s
         self.process: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(timeout=5.0)
 
@@ -68,10 +74,10 @@ class LocalPipeline:
             **os.environ,
             "SERVICE_INSTANCE_NAME": self.namespace,
             "SIGNAL_STRATEGY_ID": "momentum",
-            "CDB_CLAIM_IDLE_S": "2",
             # Disk buffers of this pipeline live and die with it.
             "CDB_BUFFER_DIR": str(self.workdir / "buffers"),
             "LOG_LEVEL": "INFO",
+            **({"CDB_CLAIM_IDLE_S": f"{self.claim_idle_s:g}"} if self.claim_idle_s else {}),
             **{f"CDB_PORT_{name.upper()}": str(port) for name, port in self.ports.items()},
             **self.extra_env,
         }
@@ -123,6 +129,50 @@ class LocalPipeline:
             response.raise_for_status()
         details: dict[str, Any] = response.json()["details"]
         return details
+
+    def progress(self) -> dict[str, float]:
+        """What each service has done so far, from its ``/metrics``: events consumed by
+        topic (``risk:stream.market_data``), and ``fills`` (execution) and ``rows``
+        (db_writer). Readable while Redis or PostgreSQL is down."""
+        out: dict[str, float] = {}
+        for name in SERVICE_PORTS:
+            text = self.http.get(self.url(name, "/metrics")).text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "cdb_events_consumed_total":
+                        key = f"{name}:{sample.labels['topic']}"
+                    elif sample.name == "cdb_fills_total":
+                        key = "fills"
+                    elif sample.name == "cdb_db_rows_written_total":
+                        key = "rows"
+                    else:
+                        continue
+                    out[key] = out.get(key, 0.0) + sample.value
+        return out
+
+    def time_to_flow(self, keys: Iterable[str], since: float, timeout: float = 120.0,
+                     ) -> dict[str, float]:
+        """Seconds from ``since`` (``time.monotonic()``, e.g. when a server came back)
+        until each ``progress`` key moved past where it stood when this was called.
+
+        Raises:
+            AssertionError: one did not move within ``timeout``.
+        """
+        base = self.progress()
+        waiting = set(keys)
+        found: dict[str, float] = {}
+        deadline = time.monotonic() + timeout
+        while waiting:
+            now = self.progress()
+            at = time.monotonic() - since
+            for key in [k for k in waiting if now.get(k, 0.0) > base.get(k, 0.0)]:
+                found[key] = at
+                waiting.discard(key)
+            if waiting and time.monotonic() > deadline:
+                raise AssertionError(f"no progress within {timeout} s of {sorted(waiting)} "
+                                     f"(moved: {found})")
+            time.sleep(0.1)
+        return found
 
     def redis_client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.redis.port, password=REDIS_PASSWORD)

@@ -66,7 +66,7 @@ def schedule(n: int, rng_seed: int = 5) -> list[float]:
 
 
 async def test_a_five_second_outage_closes_at_the_first_probe_after_it() -> None:
-    probes, time, breaker = await run_outage(back_at=5.0)
+    probes, _time, breaker = await run_outage(back_at=5.0)
     assert breaker.state is BreakerState.CLOSED
     # Probes at ~1, 3, 7 s (1 + 2 + 4, less jitter): the third finds it back.
     assert probes == pytest.approx(schedule(3))
@@ -102,5 +102,57 @@ async def test_a_probe_that_hangs_counts_as_down() -> None:
     await asyncio.sleep(0.2)
     assert breaker.state is BreakerState.OPEN
     assert probe.probes >= 2, "the hung probe timed out and the next one went"
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+class SteppedTime:
+    """Time the test moves; a sleep ends once it has moved far enough."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        until = self.now + delay
+        while self.now < until:
+            await asyncio.sleep(0)
+
+    async def advance(self, to: float) -> None:
+        self.now = to
+        for _ in range(200):
+            await asyncio.sleep(0)
+
+
+async def test_a_failed_trial_of_the_breaker_starts_the_schedule_again() -> None:
+    """The breaker's own trial at 60 s fails and re-opens it: the probes start again
+    at 1 s, so a dependency back just after that trial is found within a second, not
+    at the next step of the old schedule (63 s here)."""
+    time = SteppedTime()
+    breaker = CircuitBreaker("redis", clock=time)
+    probes: list[float] = []
+    back_at = 60.5
+
+    async def ping() -> None:
+        probes.append(time.now)
+        if time.now < back_at:
+            raise BusError("connection refused")
+
+    probe = BreakerProbe(breaker, ping, Backoff(cap=1000, jitter=0.0), sleep=time.sleep)
+    task = asyncio.create_task(probe.run())
+    for _ in range(3):
+        breaker.failure("refused")
+    await time.advance(0)
+    for t in (1, 3, 7, 15, 31, 60):
+        await time.advance(t)
+    assert probes == [1, 3, 7, 15, 31], "the next would be at 63 s"
+    assert breaker.allow(), "the breaker's own trial at 60 s"
+    breaker.failure("still refused")  # re-opens: the schedule starts again
+    await time.advance(60)
+    await time.advance(61)
+    assert probes[5:] == [61]
+    assert breaker.state is BreakerState.CLOSED
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -341,7 +341,8 @@ async def test_a_probe_ends_the_outage_long_before_the_breaker_would(tmp_path: P
         inner.down = False
         await eventually_async(lambda: _empty(bus), 2, "flushed within a probe step")
         assert breaker.state is BreakerState.CLOSED
-        assert bus.probe is not None and bus.probe.closed_early == 1
+        assert bus.probe is not None
+        assert bus.probe.closed_early == 1
         batches = await sub.read(10, 0.01)
         assert [e.id for b in batches for e in b.events] == ["a00000", "a00001", "a00002"]
 
