@@ -34,8 +34,8 @@ def test_sentinel_addresses_parse_with_a_default_port_and_refuse_garbage() -> No
 
 
 def test_each_instance_gets_its_own_buffer_file(tmp_path: Path) -> None:
-    s = settings(tmp_path, SERVICE_INSTANCE_NAME="prod/eu")
-    assert buffer_path(s, "ws", "ws-1") == tmp_path / "prod_eu.ws-1.buffer.sqlite"
+    s = settings(tmp_path, SERVICE_INSTANCE_NAME="prod-eu")
+    assert buffer_path(s, "ws", "ws-1") == tmp_path / "prod-eu.ws-1.buffer.sqlite"
     assert buffer_path(s, "ws", "ws-2") != buffer_path(s, "ws", "ws-1")
     exact = settings(tmp_path, CDB_BUFFER_PATH=str(tmp_path / "mine.sqlite"))
     assert buffer_path(exact, "ws", "ws-1") == tmp_path / "mine.sqlite"
