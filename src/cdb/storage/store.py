@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeVar
 
 import msgspec
-from sqlalchemy import Dialect, Table, and_, func, literal, or_, select, union_all
+from sqlalchemy import Dialect, Table, and_, func, literal, or_, select, true, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -40,9 +40,10 @@ from cdb.events import (
 )
 from cdb.storage import engine as _engine
 from cdb.storage.engine import migrate
-from cdb.storage.tables import EVENT_OF, TABLE_NAMES, TABLE_OF
+from cdb.storage.runs import RunRecord
+from cdb.storage.tables import EVENT_OF, TABLE_NAMES, TABLE_OF, runs
 
-__all__ = ["Store", "StoreState", "TraceStep", "migrate"]
+__all__ = ["RunRecord", "Store", "StoreState", "TraceStep", "migrate"]
 
 E = TypeVar("E", bound=Event)
 
@@ -108,7 +109,8 @@ _RANK: Final[dict[StepKind, int]] = {
 
 
 class _Insert:
-    """How rows of one event type are inserted: ``INSERT ... ON CONFLICT (id) DO NOTHING``.
+    """How rows of one event type are inserted: ``INSERT ... ON CONFLICT (id, run_id) DO
+    NOTHING``.
 
     On SQLite the statement is compiled once and run through the driver's executemany
     with tuples, whose rowcount is exact: three times the throughput of binding dicts
@@ -121,7 +123,7 @@ class _Insert:
 
     def __init__(self, event_type: type[Event], table: Table, dialect: Dialect) -> None:
         fields = [f.name for f in msgspec.structs.fields(event_type)]
-        columns = [c.name for c in table.columns]
+        columns = [c.name for c in table.columns][:-1]  # the last is run_id, not a field
         # Rows are built positionally from the struct: a table that drifted from its
         # event must stop the Store at start, not shift values into wrong columns.
         if fields != columns:
@@ -130,13 +132,14 @@ class _Insert:
                 f"fields {fields}: update cdb.storage.tables and add a migration"
             )
         insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-        statement = insert(table).on_conflict_do_nothing(index_elements=[table.c.id])
+        statement = insert(table).on_conflict_do_nothing(
+            index_elements=[table.c.id, table.c.run_id])
         self.table = table
         self.statement = statement.returning(table.c.id)
         self.sql: str | None = None
         if dialect.name == "sqlite":
             compiled = statement.compile(dialect=dialect)
-            if compiled.positiontup != fields:
+            if compiled.positiontup != [*fields, "run_id"]:
                 raise StoreError(f"unexpected parameter order inserting into {table.name}")
             self.sql = str(compiled)
 
@@ -156,14 +159,20 @@ class Store:
             (``sqlite://`` and ``postgresql://`` are mapped to those drivers).
         schema: PostgreSQL schema holding this pipeline's tables (its namespace);
             ``None`` or ``""`` for the connection's default.
+        run_id: the run this Store writes for and reads from: every row written
+            carries it, every read sees only its rows. ``None``: rows are written with
+            the run id ``""`` and reads see every run (the distributed mode, whose
+            namespace is one continuous session).
 
     Raises:
         StoreError: the URL or schema cannot be used (at construction); any database
             failure later, naming the operation and the database.
     """
 
-    def __init__(self, url: str, schema: str | None = None) -> None:
+    def __init__(self, url: str, schema: str | None = None, *, run_id: str | None = None
+                 ) -> None:
         self._url = _engine.parse_url(url)
+        self.run_id = run_id
         self._schema = _engine.check_schema(self._url, schema)
         self._where = _engine.describe(self._url, self._schema)
         self._state = StoreState.CREATED
@@ -173,6 +182,10 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self._where!r}, state={self._state.value})"
+
+    def _mine(self, table: Table) -> ColumnElement[bool]:
+        """Rows of this Store's run (all rows when it has none)."""
+        return true() if self.run_id is None else table.c.run_id == self.run_id
 
     @property
     def state(self) -> StoreState:
@@ -248,7 +261,16 @@ class Store:
         """
         self._running("write")
         inserts = self._inserts
-        row_of = _astuple if self._positional else _asdict
+        run_id = self.run_id or ""
+        tail = (run_id,)
+        if self._positional:
+            def row_of(event: Event) -> Any:
+                return _astuple(event) + tail
+        else:
+            def row_of(event: Event) -> Any:
+                row = _asdict(event)
+                row["run_id"] = run_id
+                return row
         groups: dict[type[Event], list[Any]] = {}
         for event in events:
             cls = type(event)
@@ -280,9 +302,8 @@ class Store:
         """Rows per table, every table included."""
         query = union_all(
             *(
-                select(literal(table.name).label("name"), func.count().label("n")).select_from(
-                    table
-                )
+                select(literal(table.name).label("name"), func.count().label("n"))
+                .select_from(table).where(self._mine(table))
                 for table in TABLE_OF.values()
             )
         )
@@ -297,7 +318,8 @@ class Store:
         if table is None:
             raise ValueError(f"{event_type.__name__} events are not stored")
         async with self._connect(f"read of {table.name}") as conn:
-            result = await conn.execute(select(table).order_by(table.c.ts, table.c.id))
+            result = await conn.execute(
+                select(table).where(self._mine(table)).order_by(table.c.ts, table.c.id))
             return [msgspec.convert(row, event_type, from_attributes=True) for row in result]
 
     async def stream(self, event_type: type[E], *, chunk: int = 10_000
@@ -307,7 +329,8 @@ class Store:
         table = TABLE_OF[event_type]
         # A transaction: PostgreSQL keeps a server-side cursor only inside one.
         async with self._connect(f"read of {table.name}", begin=True) as conn:
-            result = await conn.stream(select(table).order_by(table.c.ts, table.c.id))
+            result = await conn.stream(
+                select(table).where(self._mine(table)).order_by(table.c.ts, table.c.id))
             async for rows in result.partitions(chunk):
                 yield [msgspec.convert(row, event_type, from_attributes=True) for row in rows]
 
@@ -318,8 +341,10 @@ class Store:
         whatever their state (recent decisions and order rate); and the updates of
         those orders."""
         o, u = TABLE_OF[Order], TABLE_OF[OrderUpdate]
-        latest = select(o.c.id).order_by(o.c.ts.desc(), o.c.id.desc()).limit(newest)
-        chosen = or_(o.c.id.in_(latest.scalar_subquery()), _unfinished(final))
+        latest = (select(o.c.id).where(self._mine(o))
+                  .order_by(o.c.ts.desc(), o.c.id.desc()).limit(newest))
+        chosen = and_(self._mine(o),
+                      or_(o.c.id.in_(latest.scalar_subquery()), _unfinished(final)))
         async with self._connect("read of the orders in play") as conn:
             rows = await conn.execute(select(o).where(chosen).order_by(o.c.ts, o.c.id))
             orders = [msgspec.convert(row, Order, from_attributes=True) for row in rows]
@@ -336,7 +361,7 @@ class Store:
         execution restart must resolve, found by the database rather than by reading
         every table."""
         o, f = TABLE_OF[Order], TABLE_OF[Fill]
-        open_orders = select(o).where(_unfinished(final))
+        open_orders = select(o).where(self._mine(o), _unfinished(final))
         async with self._connect("read of the unfinished orders") as conn:
             rows = await conn.execute(open_orders.order_by(o.c.ts, o.c.id))
             orders = [msgspec.convert(row, Order, from_attributes=True) for row in rows]
@@ -355,19 +380,19 @@ class Store:
         o, f = TABLE_OF[Order], TABLE_OF[Fill]
         async with self._connect("read of the recent trading") as conn:
             symbols = set((await conn.execute(
-                select(o.c.symbol).where(o.c.ts >= ts_ns).distinct())).scalars())
+                select(o.c.symbol).where(self._mine(o), o.c.ts >= ts_ns).distinct())).scalars())
             fill_ids = set((await conn.execute(
-                select(f.c.venue_fill_id).where(f.c.ts >= ts_ns))).scalars())
+                select(f.c.venue_fill_id).where(self._mine(f), f.c.ts >= ts_ns))).scalars())
         return symbols, fill_ids
 
     async def latest_client_ids(self, window_ns: int) -> set[str]:
         """Client order ids of the orders within ``window_ns`` of the newest one (event
         time: a replay's orders are as recent as a live run's)."""
         o = TABLE_OF[Order]
-        newest = select(func.max(o.c.ts)).scalar_subquery()
+        newest = select(func.max(o.c.ts)).where(self._mine(o)).scalar_subquery()
         async with self._connect("read of the latest orders") as conn:
             found = await conn.execute(
-                select(o.c.client_order_id).where(o.c.ts >= newest - window_ns))
+                select(o.c.client_order_id).where(self._mine(o), o.c.ts >= newest - window_ns))
             return {str(cid) for cid in found.scalars()}
 
     async def rows(self, table: str) -> list[dict[str, object]]:
@@ -376,26 +401,64 @@ class Store:
             raise ValueError(f"no table {table!r}; tables are {', '.join(TABLE_NAMES)}")
         t = TABLE_OF[EVENT_OF[table]]
         async with self._connect(f"read of {table}") as conn:
-            result = await conn.execute(select(t).order_by(t.c.ts, t.c.id))
+            result = await conn.execute(select(t).where(self._mine(t)).order_by(t.c.ts, t.c.id))
             return [dict(row) for row in result.mappings()]
+
+    async def save_run(self, record: RunRecord) -> None:
+        """Insert or replace the row of ``record.run_id`` in ``runs``."""
+        row = msgspec.structs.asdict(record)
+        async with self._connect(f"write of run {record.run_id}", begin=True) as conn:
+            await conn.execute(runs.delete().where(runs.c.run_id == record.run_id))
+            await conn.execute(runs.insert().values(**row))
+
+    async def runs(self) -> list[RunRecord]:
+        """Every run, oldest first (without their series, which can be large)."""
+        columns = [c for c in runs.c if c.name != "series"]
+        async with self._connect("read of runs") as conn:
+            found = await conn.execute(select(*columns).order_by(runs.c.started_ns,
+                                                                 runs.c.run_id))
+            return [msgspec.convert({**row, "series": ""}, RunRecord)
+                    for row in found.mappings()]
+
+    async def run(self, run_id: str) -> RunRecord | None:
+        """The run ``run_id`` (a unique prefix is enough), or None."""
+        async with self._connect(f"read of run {run_id}") as conn:
+            found = (await conn.execute(
+                select(runs).where(runs.c.run_id.startswith(run_id, autoescape=True))
+                .order_by(runs.c.run_id).limit(2))).mappings().all()
+        exact = [row for row in found if row["run_id"] == run_id]
+        if exact or len(found) == 1:
+            return msgspec.convert(dict((exact or found)[0]), RunRecord)
+        return None
 
     async def trace(self, event_id: str) -> list[TraceStep]:
         """The whole chain ``event_id`` belongs to, ordered by ts; empty if unknown.
 
         ``event_id`` may be the id of any stored event or of the trade that started a
-        chain. The chain is every event with that trade as correlation id. Trades are
-        not stored: the trade appears as the signal recorded it (its id, the signal's
-        ts and reference price).
+        chain. The chain is every event with that trade as correlation id, within one
+        run: this Store's, or else the newest run that holds the event (two runs of one
+        file see the same trades). Trades are not stored: the trade appears as the
+        signal recorded it (its id, the signal's ts and reference price).
         """
         tables = list(TABLE_OF.values())
-        lookup = union_all(*(select(t.c.correlation_id).where(t.c.id == event_id) for t in tables))
+        lookup = union_all(*(
+            select(t.c.correlation_id, t.c.run_id, t.c.ts).where(
+                self._mine(t), or_(t.c.id == event_id, t.c.correlation_id == event_id))
+            for t in tables
+        )).subquery()
         events: list[Event] = []
         async with self._connect(f"trace of {event_id}") as conn:
-            found = (await conn.execute(lookup.limit(1))).scalar()
-            correlation_id = event_id if found is None else str(found)
+            newest = await conn.execute(
+                select(lookup.c.correlation_id, lookup.c.run_id)
+                .order_by(lookup.c.run_id.desc(), lookup.c.ts.desc()).limit(1))
+            found = newest.first()
+            if found is None:
+                return []
+            correlation_id, run_id = str(found[0]), str(found[1])
             for event_type, table in TABLE_OF.items():
                 result = await conn.execute(
-                    select(table).where(table.c.correlation_id == correlation_id)
+                    select(table).where(table.c.correlation_id == correlation_id,
+                                        table.c.run_id == run_id)
                 )
                 events.extend(
                     msgspec.convert(row, event_type, from_attributes=True) for row in result

@@ -3,9 +3,13 @@
 Columns are named exactly like the event fields, so a row is ``msgspec.structs.asdict``
 of its event and an event is ``msgspec.convert`` of its row, with no mapping code in
 between. The event id is the primary key: that is what makes a redelivered event a
-no-op instead of a second row. ``*_e8`` fixed-point values are BIGINT, Literal fields
+no-op instead of a second row (within a run: the key is the id and the run id). ``*_e8`` fixed-point values are BIGINT, Literal fields
 are plain text. Rows hold nothing the event does not (no insertion time), so two runs
 of one replay produce identical tables.
+
+Each event row also carries the ``run_id`` of the run that wrote it (the last column,
+not an event field: the Store adds it), so one database holds many runs apart. Runs
+themselves are rows of ``runs``.
 
 Tables carry no schema: the Postgres namespace of a pipeline is applied at execution
 time (``schema_translate_map``), so one ``MetaData`` serves every namespace.
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, Table, Text, text
 
 from cdb.events import (
     Alert,
@@ -71,6 +75,12 @@ def _envelope() -> list[Column[Any]]:
     ]
 
 
+def _run_id() -> Column[str]:
+    # Rows written before runs existed belong to the run "". Part of the primary key:
+    # two runs of one file derive the same event ids.
+    return Column("run_id", Text, primary_key=True, server_default=text("''"), index=True)
+
+
 signals: Final = Table(
     "signals",
     metadata,
@@ -82,6 +92,7 @@ signals: Final = Table(
     _int("trade_id"),
     _int("move_bp"),
     _int("volume_e8"),
+    _run_id(),
 )
 
 orders: Final = Table(
@@ -97,6 +108,7 @@ orders: Final = Table(
     _int("ref_price_e8"),
     _int("ref_trade_id"),
     _bool("reduce_only"),
+    _run_id(),
 )
 
 risk_decisions: Final = Table(
@@ -109,6 +121,7 @@ risk_decisions: Final = Table(
     _bool("approved"),
     _text("reason"),
     _text("detail"),
+    _run_id(),
 )
 
 fills: Final = Table(
@@ -126,6 +139,7 @@ fills: Final = Table(
     _text("venue_fill_id"),
     _text("order_status"),
     _int("cum_qty_e8"),
+    _run_id(),
 )
 
 order_updates: Final = Table(
@@ -138,6 +152,7 @@ order_updates: Final = Table(
     _text("status"),
     _text("reason"),
     _int("filled_qty_e8"),
+    _run_id(),
 )
 
 alerts: Final = Table(
@@ -147,6 +162,7 @@ alerts: Final = Table(
     _text("level"),
     _text("code"),
     _text("message"),
+    _run_id(),
 )
 
 ess_changes: Final = Table(
@@ -157,6 +173,7 @@ ess_changes: Final = Table(
     _text("reason"),
     _text("actor"),
     _text("detail"),
+    _run_id(),
 )
 
 order_cancels: Final = Table(
@@ -166,7 +183,31 @@ order_cancels: Final = Table(
     _text("reason"),
     _text("symbol"),
     _bool("keep_reduce_only"),
+    _run_id(),
 )
+
+runs: Final = Table(
+    "runs",
+    metadata,
+    Column("run_id", Text, primary_key=True),
+    # synthetic, replay, live or distributed.
+    _text("kind"),
+    # Wall time the run (its first leg) started.
+    _int("started_ns"),
+    # Wall time its last leg finished; 0 while running (or if it died).
+    _int("finished_ns"),
+    # How many times it was started (a resumed run is continued, not replaced).
+    Column("legs", Integer, nullable=False),
+    # JSON: the options and settings of its last leg.
+    _text("settings"),
+    # JSON: the input files (path, size, sha256) or the synthetic market.
+    _text("inputs"),
+    # JSON: the RunSummary of its last leg; empty while running.
+    _text("summary"),
+    # JSON: downsampled price per symbol and equity over time, for the report.
+    _text("series"),
+)
+"""One row per run: what was run, on what, and how it ended."""
 
 TABLE_OF: Final[dict[type[Event], Table]] = {
     Signal: signals,

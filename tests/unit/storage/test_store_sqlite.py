@@ -31,8 +31,8 @@ async def test_migrate_creates_every_table_in_an_empty_database(db_url: str) -> 
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
     await engine.dispose()
-    assert tables == {*TABLE_NAMES, "alembic_version"}
-    assert version == "0002"
+    assert tables == {*TABLE_NAMES, "runs", "alembic_version"}
+    assert version == "0003"
 
 
 async def test_migrate_again_changes_nothing(db_url: str, make_chain: Any) -> None:
@@ -83,9 +83,27 @@ async def test_migrated_schema_is_what_the_tables_module_describes(db_url: str) 
 
 
 @pytest.mark.parametrize("event_type", list(TABLE_OF), ids=lambda t: t.__name__)
-def test_each_table_has_exactly_its_events_fields_in_order(event_type: type) -> None:
+def test_each_table_has_exactly_its_events_fields_in_order_then_the_run_id(
+    event_type: type,
+) -> None:
     fields = [f.name for f in msgspec.structs.fields(event_type)]
-    assert [c.name for c in TABLE_OF[event_type].columns] == fields
+    assert [c.name for c in TABLE_OF[event_type].columns] == [*fields, "run_id"]
+
+
+async def test_a_store_with_a_run_id_writes_it_and_reads_only_its_runs_rows(
+    db_url: str, make_chain: Any,
+) -> None:
+    await migrate(db_url)
+    chain = make_chain(1).events()
+    async with Store(db_url, run_id="a") as a, Store(db_url, run_id="b") as b:
+        assert await a.write(chain) == len(chain)
+        # The same events again, for another run: rows of their own.
+        assert await b.write(chain) == len(chain)
+        assert await a.write(chain) == 0
+        assert sum((await a.counts()).values()) == len(chain)
+        assert {row["run_id"] for row in await b.rows("orders")} == {"b"}
+    async with Store(db_url) as every:
+        assert sum((await every.counts()).values()) == 2 * len(chain)
 
 
 async def test_sqlite_runs_in_wal_mode_with_normal_sync(db_url: str, tmp_path: Path) -> None:
