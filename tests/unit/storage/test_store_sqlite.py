@@ -94,7 +94,7 @@ async def test_a_store_with_a_run_id_writes_it_and_reads_only_its_runs_rows(
     db_url: str, make_chain: Any,
 ) -> None:
     await migrate(db_url)
-    chain = make_chain(1).events()
+    chain = make_chain(1).events
     async with Store(db_url, run_id="a") as a, Store(db_url, run_id="b") as b:
         assert await a.write(chain) == len(chain)
         # The same events again, for another run: rows of their own.
