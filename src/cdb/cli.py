@@ -29,6 +29,7 @@ from cdb.cli_ess import ess_app
 from cdb.cli_scenario import scenario_app
 from cdb.cli_status import status as status_command
 from cdb.config import load_settings
+from cdb.console.command import console_command
 from cdb.errors import CdbError, ConfigError
 from cdb.observability import logging as cdb_logging
 from cdb.urls import check_url, database_url, redact_url
@@ -44,6 +45,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(ess_app, name="ess")
 app.add_typer(scenario_app, name="scenario")
 app.command(name="status")(status_command)
+app.command(name="console")(console_command)
 console = Console()
 err = Console(stderr=True)
 

@@ -1,0 +1,1 @@
+"""The operator console: one web page to watch and steer a pipeline (``cdb console``)."""
