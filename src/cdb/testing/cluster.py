@@ -136,7 +136,8 @@ class LocalPipeline:
         (db_writer). Readable while Redis or PostgreSQL is down."""
         out: dict[str, float] = {}
         for name in SERVICE_PORTS:
-            text = self.http.get(self.url(name, "/metrics")).text
+            # A busy 2-core host can take seconds to answer; patience, not a failure.
+            text = self.http.get(self.url(name, "/metrics"), timeout=30.0).text
             for family in text_string_to_metric_families(text):
                 for sample in family.samples:
                     if sample.name == "cdb_events_consumed_total":
