@@ -123,9 +123,23 @@ def run(
     exchange_url: Annotated[
         str | None, typer.Option(help="Binance REST/websocket base URL (e.g. a FakeBinance).")
     ] = None,
+    symbol: Annotated[
+        str | None, typer.Option(help="Symbol of replay files whose names do not say it.")
+    ] = None,
+    resume: Annotated[bool, typer.Option(
+        help="Continue the latest run of the database (its ESS, positions, open orders) "
+        "instead of starting fresh.")] = False,
+    report: Annotated[
+        Path | None, typer.Option(help="Also write the run's HTML report to this file.")
+    ] = None,
 ) -> None:
-    """Run the whole pipeline in this process on a synthetic market, a replay or Binance."""
-    from cdb.runtime.embedded import EmbeddedPipeline, RunOptions
+    """Run the whole pipeline in this process on a synthetic market, a replay or Binance.
+
+    Each run is a session with its own id. A synthetic or replay run starts fresh (no
+    ESS state, position or cash from earlier runs in the database); a live run, or
+    --resume, continues the latest run's state.
+    """
+    from cdb.runtime.embedded import RunOptions
 
     settings = load_settings()
     cdb_logging.configure("WARNING" if settings.log_level == "INFO" else settings.log_level)
@@ -155,9 +169,11 @@ def run(
         symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip()),
         duration_s=parse_duration(duration),
         speed=parse_speed(speed),
+        replay_symbol=symbol.strip().upper() if symbol else None,
+        resume=resume,
     )
     _ensure_sqlite_dir(url)
-    pipeline = EmbeddedPipeline(settings, options)
+    pipeline = _pipeline(settings, options)
     show = not quiet and not json_out
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
@@ -179,10 +195,105 @@ def run(
 
         summary = asyncio.run(pipeline.run(on_progress if show else None))
     summary = msgspec.structs.replace(summary, db_url=redact_url(summary.db_url))
+    if report is not None:
+        _write_report(url, [summary.run_id], report)
     if json_out:
         sys.stdout.write(msgspec.json.encode(summary).decode() + "\n")
         return
     _print_summary(summary)
+    if report is not None:
+        err.print(f"report written to {report}", markup=False, highlight=False)
+
+
+def _pipeline(settings: Any, options: Any) -> Any:
+    from cdb.errors import InputError
+    from cdb.runtime.embedded import EmbeddedPipeline
+
+    try:
+        return EmbeddedPipeline(settings, options)
+    except InputError as exc:
+        # The reader speaks of its API argument; on the command line it is a flag.
+        raise InputError(str(exc).replace("pass symbol= explicitly",
+                                          "pass --symbol SYMBOL (e.g. --symbol BTCUSDT)")
+                         ) from None
+
+
+def _iso(ts_ns: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
+
+
+def _write_report(url: str, run_ids: list[str], out: Path) -> None:
+    from cdb.report.build import write_report
+
+    asyncio.run(write_report(url, run_ids, out))
+
+
+@app.command()
+def runs(
+    db: Annotated[str, typer.Option(help="Database URL or SQLite file.")] = DEFAULT_DB,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the runs as JSON lines.")] = False,
+) -> None:
+    """List the runs in the database, oldest first."""
+    from cdb.storage.store import Store, migrate
+
+    url = _sqlite_url(db)
+
+    async def _runs() -> list[Any]:
+        await migrate(url)
+        async with Store(url) as store:
+            return await store.runs()
+
+    found = asyncio.run(_runs())
+    if json_out:
+        for run in found:
+            sys.stdout.write(msgspec.json.encode(_run_row(run)).decode() + "\n")
+        return
+    table = Table(title=Text(f"runs in {redact_url(url)}"), title_justify="left")
+    columns = ("run id", "kind", "started (UTC)", "legs", "trades", "orders", "fills", "PnL",
+               "ESS at end", "input")
+    for col in columns:
+        table.add_column(col, no_wrap=col in ("run id", "started (UTC)"))
+    for run in found:
+        row = _run_row(run)
+        table.add_row(*(Text(str(row[k])) for k in (
+            "run_id", "kind", "started", "legs", "trades", "orders", "fills", "pnl", "ess",
+            "input")))
+    console.print(table)
+
+
+def _run_row(run: Any) -> dict[str, object]:
+    summary = msgspec.json.decode(run.summary) if run.summary else {}
+    inputs = msgspec.json.decode(run.inputs) if run.inputs else []
+    names = [Path(str(i.get("path", ""))).name or str(i.get("source", "")) for i in inputs]
+    return {
+        "run_id": run.run_id, "kind": run.kind, "started": _iso(run.started_ns),
+        "legs": run.legs, "finished": bool(run.finished_ns),
+        "trades": summary.get("trades", ""), "orders": summary.get("orders", ""),
+        "fills": summary.get("fills", ""), "pnl": summary.get("pnl", ""),
+        "ess": summary.get("ess", {}).get("state", "running" if not run.finished_ns else ""),
+        "input": ", ".join(names),
+    }
+
+
+@app.command()
+def report(
+    run_ids: Annotated[list[str], typer.Argument(
+        help="Run id (or a unique prefix); two ids compare the runs side by side.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="HTML file to write (default: reports/RUN_ID.html).")] = None,
+    db: Annotated[str, typer.Option(help="Database URL or SQLite file.")] = DEFAULT_DB,
+) -> None:
+    """Write a self-contained HTML report of a run (or compare two): equity, drawdown,
+    prices with orders, fills and ESS trips, per-symbol results, rejections, settings."""
+    if not 1 <= len(run_ids) <= 2:
+        raise ConfigError(["RUN_ID: give one run id, or two to compare them"])
+    target = out or Path("reports") / f"{'-vs-'.join(run_ids)}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_report(_sqlite_url(db), run_ids, target)
+    err.print(f"report written to {target}", markup=False, highlight=False)
+    console.print(str(target), markup=False, highlight=False)
 
 
 def _print_summary(s: object) -> None:
@@ -197,6 +308,8 @@ def _print_summary(s: object) -> None:
     def row(name: str, value: str) -> None:
         table.add_row(name, Text(value))
 
+    resumed = " (resumed: continues its earlier state)" if s.resumed else ""
+    row("run", f"{s.run_id}  {s.kind}{resumed}")
     row("trades", f"{s.trades:,}  ({span / 3600:.2f} h of market in "
         f"{s.wall_seconds:.1f} s, {rate:,.0f} trades/s)")
     if s.malformed_rows:
@@ -210,8 +323,18 @@ def _print_summary(s: object) -> None:
     row("PnL", f"{s.pnl}  (fees {s.fees})")
     row("equity", f"{s.equity}  (from {s.initial_equity})")
     row("max drawdown", f"{s.max_drawdown_pct} %")
-    if s.open_positions:
-        row("open positions", ", ".join(f"{k} {v}" for k, v in s.open_positions.items()))
+    row("open positions",
+        ", ".join(f"{k} {v}" for k, v in s.open_positions.items()) or "none")
+    ess = str(s.ess.state)
+    if s.ess.halted:
+        ess += f" since {_iso(s.ess.since_ns)} ({s.ess.reason}: {s.ess.detail})"
+    if s.ess_start.halted:
+        ess += f"; started HALTED ({s.ess_start.reason}, {_iso(s.ess_start.since_ns)})"
+    row("ESS at end", ess)
+    row("ESS trips", f"{len(s.ess_trips)}" + (f", {s.ess_blocked:,} signals blocked while "
+                                               "HALTED" if s.ess_blocked else ""))
+    for trip in s.ess_trips:
+        row("  trip", f"{_iso(trip.since_ns)}  {trip.reason}: {trip.detail}")
     row("database", f"{redact_url(s.db_url)}  "
         f"({', '.join(f'{k} {v}' for k, v in s.rows.items())})")
     console.print(table)
@@ -221,18 +344,23 @@ def _print_summary(s: object) -> None:
 def trace(
     event_id: Annotated[str, typer.Argument(help="Id of a trade, signal, order or fill.")],
     db: Annotated[str, typer.Option(help="Database URL or SQLite file.")] = DEFAULT_DB,
+    run: Annotated[str | None, typer.Option(
+        "--run", help="The run whose rows to follow (default: the newest run holding it).")
+    ] = None,
 ) -> None:
     """Show the whole chain of an event: trade, signal, risk decision, order, fills."""
     from cdb.storage.store import Store, TraceStep
 
     async def _trace() -> list[TraceStep]:
-        async with Store(_sqlite_url(db)) as store:
+        async with Store(_sqlite_url(db), run_id=run) as store:
             return list(await store.trace(event_id))
 
     steps = asyncio.run(_trace())
     if not steps:
-        raise CdbError(f"no event {event_id!r} in {redact_url(db)}")
-    table = Table(title=Text(f"chain of {event_id}"), title_justify="left")
+        where = f" of run {run}" if run else ""
+        raise CdbError(f"no event {event_id!r} in the rows{where} of {redact_url(db)}")
+    table = Table(title=Text(f"chain of {event_id}" + (f" in run {run}" if run else "")),
+                  title_justify="left")
     for col in ("step", "id", "event time (UTC)", "+latency", "what"):
         table.add_column(col)
     previous = None

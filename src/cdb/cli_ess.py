@@ -201,9 +201,10 @@ async def _db_status(db: str) -> dict[str, Any]:
     from cdb.clock import WallClock
     from cdb.risk.ess import EmergencyStop
     from cdb.risk.persistence import DatabaseEssStore
-    from cdb.storage.store import Store
+    from cdb.storage.store import Store, latest_run_id
 
-    async with Store(_db_url(db)) as store:
+    # An embedded database holds runs, each with its own ESS: the latest one is meant.
+    async with Store(_db_url(db), run_id=await latest_run_id(_db_url(db))) as store:
         state = await DatabaseEssStore(store).load()
     machine = EmergencyStop(_settings().ess_config(), state)
     return _as_status(machine, WallClock().now())
@@ -223,12 +224,12 @@ async def _db_change(db: str, action: str, actor: str, why: str) -> dict[str, An
     from cdb.events import EssChange, IdGen
     from cdb.risk.ess import MANUAL, Alarm, EmergencyStop, EssState, ResetRefused
     from cdb.risk.persistence import DatabaseEssStore
-    from cdb.storage.store import Store
+    from cdb.storage.store import Store, latest_run_id
 
     if not actor.strip() or not why.strip():
         raise CdbError("--actor and --reason must not be empty")
     now = WallClock().now()
-    async with Store(_db_url(db)) as store:
+    async with Store(_db_url(db), run_id=await latest_run_id(_db_url(db))) as store:
         persisted = DatabaseEssStore(store)
         machine = EmergencyStop(_settings().ess_config(), await persisted.load())
         new: EssState | ResetRefused | None

@@ -6,12 +6,19 @@ then waits until every service on the trading path has acknowledged it before th
 next: the run is then a deterministic function of its input, so one seed or one file
 gives the same orders, fills and PnL every time. The db_writer is off that path (it
 commits in a thread while the pipeline goes on) and is drained at the end.
+
+Every run is a session with its own run id, on every row it writes. A simulated run
+(synthetic, replay) starts from nothing: no ESS state, position or cash from the runs
+before it in the same database, so one input gives one summary. A live run, or one
+started with ``resume``, continues the latest run instead: its ESS state, positions
+and open orders, rebuilt from that run's rows as the distributed mode does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
@@ -27,15 +34,18 @@ from cdb.marketdata.replay import ReplaySource
 from cdb.marketdata.synthetic import Shape, SyntheticSource
 from cdb.observability import metrics
 from cdb.observability.health import Health
+from cdb.report.series import SeriesRecorder
 from cdb.risk.ess import EssState
+from cdb.risk.limits import ESS_HALTED
 from cdb.risk.persistence import DatabaseEssStore
 from cdb.runtime.http import HttpServer, build_app
 from cdb.runtime.service import Service, ServiceContext, ServiceHost
 from cdb.services.db_writer import DbWriterService
 from cdb.services.execution import ExecutionService, store_recall
-from cdb.services.risk import RiskService
+from cdb.services.risk import RiskService, store_history
 from cdb.services.signal import SignalService
 from cdb.services.ws import WsService
+from cdb.storage.runs import RunRecord, new_run_id
 from cdb.storage.store import Store, migrate
 from cdb.strategies.base import load as load_strategy
 from cdb.venues.base import Venue
@@ -66,6 +76,13 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     metrics_port: int | None = None
     """Serve /metrics and /health of the whole pipeline on this port (default
     CDB_METRICS_PORT; None: no HTTP)."""
+    replay_symbol: str | None = None
+    """The symbol of replay files whose names do not say it."""
+    resume: bool = False
+    """Continue the latest run of the database (its ESS, positions, open orders)
+    instead of starting a fresh one; a live source always does."""
+    run_id: str | None = None
+    """The id of a new run (default: made from the start time)."""
 
 
 class Progress(msgspec.Struct, kw_only=True):
@@ -81,6 +98,11 @@ class Progress(msgspec.Struct, kw_only=True):
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     """What a run did, from the services' own counts."""
 
+    run_id: str = ""
+    kind: str = ""
+    """synthetic, replay or live."""
+    resumed: bool = False
+    """This leg continued an earlier run's state (live, or ``--resume``)."""
     trades: int
     malformed_rows: int
     first_errors: list[str]
@@ -103,6 +125,10 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     """The ESS at the end of the run (state, reason, detail, actor, since_ns)."""
     ess_trips: list[EssState] = msgspec.field(default_factory=list)
     """Every trip during the run, oldest first."""
+    ess_blocked: int = 0
+    """Signals refused because the ESS was HALTED."""
+    ess_start: EssState = msgspec.field(default_factory=EssState)
+    """The ESS when the run started (HALTED when it resumed a halted run)."""
 
 
 def _fmt(value_e8: int) -> str:
@@ -129,6 +155,12 @@ class EmbeddedPipeline:
         self._wall_start = 0.0
         self._wall_anchor: tuple[float, int] | None = None
         self._replay: ReplaySource | None = None
+        self.series = SeriesRecorder()
+        self.run_id = options.run_id or new_run_id()
+        self.resumed = False
+        self.legs = 1
+        self._ess_start = EssState()
+        self.services: dict[str, Service] = {}
         # Fail on a bad strategy id or unreadable file now, before anything starts.
         self._strategy_params = settings.strategy_params(default_id="momentum")
         self._strategy = load_strategy(self._strategy_params)
@@ -147,7 +179,8 @@ class EmbeddedPipeline:
             )
         if o.replay:
             self._replay = ReplaySource(
-                [Path(p) for p in o.replay], source=name, batch_size=o.batch_size
+                [Path(p) for p in o.replay], source=name, batch_size=o.batch_size,
+                symbol=o.replay_symbol,
             )
             return self._replay.batches()
         return SyntheticSource(
@@ -167,6 +200,7 @@ class EmbeddedPipeline:
         if isinstance(self.clock, WallClock):
             self.progress.trades += len(batch)
             self.progress.sim_ts = last
+            self._sample(batch)
             return
         self.clock.advance(last)
         self.progress.trades += len(batch)
@@ -182,23 +216,92 @@ class EmbeddedPipeline:
                 await asyncio.sleep(delay)
         # Lockstep with the trading path (not the db_writer): determinism and flat memory.
         await self.bus.wait_drained(exclude_groups=frozenset({DbWriterService.name}))
+        self._sample(batch)
+
+    def _sample(self, batch: list[Trade]) -> None:
+        """One point per symbol and batch for the report, and the equity after it."""
+        add = self.series.add_price
+        for trade in {t.symbol: t for t in batch}.values():
+            add(trade.symbol, trade.ts, trade.price_e8)
+        risk = self.services.get("risk")
+        if isinstance(risk, RiskService):
+            self.series.add_equity(batch[-1].ts, risk.book.equity_e8())
+
+    async def _open_run(self, store: Store) -> RunRecord:
+        """This run's row: a new run, or the latest one continued (live or resume)."""
+        o = self.options
+        kind = "live" if self.live else o.source
+        previous = None
+        if o.resume:
+            previous = await store.latest_run(("synthetic", "replay", "live"))
+        elif self.live:
+            previous = await store.latest_run(("live",))
+        if previous is not None:
+            self.run_id, self.resumed, self.legs = previous.run_id, True, previous.legs + 1
+            started = previous.started_ns
+        else:
+            started = time.time_ns()
+        record = RunRecord(
+            run_id=self.run_id, kind=kind, started_ns=started, legs=self.legs,
+            settings=msgspec.json.encode(self._settings_view()).decode(),
+            inputs=msgspec.json.encode(self._inputs()).decode(),
+        )
+        await store.save_run(record)
+        return record
+
+    def _settings_view(self) -> dict[str, object]:
+        o, s = self.options, self.settings
+        view = msgspec.to_builtins(o)
+        view.pop("db_url", None)  # may carry a password; the report shows settings
+        view["strategy"] = msgspec.to_builtins(self._strategy_params)
+        view["risk_limits"] = msgspec.to_builtins(s.risk_limits())
+        view["initial_cash"] = str(s.risk_initial_cash)
+        view["fees_bps"] = {"taker": str(s.paper_taker_fee_bps),
+                            "maker": str(s.paper_maker_fee_bps),
+                            "slippage": str(s.paper_slippage_bps)}
+        return dict(view)
+
+    def _inputs(self) -> list[dict[str, object]]:
+        o = self.options
+        if self.live:
+            return [{"source": "binance", "symbols": list(o.symbols)}]
+        if not o.replay:
+            return [{"source": "synthetic", "seed": o.seed, "symbols": list(o.symbols),
+                     "duration_s": o.duration_s}]
+        found = []
+        for name in o.replay:
+            path = Path(name)
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            found.append({"path": str(path.resolve()), "bytes": path.stat().st_size,
+                          "sha256": digest.hexdigest()})
+        return found
 
     async def run(self, on_progress: Callable[[Progress], None] | None = None) -> RunSummary:
         """Run the source to its end, drain every service, and summarise."""
         s, o = self.settings, self.options
         self._wall_start = time.monotonic()
         await migrate(o.db_url)
-        store = Store(o.db_url)
+        async with Store(o.db_url) as runs_store:
+            record = await self._open_run(runs_store)
+        if self.legs > 1:
+            # Ids restart their sequence in each process: a leg of its own keeps them apart.
+            self.options = o = msgspec.structs.replace(o, instance=f"{o.instance}-{self.legs}")
+        store = Store(o.db_url, run_id=self.run_id)
         async with store:
             ws = WsService(self._ctx("ws"), self._source, self._pace)
             signal = SignalService(
                 self._ctx("signal"), self._strategy, self._strategy_params.strategy_id
             )
             token = s.cdb_api_token.get_secret_value() if s.cdb_api_token else None
-            # No Redis here: the database's ess_changes table carries the ESS across runs.
+            # No Redis here: the run's ess_changes rows carry its ESS from leg to leg; a
+            # fresh run has none, a resumed one rebuilds its book from its rows.
             risk = RiskService(
                 self._ctx("risk"), s.risk_limits(), round(s.risk_initial_cash * SCALE),
                 ess=s.ess_config(), ess_store=DatabaseEssStore(store), api_token=token,
+                history=store_history(store) if self.resumed else None,
             )
             exec_ctx = self._ctx("execution")
             venue = await self._venue(exec_ctx)
@@ -215,8 +318,10 @@ class EmbeddedPipeline:
                 await http.start()
             ticker = asyncio.create_task(self._tick(on_progress), name="embedded.progress")
             try:
-                for host in hosts:
+                for host, svc in zip(hosts, services, strict=True):
                     await host.start()
+                    if svc is risk:  # restored (a resumed run) before any trade
+                        self._ess_start = risk.ess.state
                 attach = getattr(self._source, "attach_alerts", None)
                 if attach is not None:
                     attach(ws.ctx.alert)  # gaps and stale feeds reach risk's ESS
@@ -242,7 +347,15 @@ class EmbeddedPipeline:
             if on_progress is not None:
                 on_progress(self.progress)
             rows = await store.counts()
-        return self._summary(ws, signal, risk, execution, rows)
+            summary = self._summary(ws, signal, risk, execution, rows)
+            # The series end where the run ends (a last batch smaller than a sample).
+            self.series.add_equity(ws.last_trade_ts or self._first_ts, risk.book.equity_e8())
+            await store.save_run(msgspec.structs.replace(
+                record, finished_ns=time.time_ns(),
+                summary=msgspec.json.encode(summary).decode(),
+                series=msgspec.json.encode(self.series.result()).decode(),
+            ))
+        return summary
 
     async def _venue(self, ctx: ServiceContext) -> Venue:
         """The paper venue, or Binance (testnet unless ``binance-live`` is named)."""
@@ -296,6 +409,9 @@ class EmbeddedPipeline:
         equity = book.equity_e8()
         stats = self._replay.stats if self._replay else None
         return RunSummary(
+            run_id=self.run_id,
+            kind="live" if self.live else self.options.source,
+            resumed=self.resumed,
             trades=ws.trades,
             malformed_rows=stats.malformed if stats else 0,
             first_errors=[f"{e.line}: {e.reason}" for e in stats.errors[:5]] if stats else [],
@@ -318,5 +434,7 @@ class EmbeddedPipeline:
             db_url=self.options.db_url,
             rows=rows,
             ess=risk.ess.state,
-            ess_trips=risk.ess.trips(),
+            ess_trips=[t for t in risk.ess.trips() if t != self._ess_start],
+            ess_blocked=risk.rejections.get(ESS_HALTED, 0),
+            ess_start=self._ess_start,
         )

@@ -43,7 +43,7 @@ from cdb.storage.engine import migrate
 from cdb.storage.runs import RunRecord
 from cdb.storage.tables import EVENT_OF, TABLE_NAMES, TABLE_OF, runs
 
-__all__ = ["RunRecord", "Store", "StoreState", "TraceStep", "migrate"]
+__all__ = ["RunRecord", "Store", "StoreState", "TraceStep", "latest_run_id", "migrate"]
 
 E = TypeVar("E", bound=Event)
 
@@ -417,18 +417,23 @@ class Store:
         async with self._connect("read of runs") as conn:
             found = await conn.execute(select(*columns).order_by(runs.c.started_ns,
                                                                  runs.c.run_id))
-            return [msgspec.convert({**row, "series": ""}, RunRecord)
-                    for row in found.mappings()]
+            return [_run_record({**row._asdict(), "series": ""}) for row in found]
+
+    async def latest_run(self, kinds: Sequence[str] = ()) -> RunRecord | None:
+        """The run (of one of ``kinds``, default any) that started or ended last."""
+        found = [r for r in await self.runs() if not kinds or r.kind in kinds]
+        return max(found, key=lambda r: (max(r.started_ns, r.finished_ns), r.run_id),
+                   default=None)
 
     async def run(self, run_id: str) -> RunRecord | None:
         """The run ``run_id`` (a unique prefix is enough), or None."""
         async with self._connect(f"read of run {run_id}") as conn:
-            found = (await conn.execute(
+            found = [row._asdict() for row in await conn.execute(
                 select(runs).where(runs.c.run_id.startswith(run_id, autoescape=True))
-                .order_by(runs.c.run_id).limit(2))).mappings().all()
+                .order_by(runs.c.run_id).limit(2))]
         exact = [row for row in found if row["run_id"] == run_id]
         if exact or len(found) == 1:
-            return msgspec.convert(dict((exact or found)[0]), RunRecord)
+            return _run_record((exact or found)[0])
         return None
 
     async def trace(self, event_id: str) -> list[TraceStep]:
@@ -470,6 +475,22 @@ class Store:
             steps.append(_trade_step(correlation_id, events))
         steps.sort(key=lambda s: (s.ts, _RANK[s.kind], s.id))
         return steps
+
+
+def _run_record(row: dict[str, Any]) -> RunRecord:
+    # Column names are SQLAlchemy's str subclass, which msgspec does not take as keys.
+    return msgspec.convert({str(k): v for k, v in row.items()}, RunRecord)
+
+
+async def latest_run_id(url: str, schema: str | None = None) -> str | None:
+    """The id of the database's latest run; None when it has none (or no runs table):
+    what the ESS commands act on, since a run's ESS is its own."""
+    async with Store(url, schema) as store:
+        try:
+            latest = await store.latest_run(("synthetic", "replay", "live"))
+        except StoreError:
+            return None
+    return None if latest is None else latest.run_id
 
 
 def _trade_step(trade_id: str, events: list[Event]) -> TraceStep:

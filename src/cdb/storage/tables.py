@@ -2,10 +2,10 @@
 
 Columns are named exactly like the event fields, so a row is ``msgspec.structs.asdict``
 of its event and an event is ``msgspec.convert`` of its row, with no mapping code in
-between. The event id is the primary key: that is what makes a redelivered event a
-no-op instead of a second row (within a run: the key is the id and the run id). ``*_e8`` fixed-point values are BIGINT, Literal fields
-are plain text. Rows hold nothing the event does not (no insertion time), so two runs
-of one replay produce identical tables.
+between. The event id and the run id are the primary key: that is what makes a
+redelivered event a no-op instead of a second row. ``*_e8`` fixed-point values are
+BIGINT, Literal fields are plain text. Rows hold nothing the event does not (no
+insertion time), so two runs of one replay produce identical rows (but for run_id).
 
 Each event row also carries the ``run_id`` of the run that wrote it (the last column,
 not an event field: the Store adds it), so one database holds many runs apart. Runs

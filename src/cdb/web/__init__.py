@@ -1,0 +1,1 @@
+"""Static assets served or inlined by cdb (vendored libraries under vendor/)."""
