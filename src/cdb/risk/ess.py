@@ -23,6 +23,8 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterable
+from itertools import accumulate, compress, islice, pairwise
+from operator import attrgetter, gt, le
 from typing import Final, Literal
 
 import msgspec
@@ -233,6 +235,12 @@ class FlashCrashGuard:
     Per symbol a deque of (ts, price) with prices strictly falling from front to back
     holds the candidates for the window's high: each trade is pushed and popped at most
     once, so the check costs O(1) per trade on the hot path.
+
+    Speed: a symbol's batch whose lowest price is less than the limit below the highest
+    it can be measured from (the deque's front or the batch's own high) cannot crash,
+    whatever the order of its trades; when its times also run forward, it is absorbed
+    with list operations that run in C, leaving the deque exactly as the trade-by-trade
+    path would. Only batches that could trip take that path, the definition above.
     """
 
     __slots__ = ("_highs", "drop_ppm", "window_ns")
@@ -244,26 +252,82 @@ class FlashCrashGuard:
 
     def on_trades(self, trades: Iterable[Trade]) -> Alarm | None:
         """Take in trades (in time order per symbol); the first crash seen, if any."""
-        alarm: Alarm | None = None
-        all_highs = self._highs
+        batch = trades if isinstance(trades, list) else list(trades)
+        if not batch:
+            return None
+        symbols = dict.fromkeys(map(_SYMBOL, batch))
+        if len(symbols) == 1:
+            found = self._symbol(batch[0].symbol, batch)
+            return found[1] if found else None
+        groups: dict[str, list[Trade]] = {s: [] for s in symbols}
+        for trade in batch:
+            groups[trade.symbol].append(trade)
+        # Symbols are independent: each group gives the same deque and alarm as the
+        # mixed batch would; the first alarm in batch order wins.
+        alarms = [f for s, group in groups.items() if (f := self._symbol(s, group))]
+        if not alarms:
+            return None
+        if len(alarms) > 1:
+            order = {id(t): n for n, t in enumerate(batch)}
+            alarms.sort(key=lambda f: order[id(f[0])])
+        return alarms[0][1]
+
+    def _symbol(self, symbol: str, trades: list[Trade]) -> tuple[Trade, Alarm] | None:
+        highs = self._highs.get(symbol)
+        if highs is None:
+            highs = self._highs[symbol] = deque()
+        px = list(map(_PRICE, trades))
+        low, high = min(px), max(px)
+        top = max(high, highs[0][1]) if highs else high
+        if low > 0 and (top - low) * PPM < self.drop_ppm * top:
+            ts = list(map(_TS, trades))
+            if _forward(highs, ts):
+                self._absorb(highs, ts, px, high)
+                return None
+        return self._scan(symbol, highs, trades)
+
+    def _absorb(
+        self, highs: deque[tuple[int, int]], ts: list[int], px: list[int], high: int
+    ) -> None:
+        """The deque after a batch that cannot trip, its times running forward.
+
+        An entry stays iff it is inside the window of the batch's last trade and priced
+        strictly above every later trade (a later one at least as high pops it); the
+        last trade always stays.
+        """
+        horizon = ts[-1] - self.window_ns
+        while highs and highs[-1][1] <= high:
+            highs.pop()
+        while highs and highs[0][0] < horizon:
+            highs.popleft()
+        n = len(px)
+        cut = bisect_left(ts, horizon, 0, n - 1)
+        if cut < n - 1:
+            later = list(accumulate(reversed(px), max))  # later[-1 - i] = max(px[i:])
+            later.reverse()
+            kept = compress(range(cut, n - 1), map(gt, px[cut:n - 1], later[cut + 1:]))
+            highs.extend([(ts[i], px[i]) for i in kept])
+        highs.append((ts[-1], px[-1]))
+
+    def _scan(
+        self, symbol: str, highs: deque[tuple[int, int]], trades: list[Trade]
+    ) -> tuple[Trade, Alarm] | None:
+        """Trade by trade: the definition of the guard."""
+        found: tuple[Trade, Alarm] | None = None
         window, drop = self.window_ns, self.drop_ppm
         for trade in trades:
-            symbol = trade.symbol
-            highs = all_highs.get(symbol)
-            if highs is None:
-                highs = all_highs[symbol] = deque()
             ts, price = trade.ts, trade.price_e8
             horizon = ts - window
             while highs and highs[0][0] < horizon:
                 highs.popleft()
             if highs:
                 top = highs[0][1]
-                if (top - price) * PPM >= drop * top and alarm is None:
-                    alarm = self._alarm(symbol, highs[0][0], top, trade)
+                if (top - price) * PPM >= drop * top and found is None:
+                    found = (trade, self._alarm(symbol, highs[0][0], top, trade))
                 while highs and highs[-1][1] <= price:
                     highs.pop()
             highs.append((ts, price))
-        return alarm
+        return found
 
     def _alarm(self, symbol: str, t0: int, top: int, trade: Trade) -> Alarm:
         price = trade.price_e8
@@ -407,6 +471,23 @@ class Guards:
         self.flash_crash.clear()
         self.errors.clear()
         self.stale.restart(now)
+
+
+_SYMBOL: Final = attrgetter("symbol")
+_PRICE: Final = attrgetter("price_e8")
+_TS: Final = attrgetter("ts")
+
+
+def _forward(highs: deque[tuple[int, int]], ts: list[int]) -> bool:
+    """Whether the deque's times and then the batch's never go back (the trade-by-trade
+    path then drops a deque's expired entries from its front only)."""
+    if not all(map(le, ts, islice(ts, 1, None))):
+        return False
+    if not highs:
+        return True
+    if highs[-1][0] > ts[0]:
+        return False
+    return len(highs) == 1 or all(a[0] <= b[0] for a, b in pairwise(highs))
 
 
 def pct_to_ppm(pct: float) -> int:
