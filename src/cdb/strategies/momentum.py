@@ -16,21 +16,31 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
+from operator import attrgetter, mul
+from typing import Final
 
 from cdb.events import SCALE, Trade
 from cdb.strategies.base import Intent, StrategyParams
+
+_SYMBOL: Final = attrgetter("symbol")
+_TS: Final = attrgetter("ts")
+_PRICE: Final = attrgetter("price_e8")
+_QTY: Final = attrgetter("qty_e8")
 
 
 class _Window:
     """One symbol's recent trades, as columns (cheap to extend, trim and scan)."""
 
-    __slots__ = ("notional", "px", "ts", "volume")
+    __slots__ = ("bounds", "notional", "px", "ts", "volume")
 
     def __init__(self) -> None:
         self.ts: list[int] = []
         self.px: list[int] = []
         self.notional: list[int] = []  # e16: price_e8 x qty_e8, no division needed
         self.volume = 0
+        self.bounds: tuple[int, int] | None = None
+        """A low and high enclosing every price in ``px`` (maybe of prices trimmed
+        since: a wider range only sends a batch to the exact test), or None."""
 
 
 class MomentumStrategy:
@@ -47,9 +57,8 @@ class MomentumStrategy:
     def on_trades(self, trades: Sequence[Trade]) -> list[Intent]:
         if not trades:
             return []
-        first = trades[0].symbol
-        if all(t.symbol == first for t in trades):
-            return self._symbol(first, trades)
+        if len(dict.fromkeys(map(_SYMBOL, trades))) == 1:
+            return self._symbol(trades[0].symbol, trades)
         by_symbol: dict[str, list[Trade]] = {}
         for trade in trades:
             by_symbol.setdefault(trade.symbol, []).append(trade)
@@ -63,18 +72,26 @@ class MomentumStrategy:
         window = self._windows.get(symbol)
         if window is None:
             window = self._windows[symbol] = _Window()
-        ts = [t.ts for t in trades]
-        px = [t.price_e8 for t in trades]
-        notional = [t.price_e8 * t.qty_e8 for t in trades]
-        low = min(px)
-        high = max(px)
+        px = list(map(_PRICE, trades))
+        low, high = min(px), max(px)
         if window.px:
-            low = min(low, min(window.px))
-            high = max(high, max(window.px))
-        if (high - low) * 10_000 < self._threshold_bp * low:
+            bounds = window.bounds
+            if (bounds is None or self._threshold_bp <= 0
+                    or not self._narrow(min(low, bounds[0]), max(high, bounds[1]))):
+                bounds = (min(window.px), max(window.px))  # the kept ones may be stale
+            low, high = min(low, bounds[0]), max(high, bounds[1])
+        ts = list(map(_TS, trades))
+        notional = list(map(mul, px, map(_QTY, trades)))
+        if self._narrow(low, high):
             self._absorb(window, ts, px, notional)
+            window.bounds = (low, high)
             return []
+        window.bounds = None
         return self._scan(window, trades, ts, px, notional)
+
+    def _narrow(self, low: int, high: int) -> bool:
+        """Whether prices within [low, high] cannot move by the threshold."""
+        return (high - low) * 10_000 < self._threshold_bp * low
 
     def _absorb(self, w: _Window, ts: list[int], px: list[int], notional: list[int]) -> None:
         """Append a batch that cannot trigger and drop what left the lookback."""
