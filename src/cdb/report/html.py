@@ -138,7 +138,8 @@ _SCRIPT = r"""
   function chart(id, opts, data) {
     const el = document.getElementById(id);
     if (!el) return null;
-    const base = { width: width(el), height: 260, scales: { x: time } };
+    // A wide y axis: prices and equity in the hundred thousands keep every digit.
+    const base = { width: width(el), height: 260, scales: { x: time }, axes: [{}, { size: 80 }] };
     const plot = new uPlot(Object.assign(base, opts), data, el);
     report.charts.push({ id, plot });
     return plot;
