@@ -28,9 +28,12 @@ EVENT_TABLES = (
 
 
 def upgrade() -> None:
+    # ALTER statements name their table directly (``schema_translate_map`` only maps
+    # Table objects): give them the pipeline's schema.
+    schema = op.get_context().version_table_schema
     for table in EVENT_TABLES:
         # Batch mode: SQLite changes a primary key by copying the table.
-        with op.batch_alter_table(table) as batch:
+        with op.batch_alter_table(table, schema=schema) as batch:
             batch.add_column(
                 sa.Column("run_id", sa.Text(), nullable=False, server_default=sa.text("''"))
             )
@@ -49,13 +52,15 @@ def upgrade() -> None:
         sa.Column("summary", sa.Text(), nullable=False),
         sa.Column("series", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("run_id", name="pk_runs"),
+        schema=schema,
     )
 
 
 def downgrade() -> None:
-    op.drop_table("runs")
+    schema = op.get_context().version_table_schema
+    op.drop_table("runs", schema=schema)
     for table in EVENT_TABLES:
-        with op.batch_alter_table(table) as batch:
+        with op.batch_alter_table(table, schema=schema) as batch:
             batch.drop_index(f"ix_{table}_run_id")
             batch.drop_constraint(f"pk_{table}", type_="primary")
             batch.drop_column("run_id")
