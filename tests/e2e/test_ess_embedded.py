@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from cdb.bus.keys import SIGNALS
@@ -55,9 +56,9 @@ class Driven(EmbeddedPipeline):
 async def run(tmp: Path, s: Settings, *, shapes: tuple[Shape, ...] = (), duration: float = 3600,
               db: str = "run.db", symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT"),
               on_batch: Callable[[Driven, list[Trade]], Awaitable[None]] | None = None,
-              ) -> tuple[RunSummary, Driven]:
+              resume: bool = False) -> tuple[RunSummary, Driven]:
     options = RunOptions(db_url=f"sqlite+aiosqlite:///{tmp / db}", seed=SEED, symbols=symbols,
-                         duration_s=duration, shapes=shapes)
+                         duration_s=duration, shapes=shapes, resume=resume)
     pipeline = Driven(s, options, on_batch)
     return await pipeline.run(), pipeline
 
@@ -157,7 +158,7 @@ async def test_a_short_silence_only_pauses_and_trading_goes_on(tmp_path: Path) -
     assert query(db, f"select count(*) from orders where ts > {after}")[0][0] > 0
 
 
-async def test_a_run_restarted_on_a_halted_database_stays_halted_until_reset_by_hand(
+async def test_a_run_resumed_after_a_trip_stays_halted_until_reset_by_hand(
     tmp_path: Path,
 ) -> None:
     shapes = (flash_crash("BTCUSDT", 600, 25, 20),)
@@ -165,7 +166,9 @@ async def test_a_run_restarted_on_a_halted_database_stays_halted_until_reset_by_
     assert first.ess.state == "HALTED"
     db = tmp_path / "run.db"
 
-    second, _ = await run(tmp_path, settings(), duration=3 * 3600)
+    second, _ = await run(tmp_path, settings(), duration=3 * 3600, resume=True)
+    assert second.run_id == first.run_id, "the resumed run continues the session"
+    assert second.ess_start == first.ess
     assert second.ess == first.ess, "came back HALTED, with the same trip"
     assert second.ess_trips == []
     assert second.orders == 0 or query(
@@ -185,9 +188,22 @@ async def test_a_run_restarted_on_a_halted_database_stays_halted_until_reset_by_
     assert query(db, "select state, actor, detail from ess_changes order by ts") == [
         ("HALTED", "embedded.risk", first.ess.detail), ("ACTIVE", "alice", "crash over")]
 
-    third, _ = await run(tmp_path, settings(), duration=3 * 3600)
+    third, _ = await run(tmp_path, settings(), duration=3 * 3600, resume=True)
     assert third.ess.state == "ACTIVE"
     assert third.orders > 0, "trading resumed"
+
+
+async def test_a_fresh_run_on_a_halted_database_starts_active_and_repeats_the_first(
+    tmp_path: Path,
+) -> None:
+    shapes = (flash_crash("BTCUSDT", 600, 25, 20),)
+    first, _ = await run(tmp_path, settings(), shapes=shapes, duration=1200)
+    assert first.ess.state == "HALTED"
+    second, _ = await run(tmp_path, settings(), shapes=shapes, duration=1200)
+    assert second.run_id != first.run_id
+    assert second.ess_start.state == "ACTIVE"
+    same = {"run_id": "", "wall_seconds": 0.0}
+    assert msgspec.structs.replace(second, **same) == msgspec.structs.replace(first, **same)
 
 
 async def test_reset_is_refused_in_the_cooldown_then_accepted_and_trading_resumes(
