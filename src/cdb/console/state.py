@@ -168,7 +168,11 @@ class Watcher:
         lags: tuple[GroupLag, ...] = ()
         try:
             found = await asyncio.wait_for(discover(self.redis, self.namespace), REDIS_TIMEOUT_S)
-            self._known = {r.record.key: (r.record, r.alive) for r in found}
+            if found or not self._known:
+                self._known = {r.record.key: (r.record, r.alive) for r in found}
+            else:  # a Redis restarted empty: the instances register again within a beat
+                problems.append("redis: the registry is empty (restarted?); showing the "
+                                "instances last discovered")
             lags = await asyncio.wait_for(self._lags(), REDIS_TIMEOUT_S)
         except (RedisError, OSError, TimeoutError) as exc:
             problems.append(f"redis: {_why(exc)} (showing the instances last discovered)")
