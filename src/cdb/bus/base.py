@@ -10,7 +10,7 @@ which makes delivery effectively once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cdb.events import AnyEvent
 
@@ -53,6 +53,14 @@ class Subscription(Protocol):
     async def close(self) -> None:
         """Leave; unacknowledged events stay pending for others to claim."""
         ...
+
+
+@runtime_checkable
+class Interruptible(Protocol):
+    """A subscription whose waiting read can be ended early (it then returns what it
+    has, maybe nothing): a stopping consumer need not wait out its poll."""
+
+    def interrupt(self) -> None: ...
 
 
 class Bus(Protocol):

@@ -195,6 +195,9 @@ class MemorySubscription:
             return []
         return self._take(max_events)
 
+    def interrupt(self) -> None:
+        self._wakeup.set()
+
     def _take(self, max_events: int) -> list[Batch]:
         batches: list[Batch] = []
         for name, g in self._groups:

@@ -20,7 +20,7 @@ from typing import ClassVar
 import structlog
 from fastapi import APIRouter
 
-from cdb.bus.base import Batch, Bus, Subscription
+from cdb.bus.base import Batch, Bus, Interruptible, Subscription
 from cdb.bus.keys import ALERTS_STREAM, DEAD_LETTER_SUFFIX, ORDERS
 from cdb.clock import Clock
 from cdb.errors import BusError, LifecycleError, StoreError
@@ -199,6 +199,7 @@ class ServiceHost:
         self._claim_idle = claim_idle
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._sub: Subscription | None = None
         self.started_at = 0.0
         self.producer_done = asyncio.Event()
 
@@ -237,7 +238,7 @@ class ServiceHost:
 
     async def _consume(self) -> None:
         ctx = self.ctx
-        sub = ctx.bus.subscribe(self.service.inputs, ctx.group, ctx.instance)
+        sub = self._sub = ctx.bus.subscribe(self.service.inputs, ctx.group, ctx.instance)
         # Over Redis the ack travels with the next read (one round trip per cycle);
         # stopping sends it on close.
         defer_ack: Callable[[list[Batch]], None] | None = getattr(sub, "defer_ack", None)
@@ -344,6 +345,8 @@ class ServiceHost:
         for task in self._tasks:
             if task.get_name().endswith(".produce"):
                 task.cancel()
+        if isinstance(self._sub, Interruptible):
+            self._sub.interrupt()  # an idle read returns now, not after its poll
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=timeout)
             for task in late:
