@@ -39,6 +39,7 @@ UPSTREAMS = {
     "cdb_risk_api": "risk",
     "cdb_execution_api": "execution",
     "cdb_db_writer_api": "db_writer",
+    "cdb_console_api": "console",
 }
 
 
@@ -284,6 +285,15 @@ def test_gateway_routes_prefix_to_service_and_strips_it(
     assert sent["x-real-ip"] == "127.0.0.1"
     assert sent["x-request-id"] == "req-42"
     assert headers["X-Request-ID"] == "req-42"
+
+
+def test_gateway_routes_the_console_with_its_prefix(gateway: str) -> None:
+    status, _, body = get(gateway + "/console/book")
+    assert status == 200
+    assert body["service"] == "console"
+    assert body["path"] == "/book"
+    sent = {k.lower(): v for k, v in body["headers"].items()}
+    assert sent["x-forwarded-prefix"] == "/console"
 
 
 def test_gateway_makes_up_a_request_id_when_none_is_sent(gateway: str) -> None:

@@ -35,6 +35,8 @@ SERVICE_PORTS = {
     "cdb_execution": 8003,
     "cdb_db_writer": 8004,
 }
+# The operator console (cdb console), 8010 in the contract's ports table.
+CONSOLE_PORTS = {"cdb_console": ("8010", "8010")}
 CONTRACT_TARGETS = ["cdb_ws:8000", "cdb_signal:8005", "cdb_risk:8002", "cdb_execution:8003"]
 REQUIRED_ALERTS = {
     "SignalEngineDown",
@@ -139,7 +141,7 @@ def port_bindings(service: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def test_compose_has_exactly_the_contract_containers(services: dict[str, Any]) -> None:
-    expected = set(INFRA_PORTS) | set(SERVICE_PORTS)
+    expected = set(INFRA_PORTS) | set(SERVICE_PORTS) | set(CONSOLE_PORTS)
     assert set(services) == expected
     for name, service in services.items():
         assert service.get("container_name") == name
@@ -147,7 +149,7 @@ def test_compose_has_exactly_the_contract_containers(services: dict[str, Any]) -
 
 @pytest.mark.parametrize(
     ("name", "published", "target"),
-    [(n, p, t) for n, (p, t) in INFRA_PORTS.items()]
+    [(n, p, t) for n, (p, t) in (INFRA_PORTS | CONSOLE_PORTS).items()]
     + [(n, str(p), str(p)) for n, p in SERVICE_PORTS.items()],
 )
 def test_compose_publishes_contract_port_on_localhost_only(
@@ -501,6 +503,24 @@ def test_nginx_routes_each_prefix_to_its_service_with_the_prefix_stripped() -> N
         assert f"proxy_set_header {header} " in conf
 
 
+def test_nginx_routes_the_console_under_its_prefix() -> None:
+    conf = (DEPLOY / "nginx" / "cdb.conf").read_text(encoding="utf-8")
+    upstreams_conf = (DEPLOY / "nginx" / "upstreams.conf").read_text(encoding="utf-8")
+    assert re.search(r"location /console/ \{\s*proxy_pass http://cdb_console_api/;", conf)
+    assert re.search(r"upstream cdb_console_api \{\s*server 127\.0\.0\.1:8010;", upstreams_conf)
+    # Its links and redirects are built under the prefix the gateway strips.
+    assert '"~^(/console)/"' in conf
+
+
+def test_compose_console_signs_in_with_the_api_token(services: dict[str, Any]) -> None:
+    console = services["cdb_console"]
+    assert console["command"][0] == "console"
+    env = env_of(console)
+    assert env["CDB_API_TOKEN_FILE"] == "/run/secrets/cdb_api_token"
+    assert env["CONSOLE_PORT"] == "8010"
+    assert "cdb_api_token" in console["secrets"]
+
+
 def test_nginx_sets_proxy_headers_only_at_server_level() -> None:
     """A proxy_set_header inside a location would silently drop the inherited ones."""
     conf = (DEPLOY / "nginx" / "cdb.conf").read_text(encoding="utf-8")
@@ -562,7 +582,7 @@ def test_k8s_risk_mounts_the_api_token_and_the_example_secret_has_it() -> None:
         (secret,) = [v["secret"] for v in pod["volumes"] if "secret" in v]
         keys = {item["key"] for item in secret["items"]}
         env = {e["name"]: e["value"] for e in container.get("env", [])}
-        if name == "cdb-risk":
+        if name in ("cdb-risk", "cdb-console"):  # the console signs in with it
             assert "cdb_api_token" in keys
             assert env["CDB_API_TOKEN_FILE"] == "/run/secrets/cdb_api_token"
         else:
