@@ -21,6 +21,7 @@ import msgspec
 import redis.asyncio as aioredis
 import typer
 from redis.exceptions import RedisError
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -139,22 +140,47 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def table(rows: list[InstanceStatus], namespace: str) -> Table:
-    """The rich table ``cdb status`` prints."""
+def _cells(row: InstanceStatus, wide: bool) -> list[Text]:
+    # Every cell is Text: what an instance registered is data, not markup.
+    cells = [Text(row.service), Text(row.instance)]
+    if wide:
+        cells.append(Text(row.state))
+    cells.append(Text(row.health, style=_STYLE.get(row.health, "")))
+    if wide:
+        cells += [Text(row.address), Text(row.grpc_address or "-"), Text(row.version)]
+    cells += [Text("-" if row.uptime_s is None else _ago(row.uptime_s)),
+              Text(f"{_ago(row.last_seen_s)} ago"), Text(row.note or "-")]
+    return cells
+
+
+def table(rows: list[InstanceStatus], namespace: str, *, wide: bool = False,
+          width: int = 80) -> Table:
+    """The rich table ``cdb status`` prints.
+
+    Narrow (the default) fits ``width`` columns (80): service, instance, health, uptime,
+    heartbeat and the note; only the note (then a long instance name) is cut, with an
+    ellipsis. ``wide`` adds the state, the HTTP and gRPC addresses and the version, and
+    cuts nothing.
+    """
+    names = ["service", "instance", *(["state"] if wide else []), "health",
+             *(["address", "grpc", "version"] if wide else []), "up", "heartbeat", "note"]
+    body = [_cells(row, wide) for row in rows]
     out = Table(title=Text(f"cdb status (namespace {namespace or '(none)'})"),
-                title_justify="left")
-    for col in ("service", "instance", "state", "health", "address", "grpc", "version",
-                "up", "heartbeat", "note"):
-        out.add_column(col)
-    for row in rows:
-        # Every cell is Text: what an instance registered is data, not markup.
-        out.add_row(
-            Text(row.service), Text(row.instance), Text(row.state),
-            Text(row.health, style=_STYLE.get(row.health, "")), Text(row.address),
-            Text(row.grpc_address or "-"), Text(row.version),
-            "-" if row.uptime_s is None else _ago(row.uptime_s),
-            f"{_ago(row.last_seen_s)} ago", Text(row.note),
-        )
+                title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+                pad_edge=False)
+    need = [max([len(name), *(c[i].cell_len for c in body)]) for i, name in enumerate(names)]
+    if not wide:
+        # Three characters between columns (padding, rule, padding); what is left after
+        # the fixed ones goes to the note, and an instance name past 24 gives way first.
+        need[1] = min(need[1], 24)
+        room = width - 3 * (len(names) - 1) - sum(need[:-1])
+        need[-1] = max(8, min(need[-1], room))
+    for i, name in enumerate(names):
+        out.add_column(name, no_wrap=True, min_width=need[i], max_width=None if wide else need[i],
+                       overflow="fold" if wide else "ellipsis",
+                       justify="right" if name in ("up", "heartbeat") else "left")
+    for cells in body:
+        out.add_row(*cells)
     return out
 
 
@@ -174,6 +200,9 @@ def status(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each /health.")] = 2.0,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column (addresses, version, state)."),
+    ] = False,
 ) -> None:
     """Show every running instance of the pipeline with its health; gone ones too."""
     if not (math.isfinite(timeout) and 0 < timeout <= 3600):
@@ -198,7 +227,9 @@ def status(
     else:
         console = Console()
         if rows:
-            console.print(table(rows, name))
+            if wide:  # as wide as the rows are, whatever the terminal
+                console = Console(width=max(console.width, 400))
+            console.print(table(rows, name, wide=wide, width=console.width))
         else:
             console.print(f"no instance registered in namespace {name or '(none)'}",
                           markup=False, highlight=False)

@@ -75,3 +75,30 @@ def test_a_redis_url_error_never_shows_the_password() -> None:
     with pytest.raises(ConfigError) as info:
         redis_from_url("http://:pa55word-x@h:1")
     assert "pa55word-x" not in str(info.value)
+
+
+def render(rows: list[InstanceStatus], *, width: int, wide: bool = False) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(table(rows, "prod-eu", wide=wide, width=width))
+    return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
+
+
+def test_the_table_fits_80_columns_with_whole_words_for_what_matters() -> None:
+    """Names, health, uptime and heartbeat are never cut; a long note ends in an ellipsis."""
+    listed = [_row(registration("db_writer"), "unhealthy",
+                   "redis: Error 111 connecting to 127.0.0.1:6379. Connection refused.", NOW),
+              _row(registration("execution"), "degraded", "", NOW)]
+    text = render(listed, width=80)
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    for word in ("db_writer-1", "execution-1", "unhealthy", "degraded", "60 s", "1 s ago",
+                 "heartbeat"):
+        assert word in text
+    assert "…" in text
+    assert "http://" not in text  # addresses are for --wide
+
+
+def test_wide_shows_every_column_uncut() -> None:
+    note = "redis: Error 111 connecting to 127.0.0.1:6379. Connection refused."
+    text = render([_row(registration("risk"), "unhealthy", note, NOW)], width=400, wide=True)
+    for word in ("address", "grpc", "version", "state", "http://127.0.0.1:8000", "0.1.0", note):
+        assert word in text
