@@ -1,4 +1,9 @@
-"""``cdb up``: configure the children from flags, supervise them, show their state."""
+"""``cdb up``: configure the children from flags, supervise them, show their state.
+
+The live table shows each service's pulse beside its state: events per second in
+and out (from two looks at its /metrics counters), consumer lag and events buffered on
+disk, and under it the ESS state and the session's trades, signals, orders and fills.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,19 @@ import contextlib
 import signal
 import stat
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
+import msgspec
+from prometheus_client.parser import text_string_to_metric_families
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from cdb.config import SERVICE_PORTS, load_settings
 from cdb.errors import ConfigError
@@ -55,22 +66,113 @@ def env_from_urls(redis_url: str | None, postgres_url: str | None, secrets: Path
     return out
 
 
-async def _health(client: httpx.AsyncClient, port: int) -> str:
+class Sample(msgspec.Struct, kw_only=True):
+    """What one service said in one look: its /health and the counters of /metrics."""
+
+    health: str = "-"
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+    consumed: float | None = None
+    published: float | None = None
+    lag: float = 0.0
+
+
+def parse_metrics(text: str) -> tuple[float, float, float]:
+    """(events consumed, events published, consumer lag) summed over topics and streams."""
+    consumed = published = lag = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "cdb_events_consumed_total":
+                consumed += sample.value
+            elif sample.name == "cdb_events_published_total":
+                published += sample.value
+            elif sample.name == "cdb_consumer_lag":
+                lag += sample.value
+    return consumed, published, lag
+
+
+async def _sample(client: httpx.AsyncClient, port: int) -> Sample:
+    out = Sample()
+    base = f"http://127.0.0.1:{port}"
     try:
-        response = await client.get(f"http://127.0.0.1:{port}/health", timeout=1.0)
-        return str(response.json().get("status", "?"))
+        body = (await client.get(f"{base}/health", timeout=1.0)).json()
+        out.health = str(body.get("status", "?"))
+        out.details = body.get("details") or {}
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return out
+    try:
+        text = (await client.get(f"{base}/metrics", timeout=1.0)).text
+        out.consumed, out.published, out.lag = parse_metrics(text)
     except (httpx.HTTPError, ValueError):
+        pass
+    return out
+
+
+class Pulse:
+    """Events per second in and out of each service, from two looks at its counters."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, float, float]] = {}
+        self.rates: dict[str, tuple[float, float]] = {}
+
+    def update(self, name: str, sample: Sample, now: float) -> None:
+        if sample.consumed is None or sample.published is None:
+            self.rates.pop(name, None)
+            return
+        previous = self._last.get(name)
+        self._last[name] = (now, sample.consumed, sample.published)
+        if previous is None or now <= previous[0]:
+            return
+        span = now - previous[0]
+        # A restarted service starts its counters again: no negative rate.
+        self.rates[name] = (max(0.0, sample.consumed - previous[1]) / span,
+                            max(0.0, sample.published - previous[2]) / span)
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
         return "-"
+    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
 
 
-def _table(sup: Supervisor, health: dict[str, str], ports: dict[str, int]) -> Table:
-    table = Table(title="cdb up (Ctrl-C stops)", title_justify="left")
-    for col in ("service", "pid", "state", "restarts", "port", "health"):
-        table.add_column(col)
+def session_line(samples: dict[str, Sample]) -> Text:
+    """ESS state and what the session did: trades, signals, orders, fills."""
+    def count(service: str, key: str) -> str:
+        value = samples.get(service, Sample()).details.get(key)
+        return f"{value:,}" if isinstance(value, int) else "-"
+
+    ess = samples.get("risk", Sample()).details.get("ess") or {}
+    state = str(ess.get("state") or "?")
+    line = Text("ESS ")
+    line.append(state, style={"ACTIVE": "green", "HALTED": "bold red"}.get(state, ""))
+    if state == "HALTED":
+        line.append(f" ({ess.get('reason') or '?'}"
+                    + (f", by {ess['actor']}" if ess.get("actor") else "") + ")")
+    line.append(f"   trades {count('ws', 'trades')}  signals {count('signal', 'signals')}"
+                f"  orders {count('risk', 'orders')}  fills {count('execution', 'fills')}")
+    return line
+
+
+def _table(sup: Supervisor, samples: dict[str, Sample], ports: dict[str, int],
+           pulse: Pulse | None = None) -> Table:
+    # One space between columns and short headers: it fits an 80-column terminal.
+    table = Table(title="cdb up (Ctrl-C stops)", title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, collapse_padding=True,
+                  caption=session_line(samples), caption_justify="left")
+    for col in ("service", "pid", "state", "rst", "port", "health"):
+        table.add_column(col, no_wrap=True)
+    for col in ("in/s", "out/s", "lag", "buffered"):
+        table.add_column(col, no_wrap=True, justify="right")
+    rates = pulse.rates if pulse is not None else {}
     for name, child in sup.children.items():
         pid = child.process.pid if child.process else None
+        sample = samples.get(name, Sample())
+        rate = rates.get(name)
+        buffered = sample.details.get("buffered_events")
         table.add_row(name, str(pid or "-"), child.state, str(child.restarts),
-                      str(ports[name]), health.get(name, "-"))
+                      str(ports[name]), sample.health,
+                      _rate(rate[0] if rate else None), _rate(rate[1] if rate else None),
+                      f"{sample.lag:,.0f}" if sample.consumed is not None else "-",
+                      f"{buffered:,}" if isinstance(buffered, int) else "-")
     return table
 
 
@@ -93,20 +195,25 @@ async def run_up(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await sup.start()
-        health: dict[str, str] = {}
+        samples: dict[str, Sample] = {}
+        pulse = Pulse()
         try:
             async with httpx.AsyncClient() as client:
-                with Live(_table(sup, health, ports), console=console, refresh_per_second=2,
+                with Live(_table(sup, samples, ports), console=console, refresh_per_second=2,
                           transient=False, auto_refresh=console.is_terminal) as live:
                     while not stop.is_set():
-                        for name in sup.children:
-                            health[name] = await _health(client, ports[name])
-                        live.update(_table(sup, health, ports))
+                        names = list(sup.children)
+                        found = await asyncio.gather(*[_sample(client, ports[n]) for n in names])
+                        now = time.monotonic()
+                        for name, sample in zip(names, found, strict=True):
+                            samples[name] = sample
+                            pulse.update(name, sample, now)
+                        live.update(_table(sup, samples, ports, pulse))
                         if not console.is_terminal:
-                            console.print(_table(sup, health, ports))
+                            console.print(_table(sup, samples, ports, pulse))
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), 2.0 if console.is_terminal else 30)
         finally:
             console.print("stopping: draining services upstream first")
             await sup.stop()
-            console.print(_table(sup, health, ports))
+            console.print(_table(sup, samples, ports))
