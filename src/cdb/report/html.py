@@ -200,7 +200,10 @@ code { font-size: 12px; word-break: break-all; }
 
 def render(views: list[RunView]) -> str:
     """The report of ``views`` (one run, or two side by side) as HTML text."""
-    data = msgspec.json.encode(views).decode().replace("</", "<\\/")
+    # <, > and & occur only inside JSON strings: as escapes, no text of a run can end
+    # the script element or be read as markup.
+    data = (msgspec.json.encode(views).decode()
+            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
     title = " vs ".join(v.run_id for v in views)
     compare = ("<h2>Equity of both runs</h2><div class='chart' id='compare-equity'></div>"
                if len(views) == 2 else "")
