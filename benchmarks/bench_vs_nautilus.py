@@ -1,6 +1,7 @@
 """cdb against NautilusTrader on the same machine, the same 1M BTCUSDT trades, one run.
 
-Three contenders, each in a fresh process, best of ``--repeat``:
+Three contenders, each in a fresh process, in ``--repeat`` rounds (one run of each per
+round, so all see much the same load from other jobs on the host), best of the rounds:
 
 - **Nautilus count-only**: its ``BacktestEngine`` (simulated Binance spot venue, cash
   account) with a strategy that subscribes to trade ticks and only counts them;
@@ -109,11 +110,13 @@ def nautilus_child(mode: str, csv_path: str, repeat: int) -> None:
         ))
     engine.add_strategy(strategy)
     for _ in range(repeat):
+        seen = strategy.count if isinstance(strategy, Count) else 0
         wall0, cpu0 = time.perf_counter(), time.process_time()
         engine.run()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         orders = len(engine.cache.orders())
-        counted = strategy.count if isinstance(strategy, Count) else len(ticks)
+        # The engine's reset leaves the strategy's own attributes: count this run only.
+        counted = strategy.count - seen if isinstance(strategy, Count) else len(ticks)
         print(json.dumps({"trades": counted, "seconds": wall, "cpu": cpu, "orders": orders,
                           "version": nautilus_trader.__version__}), flush=True)
         engine.reset()
@@ -206,22 +209,25 @@ def main() -> None:
     print(f"{args.trades:,} BTCUSDT trades, best of {args.repeat}; cores "
           f"{os.cpu_count()}; load {os.getloadavg()[0]:.2f}; cpu pressure {pressure()}",
           flush=True)
-    results: dict[str, list[dict[str, float]]] = {}
-    for mode in ("count", "ema"):
-        if mode in skip:
-            continue
-        results[mode] = run_json([py, __file__, "--nautilus-child", mode, str(csv_path),
-                                  str(args.repeat)])
-        print(f"  nautilus {mode}: {_runs(results[mode])}  (pressure {pressure()})",
-              flush=True)
-    if "cdb" not in skip:
-        results["cdb"] = []
-        for _ in range(args.repeat):
+    # Rounds interleave the contenders, so each sees much the same load from other jobs.
+    results: dict[str, list[dict[str, float]]] = {k: [] for k in ("count", "ema", "cdb")
+                                                 if k not in skip}
+    for n in range(args.repeat):
+        for mode in ("count", "ema"):
+            if mode in results:
+                results[mode] += run_json([py, __file__, "--nautilus-child", mode,
+                                           str(csv_path), "1"])
+        if "cdb" in results:
             with tempfile.TemporaryDirectory() as tmp:
                 results["cdb"] += run_json([sys.executable, __file__, "--cdb-child",
                                             str(zipped), f"{tmp}/bench.db"])
-        print(f"  cdb:            {_runs(results['cdb'])}  (pressure {pressure()})",
-              flush=True)
+        print(f"round {n + 1}: " + "; ".join(f"{k} {_runs(v[-1:])}" for k, v in results.items())
+              + f"  (cpu pressure {pressure()})", flush=True)
+    report(results)
+
+
+def report(results: dict[str, list[dict[str, float]]]) -> None:
+    """Best rates of each contender and the ratios of cdb to Nautilus."""
     best = {k: max(r["trades"] / r["seconds"] for r in v) for k, v in results.items()}
     best_cpu = {k: max(r["trades"] / r["cpu"] for r in v) for k, v in results.items()}
     print()
@@ -230,21 +236,21 @@ def main() -> None:
     names = {"count": "Nautilus count-only", "ema": "Nautilus EMA-cross",
              "cdb": "cdb run --replay (zip, 5 services, SQLite)"}
     for k, name in names.items():
-        if k in best:
-            extra = ""
-            if k == "cdb":
-                r = results["cdb"][0]
-                extra = (f"; signals {r['signals']}, orders {r['orders']}, fills {r['fills']}, "
-                         f"peak RSS {max(x['rss_mb'] for x in results['cdb']):.0f} MB")
-            elif k == "ema":
-                extra = f"; orders {results['ema'][0]['orders']}"
-            print(f"{name:44} {best[k]:>10,.0f} trades/s wall, {best_cpu[k]:>10,.0f} per CPU s"
-                  f"{extra}")
-    if "cdb" in best:
-        for k in ("count", "ema"):
-            if k in best:
-                print(f"cdb / {names[k]:38} {best['cdb'] / best[k]:.2f}x wall, "
-                      f"{best_cpu['cdb'] / best_cpu[k]:.2f}x CPU")
+        if k not in best:
+            continue
+        extra = ""
+        if k == "cdb":
+            r = results["cdb"][0]
+            extra = (f"; signals {r['signals']}, orders {r['orders']}, fills {r['fills']}, "
+                     f"peak RSS {max(x['rss_mb'] for x in results['cdb']):.0f} MB")
+        elif k == "ema":
+            extra = f"; orders {results['ema'][0]['orders']}"
+        print(f"{name:44} {best[k]:>10,.0f} trades/s wall, {best_cpu[k]:>10,.0f} per CPU s"
+              f"{extra}")
+    for k in ("count", "ema"):
+        if "cdb" in best and k in best:
+            print(f"cdb / {names[k]:38} {best['cdb'] / best[k]:.2f}x wall, "
+                  f"{best_cpu['cdb'] / best_cpu[k]:.2f}x CPU")
     print(f"cpu pressure after: {pressure()}")
 
 
