@@ -160,7 +160,7 @@ class EmbeddedPipeline:
         self.resumed = False
         self.legs = 1
         self._ess_start = EssState()
-        self.services: dict[str, Service] = {}
+        self._risk: RiskService | None = None  # set by run (self.services too)
         # Fail on a bad strategy id or unreadable file now, before anything starts.
         self._strategy_params = settings.strategy_params(default_id="momentum")
         self._strategy = load_strategy(self._strategy_params)
@@ -223,9 +223,8 @@ class EmbeddedPipeline:
         add = self.series.add_price
         for trade in {t.symbol: t for t in batch}.values():
             add(trade.symbol, trade.ts, trade.price_e8)
-        risk = self.services.get("risk")
-        if isinstance(risk, RiskService):
-            self.series.add_equity(batch[-1].ts, risk.book.equity_e8())
+        if self._risk is not None:
+            self.series.add_equity(batch[-1].ts, self._risk.book.equity_e8())
 
     async def _open_run(self, store: Store) -> RunRecord:
         """This run's row: a new run, or the latest one continued (live or resume)."""
@@ -312,6 +311,7 @@ class EmbeddedPipeline:
             services: list[Service] = [db_writer, execution, risk, signal, ws]
             hosts = [ServiceHost(svc) for svc in services]
             self.venue = venue
+            self._risk = risk
             self.services = {svc.name: svc for svc in services}
             http = self._http(store, services)
             if http is not None:
