@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from cdb.events import SCALE, AnyEvent, Signal, Trade
 from cdb.testing.cluster import REDIS_PASSWORD, LocalPipeline
 from cdb.testing.ports import restartable_port
 from cdb.testing.waiting import eventually
-from tests.browser import Browser
+from tests.browser import Browser, artifact_dir
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -118,12 +117,10 @@ def console(pipe: LocalPipeline, reports: Path) -> Iterator[Console]:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    """One Chromium for the module; screenshots in $CDB_TEST_ARTIFACTS/console, or in
-    the session's tmp dir (their paths are printed)."""
-    where = os.environ.get("CDB_TEST_ARTIFACTS")
-    artifacts = Path(where) / "console" if where else tmp_path_factory.mktemp("screens")
-    session = Browser(artifacts)
+def browser() -> Iterator[Browser]:
+    """One Chromium for the module; screenshots in ``artifact_dir("console")``
+    ($CDB_TEST_ARTIFACTS/console; their paths are printed)."""
+    session = Browser(artifact_dir("console"))
     try:
         yield session
         # The refused reset is a 409 on purpose; anything else is a broken page.
