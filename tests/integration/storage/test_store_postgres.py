@@ -54,7 +54,7 @@ async def test_migrations_in_two_schemas_coexist(
     )
 
     tables = await _tables_by_schema(postgres_server.url)
-    expected = {*TABLE_NAMES, "alembic_version"}
+    expected = {*TABLE_NAMES, "runs", "alembic_version"}
     assert tables[schema] == expected
     assert tables[other] == expected
     assert not tables.get("public", set()) & expected
