@@ -226,6 +226,74 @@ def run(
     sys.exit(outcome.verdict.exit_code)
 
 
+@scenario_app.command("run-all")
+def run_all(
+    directory: Annotated[Path, typer.Argument(help="A directory of scenario YAML files.")],
+    mode: Annotated[str | None, typer.Option(help="Run every scenario in this mode "
+                                                   "(default: each one's own).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override every scenario's seed.")] = None,
+    report_dir: Annotated[Path, typer.Option(help="Where the index, the JUnit file and "
+                                                  "each scenario's reports go.")] = Path(
+        "cdb-reports/run-all"),
+    redis: Annotated[str | None, typer.Option(help="Distributed: a shared Redis for the runs "
+                                                   "without an infrastructure fault.")] = None,
+    postgres: Annotated[str | None, typer.Option(help="Distributed: a shared PostgreSQL for "
+                                                      "the runs without an infrastructure "
+                                                      "fault.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run every scenario in DIRECTORY; one JUnit file, one index page; exit with the
+    worst verdict (1 if one failed, else 2 if one was unknown, else 0)."""
+    from cdb.chaos.runall import ScenarioResult
+    from cdb.chaos.runall import run_all as run_every
+    from cdb.errors import CdbError
+    from cdb.observability import logging as cdb_logging
+
+    files = sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+    if not files:
+        _err.print(f"no scenarios (*.yaml) in {directory}", highlight=False, markup=False)
+        sys.exit(2)
+    try:
+        _check_options(mode, -1, redis, postgres, None)
+    except CdbError as exc:
+        _err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        sys.exit(2)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    log = (report_dir / "coordinator.log").open("a")
+    cdb_logging.configure("WARNING", stream=log)
+
+    def shown(r: ScenarioResult) -> None:
+        style = {"pass": "green", "fail": "red"}.get(r.status, "yellow")
+        _err.print(f"{r.status:<8} {Path(r.file).name} ({r.duration_s:.1f}s)", style=style,
+                   highlight=False, markup=False)
+        for reason in r.reasons:
+            _err.print(f"  - {reason}", highlight=False, markup=False, soft_wrap=True)
+
+    done: list[Any] = []
+
+    async def main() -> None:
+        done.append(await run_every(files, report_dir, mode=mode, seed=seed, redis_url=redis,
+                                    postgres_url=postgres, on_result=shown))
+
+    try:
+        _run_to_end(_until_terminated(main()))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _err.print("interrupted: the running scenario's faults undone", style="yellow")
+        sys.exit(2)
+    finally:
+        log.close()
+    summary = done[0]
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(summary).decode() + "\n")
+    else:
+        _out.print(f"verdict {summary.status} (exit {summary.exit_code}): "
+                   f"{len(summary.results)} scenario(s) in {summary.duration_s:.1f}s",
+                   highlight=False, markup=False)
+        for kind, path in summary.reports.items():
+            _out.print(f"  {kind:<5} {path}", highlight=False, markup=False)
+    sys.exit(summary.exit_code)
+
+
 def _check_options(mode: str | None, http_port: int, redis: str | None,
                    postgres: str | None, toxiproxy: str | None) -> None:
     """One ``CdbError`` line for a bad mode, port or URL on the command line."""

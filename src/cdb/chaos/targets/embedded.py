@@ -206,6 +206,11 @@ class _PausableSubscription(MemorySubscription):
             return []
         return await self._inner.read(max_events, timeout)
 
+    def interrupt(self) -> None:
+        # A stopping service interrupts its idle read (ServiceHost.stop): the read
+        # waits in the inner subscription.
+        self._inner.interrupt()
+
     async def ack(self, batches: Any) -> None:
         await self._inner.ack(batches)
 
