@@ -23,7 +23,7 @@ from cdb.bus.keys import MARKET_DATA
 from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.clock import NS_PER_S, WallClock
 from cdb.config import Settings
-from cdb.errors import BusError
+from cdb.errors import BusError, StoreError
 from cdb.events import SCALE, Trade
 from cdb.marketdata.replay import ReplaySource
 from cdb.marketdata.synthetic import START_NS, SyntheticSource
@@ -38,6 +38,7 @@ from cdb.services.execution import ExecutionService, store_recall
 from cdb.services.risk import RiskService, store_history
 from cdb.services.signal import SignalService
 from cdb.services.ws import WsService
+from cdb.storage.runs import RunRecord, session_id
 from cdb.storage.store import Store, migrate
 from cdb.strategies.base import load as load_strategy
 from cdb.venues.base import Venue
@@ -196,7 +197,7 @@ async def build_service(
         # (the newer wins), so risk needs the database at start.
         url, schema = settings.postgres_url(), settings.postgres_schema()
         await migrate(url, schema=schema)
-        store = Store(url, schema=schema)
+        store = Store(url, schema=schema, run_id=_session(bus), scoped=False)
         await store.__aenter__()
         health.add("postgres", store.ping, critical=False)
         shared = RedisEssStore(bus.inner.client, bus.inner.namespace)
@@ -207,12 +208,17 @@ async def build_service(
             ess_watch=shared, api_token=token, history=store_history(store),
         ), store
     if name == "execution":
-        return await _execution(settings, ctx, health)
+        return await _execution(settings, ctx, health, _session(bus))
     if name == "db_writer":
         url, schema = settings.postgres_url(), settings.postgres_schema()
         await migrate(url, schema=schema)
-        store = Store(url, schema=schema)
+        store = Store(url, schema=schema, run_id=_session(bus), scoped=False)
         await store.__aenter__()
+        try:
+            await store.open_session(RunRecord(run_id=_session(bus), kind="distributed",
+                                               started_ns=time.time_ns()))
+        except StoreError as exc:  # the writer retries its batches; the record can wait
+            ctx.log.warning("cannot record the session yet", error=str(exc))
         writer = DbWriterService(
             ctx, store, backoff=backoff_of(settings), write_timeout=settings.cdb_db_write_timeout_s
         )
@@ -223,8 +229,13 @@ async def build_service(
     raise ValueError(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
 
 
+def _session(bus: BufferedBus[RedisStreamsBus]) -> str:
+    """The namespace's one continuous session: the run id on every row it writes."""
+    return session_id(bus.inner.namespace.name)
+
+
 async def _execution(
-    settings: Settings, ctx: ServiceContext, health: Health
+    settings: Settings, ctx: ServiceContext, health: Health, session: str
 ) -> tuple[Service, Store]:
     """Execution on its venue (EXECUTION_VENUE), reconciled with the database at start.
 
@@ -249,7 +260,7 @@ async def _execution(
         venue = binance
     url, schema = settings.postgres_url(), settings.postgres_schema()
     await migrate(url, schema=schema)
-    store = Store(url, schema=schema)
+    store = Store(url, schema=schema, run_id=session, scoped=False)
     await store.__aenter__()
     health.add("postgres", store.ping, critical=False)
     return ExecutionService(ctx, venue, recall=store_recall(store)), store

@@ -34,6 +34,11 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
     """JSON: downsampled prices and equity over time."""
 
 
+def session_id(namespace: str) -> str:
+    """The run id of a distributed pipeline: one continuous session per namespace."""
+    return f"session-{namespace or 'default'}"
+
+
 def new_run_id(now: datetime | None = None, token: str | None = None) -> str:
     """``YYYYMMDD-HHMMSS-xxxx`` (UTC): sorts by start time, short enough to type.
 

@@ -161,18 +161,20 @@ class Store:
             ``None`` or ``""`` for the connection's default.
         run_id: the run this Store writes for and reads from: every row written
             carries it, every read sees only its rows. ``None``: rows are written with
-            the run id ``""`` and reads see every run (the distributed mode, whose
-            namespace is one continuous session).
+            the run id ``""`` and reads see every run.
+        scoped: ``False``: write ``run_id`` but read every row (the distributed mode:
+            its namespace is one continuous session, whatever wrote before it).
 
     Raises:
         StoreError: the URL or schema cannot be used (at construction); any database
             failure later, naming the operation and the database.
     """
 
-    def __init__(self, url: str, schema: str | None = None, *, run_id: str | None = None
-                 ) -> None:
+    def __init__(self, url: str, schema: str | None = None, *, run_id: str | None = None,
+                 scoped: bool = True) -> None:
         self._url = _engine.parse_url(url)
         self.run_id = run_id
+        self._scope = run_id if scoped else None
         self._schema = _engine.check_schema(self._url, schema)
         self._where = _engine.describe(self._url, self._schema)
         self._state = StoreState.CREATED
@@ -185,7 +187,7 @@ class Store:
 
     def _mine(self, table: Table) -> ColumnElement[bool]:
         """Rows of this Store's run (all rows when it has none)."""
-        return true() if self.run_id is None else table.c.run_id == self.run_id
+        return true() if self._scope is None else table.c.run_id == self._scope
 
     @property
     def state(self) -> StoreState:
@@ -418,6 +420,16 @@ class Store:
             found = await conn.execute(select(*columns).order_by(runs.c.started_ns,
                                                                  runs.c.run_id))
             return [_run_record({**row._asdict(), "series": ""}) for row in found]
+
+    async def open_session(self, record: RunRecord) -> RunRecord:
+        """The row of ``record.run_id``, inserted as ``record`` if there is none yet
+        (several processes may open one session at once: the first one wins)."""
+        insert = (postgresql.insert if self._running("open_session").dialect.name
+                  == "postgresql" else sqlite.insert)
+        statement = insert(runs).values(**msgspec.structs.asdict(record))
+        async with self._connect(f"open of session {record.run_id}", begin=True) as conn:
+            await conn.execute(statement.on_conflict_do_nothing(index_elements=[runs.c.run_id]))
+        return await self.run(record.run_id) or record
 
     async def latest_run(self, kinds: Sequence[str] = ()) -> RunRecord | None:
         """The run (of one of ``kinds``, default any) that started or ended last."""

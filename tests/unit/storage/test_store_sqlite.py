@@ -407,3 +407,24 @@ async def test_orders_in_play_and_streamed_reads(store: Store) -> None:
     from tests.integration.storage.test_store_postgres import check_orders_in_play_and_stream
 
     await check_orders_in_play_and_stream(store)
+
+
+async def test_a_session_store_writes_its_id_reads_every_row_and_opens_once(
+    db_url: str, make_chain: Any,
+) -> None:
+    """The distributed mode: one continuous session per namespace."""
+    from cdb.storage.runs import RunRecord, session_id
+
+    await migrate(db_url)
+    session = session_id("prod")
+    async with Store(db_url, run_id="older") as older:
+        await older.write(make_chain(1).events)
+    async with Store(db_url, run_id=session, scoped=False) as store:
+        first = await store.open_session(RunRecord(run_id=session, kind="distributed",
+                                                   started_ns=1))
+        again = await store.open_session(RunRecord(run_id=session, kind="distributed",
+                                                   started_ns=2))
+        assert again.started_ns == first.started_ns == 1
+        await store.write(make_chain(2).events)
+        assert {row["run_id"] for row in await store.rows("orders")} == {"older", session}
+        assert (await store.latest_run(("distributed",))) == first
