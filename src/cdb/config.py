@@ -201,6 +201,9 @@ class Settings(BaseSettings):
     """Seconds between health checks and stream samples (cdb_redis_up, consumer lag)."""
     cdb_discovery_ttl_s: float = Field(15.0, gt=0)
     """An instance whose discovery heartbeat is older than this is shown as gone."""
+    cdb_restarts: int = Field(0, ge=0)
+    """Times the supervisor (``cdb up``) restarted this service: it sets this for each
+    child; advertised in discovery, where the console shows it."""
     cdb_advertise_host: str = ""
     """Host other machines reach this instance at (discovery); default: BIND_HOST, or
     the host name when binding every interface."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import msgspec
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -23,7 +24,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from cdb import __version__
 from cdb.console.auth import COOKIE, Session, Sessions, csrf_ok
 from cdb.console.chaos import find_runs, report_file
-from cdb.console.state import ChangeResult, Watcher
+from cdb.console.state import ChangeResult, Watcher, why_text
 
 HERE = Path(__file__).parent
 VENDOR = HERE.parent / "web" / "vendor"
@@ -37,6 +38,16 @@ _HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+_REPORT_HEADERS = {
+    # A report is a self-contained page of its own (inline script and style): it runs
+    # sandboxed, without the console's origin.
+    "Content-Security-Policy": "sandbox allow-scripts",
+    "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
 
@@ -116,6 +127,8 @@ def build_app(console: Console) -> FastAPI:
     app.mount("/vendor", StaticFiles(directory=VENDOR), name="vendor")
     _live_routes(app, console)
     _other_routes(app, console)
+    _run_routes(app, console)
+    _chaos_routes(app, console)
     _auth_routes(app, console)
     return app
 
@@ -163,7 +176,6 @@ def _live_routes(app: FastAPI, console: Console) -> None:
         return page(request, "_reset_button.html")
 
 
-
 def _other_routes(app: FastAPI, console: Console) -> None:
     watcher = console.watcher
 
@@ -192,10 +204,15 @@ def _other_routes(app: FastAPI, console: Console) -> None:
         return page(request, "trace.html", page="book", event_id=event_id[:200], steps=steps,
                     problem=problem)
 
+
+def _chaos_routes(app: FastAPI, console: Console) -> None:
+    """Scenario runs found in the reports directory, and their HTML reports."""
+
     @app.get("/chaos")
     async def chaos(request: Request) -> Response:
-        return page(request, "chaos.html", page="chaos", runs=find_runs(console.reports),
-                    reports=str(console.reports))
+        return _page(console, request, "chaos.html", page="chaos",
+                     runs=find_runs(console.reports),
+                     reports=str(console.reports))
 
     @app.get("/chaos/report/{name:path}")
     async def chaos_report(request: Request, name: str) -> Response:
@@ -206,10 +223,47 @@ def _other_routes(app: FastAPI, console: Console) -> None:
         if path is None:
             return Response("no such report", 404, media_type="text/plain")
         # The report is a self-contained page of its own (inline script and style).
-        return FileResponse(path, media_type="text/html",
-                            headers={"Content-Security-Policy": "sandbox allow-scripts",
-                                     "X-Content-Type-Options": "nosniff"})
+        return FileResponse(path, media_type="text/html", headers=_REPORT_HEADERS)
 
+
+def _run_routes(app: FastAPI, console: Console) -> None:
+    """The equity curve (data for the book's chart) and the recorded runs."""
+    watcher = console.watcher
+
+    def page(request: Request, template: str, **context: Any) -> Response:
+        return _page(console, request, template, **context)
+
+    @app.get("/data/equity")
+    async def equity(request: Request) -> Response:
+        session, _ = console.session(request)
+        if not console.open_reads and not session.signed_in:
+            return JSONResponse({"detail": "sign in first"}, 403, headers=_HEADERS)
+        view, problem = await watcher.equity()
+        body = msgspec.json.encode({"x": view.x, "equity": view.equity,
+                                    "drawdown_pct": view.drawdown_pct,
+                                    "source": view.source, "problem": problem})
+        return Response(body, media_type="application/json", headers=_HEADERS)
+
+    @app.get("/runs")
+    async def runs(request: Request) -> Response:
+        found, problem = await watcher.runs()
+        return page(request, "runs.html", page="runs", runs=found, problem=problem)
+
+    @app.get("/runs/{run_id}/report")
+    async def run_report(request: Request, run_id: str) -> Response:
+        session, _ = console.session(request)
+        if not console.open_reads and not session.signed_in:
+            return RedirectResponse(_prefix(request) + "/signin", 303)
+        text = None
+        if watcher.records is not None and _RUN_ID.match(run_id):
+            try:
+                text = await watcher.records.report(run_id)
+            except Exception as exc:  # a broken run must not break the console
+                return Response(f"the report could not be made: {why_text(exc)}", 500,
+                                media_type="text/plain")
+        if text is None:
+            return Response("no such run", 404, media_type="text/plain")
+        return HTMLResponse(text, headers=_REPORT_HEADERS)
 
 
 def _auth_routes(app: FastAPI, console: Console) -> None:

@@ -7,11 +7,37 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cdb.console.views import ChaosRun
+from cdb.console.views import ChaosRun, CheckView, TimelineStep
 
 MAX_RUNS = 200
 MAX_JOURNAL_BYTES = 64 * 1024 * 1024
 """A bigger journal is not opened by the console (one page load must stay cheap)."""
+
+
+MAX_STEPS = 200
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _timeline(cdb: dict[str, Any]) -> tuple[TimelineStep, ...]:
+    """The run's activities, in scenario time, from the journal's ``cdb.activities``."""
+    steps = []
+    for a in (cdb.get("activities") or [])[:MAX_STEPS]:
+        if not isinstance(a, dict) or _number(a.get("t_start")) is None:
+            continue
+        effect = a.get("effect") if isinstance(a.get("effect"), dict) else {}
+        assert isinstance(effect, dict)
+        name = str(a.get("name") or a.get("key") or "?")
+        kind = str(a.get("type") or a.get("kind") or "")
+        steps.append(TimelineStep(
+            t_start=float(a["t_start"]), t_end=_number(a.get("t_end")),
+            phase=str(a.get("phase", "")), what=f"{name} ({kind})" if kind else name,
+            status=str(a.get("status", "?")),
+            evidence=str(a.get("error") or effect.get("evidence") or "")[:300]))
+    steps.sort(key=lambda s: s.t_start)
+    return tuple(steps)
 
 
 def _run(root: Path, journal: Path) -> ChaosRun | None:
@@ -41,6 +67,11 @@ def _run(root: Path, journal: Path) -> ChaosRun | None:
         reasons=tuple(str(r) for r in cdb.get("reasons") or []),
         assertions=tuple(checks),
         html=html.relative_to(root).as_posix() if html.is_file() else "",
+        checks=tuple(CheckView(category=str(a.get("category", "")), name=str(a.get("name", "?")),
+                               status=str(a.get("status", "?")),
+                               detail=str(a.get("detail") or "")[:300])
+                     for a in cdb.get("assertions") or [] if isinstance(a, dict)),
+        timeline=_timeline(cdb),
     )
 
 

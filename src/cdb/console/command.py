@@ -24,6 +24,7 @@ from cdb.console.auth import Sessions
 from cdb.console.records import Records
 from cdb.console.state import Watcher
 from cdb.errors import ConfigError
+from cdb.events import SCALE
 from cdb.urls import check_url, database_url
 
 DEFAULT_PORT = 8010
@@ -86,11 +87,13 @@ def console_command(
         check_url("--risk-url", risk_url, ("http", "https"))
     name = settings.service_instance_name if namespace is None else namespace
     token = settings.cdb_api_token.get_secret_value() if settings.cdb_api_token else None
+    cash_e8 = round(settings.risk_initial_cash * SCALE)  # where the book's equity curve starts
     if db is not None:
         if redis_url or postgres_url:
             raise ConfigError(["--db (embedded) goes without --redis and --postgres"])
         records = Records(database_url("--db", db))
-        watcher = Watcher(records=records, redis=None, namespace=Namespace(name), api_token=None)
+        watcher = Watcher(records=records, redis=None, namespace=Namespace(name), api_token=None,
+                          initial_cash_e8=cash_e8)
     else:
         if postgres_url is not None:
             check_url("--postgres", postgres_url,
@@ -105,7 +108,7 @@ def console_command(
         records = Records(url, settings.postgres_schema() if namespace is None
                           else ("cdb_" + name.replace("-", "_") if name else None))
         watcher = Watcher(records=records, redis=client, namespace=Namespace(name),
-                          api_token=token, risk_url=risk_url)
+                          api_token=token, risk_url=risk_url, initial_cash_e8=cash_e8)
     host = settings.bind_host
     console = Console(watcher, Sessions(token if db is None else None), reports,
                       open_reads=is_loopback(host))

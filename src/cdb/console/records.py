@@ -9,18 +9,32 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TypeVar
 
+import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cdb.console.views import AlertView, ChainStep, FillRow, OrderRow, PositionView, TripView
-from cdb.events import Alert, EssChange, Fill, Order, OrderUpdate, fmt_e8
+from cdb.console.views import (
+    AlertView,
+    ChainStep,
+    EquityView,
+    FillRow,
+    OrderRow,
+    PositionView,
+    RunRow,
+    TripView,
+)
+from cdb.events import SCALE, Alert, EssChange, Fill, Order, OrderUpdate, fmt_e8
+from cdb.report.series import MAX_POINTS, RunSeries, downsample
 from cdb.storage.engine import make_engine, parse_url
+from cdb.storage.runs import RunRecord
 from cdb.storage.store import Store
 from cdb.storage.tables import TABLE_OF
 
 T = TypeVar("T")
 FINAL = ("FILLED", "CANCELED", "REJECTED", "EXPIRED")
 DB_TIMEOUT_S = 3.0
+REPORT_TIMEOUT_S = 60.0
+"""A run report reads every order and fill of the run: a bigger budget."""
 
 
 def when(ts_ns: int) -> str:
@@ -140,6 +154,58 @@ class Records:
         net = await self._bounded(run())
         return [PositionView(symbol=s, qty=fmt_e8(q)) for s, q in sorted(net.items()) if q]
 
+    async def equity(self, curve: EquityCurve, batch: int = 50_000) -> EquityCurve:
+        """``curve`` advanced by the fills recorded since its cursor (at most ``batch``)."""
+        f = TABLE_OF[Fill]
+        ts, last = curve.cursor
+        query = (select(f.c.ts, f.c.id, f.c.symbol, f.c.side, f.c.qty_e8, f.c.price_e8,
+                        f.c.fee_e8)
+                 .where((f.c.ts > ts) | ((f.c.ts == ts) & (f.c.id > last)))
+                 .order_by(f.c.ts, f.c.id).limit(batch))
+
+        async def run() -> list[tuple[int, str, str, str, int, int, int]]:
+            async with self.engine.connect() as conn:
+                return [(int(a), str(b), str(c), str(d), int(e), int(g), int(h))
+                        for a, b, c, d, e, g, h in await conn.execute(query)]
+
+        for row in await self._bounded(run()):
+            curve.add(*row)
+        return curve
+
+    async def runs(self) -> list[RunRecord]:
+        """The runs recorded in the database, oldest first (``Store.runs``)."""
+        if self._store is None:
+            return []
+        return await self._bounded(self._store.runs())
+
+    async def run_equity(self, run_id: str) -> EquityView | None:
+        """The equity series a run recorded (embedded runs do), or None."""
+        if self._store is None:
+            return None
+        record = await self._bounded(self._store.run(run_id))
+        if record is None or not record.series:
+            return None
+        series = msgspec.json.decode(record.series, type=RunSeries)
+        return equity_view(series.equity) if series.equity else None
+
+    async def run_rows(self) -> list[RunRow]:
+        """The runs, newest first, as the runs page lists them."""
+        return [run_row(r) for r in reversed(await self.runs())]
+
+    async def report(self, run_id: str) -> str | None:
+        """The HTML report of ``run_id`` (what ``cdb report`` writes), or None."""
+        from cdb.report.build import load_run
+        from cdb.report.html import render
+
+        if self._store is None:
+            return None
+        record = await self._bounded(self._store.run(run_id))
+        if record is None or record.run_id != run_id:
+            return None
+        async with Store(self.url, self.schema, run_id=record.run_id) as scoped:
+            view = await asyncio.wait_for(load_run(scoped, record), REPORT_TIMEOUT_S)
+        return render([view])
+
     async def chain(self, event_id: str) -> list[ChainStep]:
         """The audit chain of ``event_id`` (as ``cdb audit trace``), with hop latency."""
         if self._store is None:
@@ -153,6 +219,77 @@ class Records:
             out.append(ChainStep(kind=step.kind, id=step.id, at=when(step.ts), latency_ms=latency,
                                  source=step.source, summary=step.summary))
         return out
+
+
+class EquityCurve:
+    """Equity over time from the recorded fills, computed as they come (a cursor).
+
+    Cash moves by each fill's notional and fee; positions are marked at the last fill
+    price of their symbol, so the curve is what the fills say, whatever the process
+    that made them (risk restarts do not break it). Points are kept small with the
+    report's ``downsample``.
+
+    Args:
+        initial_cash_e8: the portfolio's cash before the first fill.
+    """
+
+    def __init__(self, initial_cash_e8: int) -> None:
+        self.cash_e8 = initial_cash_e8
+        self.positions: dict[str, int] = {}
+        self.marks: dict[str, int] = {}
+        self.points: list[tuple[int, int]] = []
+        self.cursor: tuple[int, str] = (0, "")
+        """(ts, id) of the last fill counted."""
+
+    def add(self, ts: int, fill_id: str, symbol: str, side: str, qty_e8: int, price_e8: int,
+            fee_e8: int) -> None:
+        sign = 1 if side == "BUY" else -1
+        self.cash_e8 -= sign * qty_e8 * price_e8 // SCALE + fee_e8
+        self.positions[symbol] = self.positions.get(symbol, 0) + sign * qty_e8
+        self.marks[symbol] = price_e8
+        equity = self.cash_e8 + sum(q * self.marks[s] // SCALE
+                                    for s, q in self.positions.items())
+        self.points.append((ts, equity))
+        self.cursor = (ts, fill_id)
+        if len(self.points) > 4 * MAX_POINTS:
+            self.points = downsample(self.points, MAX_POINTS)
+
+    def series(self) -> EquityView:
+        """Seconds, equity and drawdown from the running peak (%), for the chart."""
+        return equity_view([(ts, v) for ts, v in downsample(self.points, MAX_POINTS)])
+
+
+def run_row(run: RunRecord) -> RunRow:
+    """What the runs page shows of a run (the summary's counts, as ``cdb runs``)."""
+    try:
+        summary = msgspec.json.decode(run.summary) if run.summary else {}
+        inputs = msgspec.json.decode(run.inputs) if run.inputs else []
+    except msgspec.DecodeError:
+        summary, inputs = {}, []
+    summary = summary if isinstance(summary, dict) else {}
+    names = [str(i.get("path") or i.get("source") or "").rsplit("/", 1)[-1]
+             for i in inputs if isinstance(i, dict)] if isinstance(inputs, list) else []
+    ess = summary.get("ess")
+    state = ess.get("state", "") if isinstance(ess, dict) else ""
+    return RunRow(run_id=run.run_id, kind=run.kind, started=when(run.started_ns),
+                  finished=when(run.finished_ns) if run.finished_ns else "running",
+                  legs=run.legs, trades=str(summary.get("trades", "")),
+                  orders=str(summary.get("orders", "")), fills=str(summary.get("fills", "")),
+                  pnl=str(summary.get("pnl", "")), ess=str(state), inputs=", ".join(names))
+
+
+def equity_view(points: list[tuple[int, int]]) -> EquityView:
+    xs: list[float] = []
+    ys: list[float] = []
+    dds: list[float] = []
+    peak = 0.0
+    for ts, value_e8 in points:
+        value = value_e8 / SCALE
+        peak = max(peak, value)
+        xs.append(ts / 1e9)
+        ys.append(value)
+        dds.append(round((value - peak) / peak * 100, 4) if peak > 0 else 0.0)
+    return EquityView(x=xs, equity=ys, drawdown_pct=dds)
 
 
 def msgspec_row(order: Order) -> dict[str, object]:

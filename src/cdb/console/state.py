@@ -27,18 +27,21 @@ from redis.exceptions import RedisError
 
 from cdb.bus.keys import ALL_STREAMS, Namespace
 from cdb.clock import Clock, WallClock
-from cdb.console.records import Records, when
+from cdb.console.records import EquityCurve, Records, when
 from cdb.console.views import (
     Book,
     ChainStep,
     DepView,
+    EquityView,
     EssView,
     GroupLag,
     InstanceView,
     PositionView,
+    RunRow,
     Snapshot,
     TripView,
 )
+from cdb.events import SCALE
 from cdb.observability.discovery import InstanceRecord, discover
 from cdb.observability.logging import mask_text
 
@@ -70,7 +73,7 @@ def _instance(record: InstanceRecord, alive: bool, body: dict[str, Any] | None, 
         note = error or ("heartbeat expired" if not alive else "not answering")
         return InstanceView(service=record.service, instance=record.instance,
                             address=record.address, pid=record.pid, state="gone",
-                            health="gone", note=mask_text(note))
+                            health="gone", restarts=record.restarts, note=mask_text(note))
     deps = tuple(
         DepView(name=str(name), status=str(dep.get("status", "?")),
                 latency_ms=dep.get("latency_ms"),
@@ -84,7 +87,8 @@ def _instance(record: InstanceRecord, alive: bool, body: dict[str, Any] | None, 
         pid=int(details.get("pid") or record.pid), state="live",
         health=str(body.get("status", "?")),
         uptime_s=float(body.get("uptime_s") or max(0, now_ns - record.started_ns) / 1e9),
-        buffered=int(details.get("buffered_events") or 0), deps=deps, note="; ".join(down),
+        restarts=record.restarts, buffered=int(details.get("buffered_events") or 0),
+        deps=deps, note="; ".join(down),
     )
 
 
@@ -102,7 +106,8 @@ class Watcher:
 
     def __init__(self, *, records: Records | None, redis: aioredis.Redis | None,
                  namespace: Namespace, api_token: str | None, interval: float = 1.0,
-                 risk_url: str | None = None, clock: Clock | None = None) -> None:
+                 risk_url: str | None = None, clock: Clock | None = None,
+                 initial_cash_e8: int = 100_000 * SCALE) -> None:
         self.records = records
         self.redis = redis
         self.namespace = namespace
@@ -117,6 +122,10 @@ class Watcher:
         self._http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_S)
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._initial_cash_e8 = initial_cash_e8
+        self._curve = EquityCurve(initial_cash_e8)
+        self._equity: tuple[float, EquityView] | None = None
+        self._equity_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Watcher:
         await self.refresh()
@@ -154,7 +163,7 @@ class Watcher:
             try:
                 alerts = await self.records.alerts(20)
             except Exception as exc:  # any driver error: the page says so and goes on
-                problems.append(f"database: {_why(exc)}")
+                problems.append(f"database: {why_text(exc)}")
         self.snapshot = Snapshot(taken_at=when(now), mode=self.mode, instances=instances,
                                  lags=lags, ess=ess, alerts=tuple(alerts),
                                  problems=tuple(problems))
@@ -175,7 +184,7 @@ class Watcher:
                                 "instances last discovered")
             lags = await asyncio.wait_for(self._lags(), REDIS_TIMEOUT_S)
         except (RedisError, OSError, TimeoutError) as exc:
-            problems.append(f"redis: {_why(exc)} (showing the instances last discovered)")
+            problems.append(f"redis: {why_text(exc)} (showing the instances last discovered)")
         known = list(self._known.values())
         answers = await asyncio.gather(*[self._health(rec.address) for rec, _ in known])
         views = tuple(_instance(rec, alive, body, error, now)
@@ -222,7 +231,7 @@ class Watcher:
                 response = await self._http.get(f"{address}/ess")
                 return _ess_from_api(response.json())
             except (httpx.HTTPError, ValueError) as exc:
-                problems.append(f"risk API: {_why(exc)}")
+                problems.append(f"risk API: {why_text(exc)}")
         if self.records is not None:
             with contextlib.suppress(Exception):  # the database problem is reported apart
                 changes = await self.records.ess_changes(1)
@@ -241,7 +250,7 @@ class Watcher:
         try:
             return await self.records.ess_changes(100), ""
         except Exception as exc:  # shown on the page
-            return [], f"database: {_why(exc)}"
+            return [], f"database: {why_text(exc)}"
 
     async def book(self) -> Book:
         """Positions and limits (risk's API), orders and fills (database)."""
@@ -252,7 +261,7 @@ class Watcher:
             try:
                 state = (await self._http.get(f"{address}/risk/state")).json()
             except (httpx.HTTPError, ValueError) as exc:
-                problems.append(f"risk API: {_why(exc)}")
+                problems.append(f"risk API: {why_text(exc)}")
         parts: dict[str, Any] = {"positions": (), "orders": (), "fills": (), "open_orders": ()}
         if self.records is not None:
             try:
@@ -262,7 +271,7 @@ class Watcher:
                 if not state:
                     parts["positions"] = tuple(await self.records.positions())
             except Exception as exc:  # shown on the page
-                problems.append(f"database: {_why(exc)}")
+                problems.append(f"database: {why_text(exc)}")
         if state:
             parts["positions"] = tuple(
                 PositionView(symbol=s, qty=str(p.get("qty")), mark=str(p.get("mark")),
@@ -274,13 +283,54 @@ class Watcher:
                     max_drawdown_pct=str(state.get("max_drawdown_pct", "")), limits=limits,
                     problems=tuple(problems), **parts)
 
+    async def equity(self, max_age_s: float = 2.0) -> tuple[EquityView, str]:
+        """The book's equity and drawdown curve, and what could not be read.
+
+        Embedded: the series the newest run recorded, else its fills. Distributed: the
+        fills recorded so far (read incrementally). One read per ``max_age_s``, however
+        many pages ask.
+        """
+        if self.records is None:
+            return EquityView(), "no database configured"
+        async with self._equity_lock:
+            now = asyncio.get_running_loop().time()
+            if self._equity is not None and now - self._equity[0] < max_age_s:
+                return self._equity[1], ""
+            try:
+                view = await self._read_equity(self.records)
+            except Exception as exc:  # shown on the page; the last curve stays drawn
+                return (self._equity[1] if self._equity else EquityView()), \
+                    f"database: {why_text(exc)}"
+            self._equity = (now, view)
+            return view, ""
+
+    async def _read_equity(self, records: Records) -> EquityView:
+        if self.mode == "embedded":
+            runs = await records.runs()
+            if runs:
+                recorded = await records.run_equity(runs[-1].run_id)
+                if recorded is not None:
+                    return msgspec.structs.replace(
+                        recorded, source=f"run {runs[-1].run_id} (recorded series)")
+        curve = await records.equity(self._curve)
+        return msgspec.structs.replace(curve.series(), source="recorded fills")
+
+    async def runs(self) -> tuple[list[RunRow], str]:
+        """The recorded runs, newest first, and what could not be read."""
+        if self.records is None:
+            return [], "no database configured"
+        try:
+            return await self.records.run_rows(), ""
+        except Exception as exc:  # shown on the page
+            return [], f"database: {why_text(exc)}"
+
     async def chain(self, event_id: str) -> tuple[list[ChainStep], str]:
         if self.records is None:
             return [], "no database configured"
         try:
             return await self.records.chain(event_id), ""
         except Exception as exc:  # shown on the page
-            return [], f"database: {_why(exc)}"
+            return [], f"database: {why_text(exc)}"
 
     async def change(self, action: str, actor: str, reason: str) -> ChangeResult:
         """Trip or reset the kill switch through risk's API, with the token."""
@@ -296,7 +346,7 @@ class Watcher:
                 headers={"Authorization": f"Bearer {self._token}"}, timeout=5.0)
             body = response.json()
         except (httpx.HTTPError, ValueError) as exc:
-            return ChangeResult(ok=False, message=f"risk API did not answer: {_why(exc)}")
+            return ChangeResult(ok=False, message=f"risk API did not answer: {why_text(exc)}")
         finally:
             self._changed.set()
         if response.status_code == 200:
@@ -310,6 +360,7 @@ class Watcher:
                             message=mask_text(str(body.get("detail") or response.status_code)))
 
 
-def _why(exc: BaseException) -> str:
+def why_text(exc: BaseException) -> str:
+    """The first line of ``exc``, short and with secrets masked, for a page."""
     text = str(exc) or type(exc).__name__
     return mask_text(text.splitlines()[0][:200])

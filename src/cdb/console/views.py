@@ -30,6 +30,8 @@ class InstanceView(msgspec.Struct, frozen=True, kw_only=True):
     """healthy, degraded, unhealthy, or gone."""
     uptime_s: float | None = None
     pid: int = 0
+    restarts: int = 0
+    """Times its supervisor restarted it (from its discovery record)."""
     buffered: int = 0
     deps: tuple[DepView, ...] = ()
     note: str = ""
@@ -164,6 +166,26 @@ class ChainStep(msgspec.Struct, frozen=True, kw_only=True):
     summary: str
 
 
+class TimelineStep(msgspec.Struct, frozen=True, kw_only=True):
+    """One thing a scenario run did (a fault applied or undone, an action, a probe)."""
+
+    t_start: float
+    t_end: float | None
+    phase: str
+    what: str
+    status: str
+    evidence: str = ""
+
+
+class CheckView(msgspec.Struct, frozen=True, kw_only=True):
+    """One check of a scenario run (an invariant, a measurement...) and its outcome."""
+
+    category: str
+    name: str
+    status: str
+    detail: str = ""
+
+
 class ChaosRun(msgspec.Struct, frozen=True, kw_only=True):
     """A scenario run found in the reports directory."""
 
@@ -178,3 +200,33 @@ class ChaosRun(msgspec.Struct, frozen=True, kw_only=True):
     """(name, status) of each check."""
     html: str
     """Path of ``report.html`` relative to the reports directory; empty when absent."""
+    checks: tuple[CheckView, ...] = ()
+    timeline: tuple[TimelineStep, ...] = ()
+    """In scenario time (seconds from the start of the timeline; negative in warm-up)."""
+
+
+class EquityView(msgspec.Struct, frozen=True, kw_only=True):
+    """The equity curve for the book's chart: three aligned columns."""
+
+    x: list[float] = msgspec.field(default_factory=list)
+    """Event time, seconds since the epoch."""
+    equity: list[float] = msgspec.field(default_factory=list)
+    drawdown_pct: list[float] = msgspec.field(default_factory=list)
+    """Below the running peak, in percent (0 or negative)."""
+    source: str = ""
+
+
+class RunRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One run of an embedded database, for the runs page."""
+
+    run_id: str
+    kind: str
+    started: str
+    finished: str
+    legs: int
+    trades: str
+    orders: str
+    fills: str
+    pnl: str
+    ess: str
+    inputs: str

@@ -4,7 +4,8 @@ Two keys per namespace (``cdb.bus.keys.Namespace``), so pipelines sharing one Re
 not see each other:
 
 - ``<ns>:cdb:instances``, a hash: ``service/instance`` -> the instance's record (JSON:
-  service, instance, address, grpc address, version, started, host, pid, last seen);
+  service, instance, address, grpc address, version, started, host, pid, last seen,
+  restarts);
 - ``<ns>:cdb:alive:<service>/<instance>``, set with a TTL on every heartbeat: it is
   what says the instance is alive. When the process dies the key expires, the record
   stays, and ``cdb status`` shows the instance as gone until it comes back (a
@@ -60,6 +61,8 @@ class InstanceRecord(msgspec.Struct, frozen=True, kw_only=True):
     """``host:port`` of its gRPC health service; empty when off."""
     last_seen_ns: int = 0
     ttl_s: float = DEFAULT_TTL_S
+    restarts: int = 0
+    """Times its supervisor restarted it (CDB_RESTARTS); 0 when none says."""
 
     @property
     def key(self) -> str:

@@ -129,6 +129,7 @@ class ServiceObserver:
             started=datetime.fromtimestamp(started_ns / 1e9, tz=UTC).isoformat(
                 timespec="seconds"),
             started_ns=started_ns, host=socket.gethostname(), pid=os.getpid(),
+            restarts=settings.cdb_restarts,
         )
         self._host = host
         self.registrar: Registrar | None = None

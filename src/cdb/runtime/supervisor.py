@@ -2,7 +2,8 @@
 
 Each service runs as ``python -m cdb service NAME`` with the environment given; a
 process that exits unexpectedly is restarted after an exponential backoff (1 s
-doubling to 30 s, reset once it has stayed up for a minute). Stopping sends SIGTERM
+doubling to 30 s, reset once it has stayed up for a minute); each child is told its restart count
+(``CDB_RESTARTS``) and advertises it in discovery. Stopping sends SIGTERM
 upstream first (ws, signal, risk, execution, db_writer) so each stage drains what
 the one before it published, then SIGKILLs whatever outlives the drain timeout.
 
@@ -30,6 +31,8 @@ from cdb.runtime.distributed import SERVICES
 STARTUP_ORDER = ("db_writer", "execution", "risk", "signal", "ws")
 """Consumers first, so their groups exist before the first trade is published."""
 _PR_SET_PDEATHSIG = 1
+RESTARTS_ENV = "CDB_RESTARTS"
+"""Set for each child: how many times it was restarted (Settings.cdb_restarts)."""
 
 
 def die_with_parent(sig: int) -> Callable[[], None] | None:
@@ -95,7 +98,10 @@ class Supervisor:
         try:
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cdb", "service", child.name,
-                env=self.env, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL,
+                # The count is the child's to report (its discovery record): the console
+                # and `cdb status` read it there, whoever supervises.
+                env={**self.env, RESTARTS_ENV: str(child.restarts)},
+                stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL,
                 # The preexec is one prctl: safe between fork and exec.
                 start_new_session=True, preexec_fn=self._preexec,
             )
