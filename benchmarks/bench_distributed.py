@@ -670,6 +670,8 @@ def print_report(report: dict[str, Any]) -> None:
               f"p50 {lat['p50_ms']:.2f} ms, "
               f"p90 {lat['p90_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, mean "
               f"{lat['mean_ms']:.2f} ms ({lat['samples']} orders)")
+        print(f"                  host during the window: {lat['load_before']} -> "
+              f"{lat['load_after']} (cpu_pressure_pct: share of time a task waited for a CPU)")
         print(f"                  hops (ms, from Redis entry ids) {lat['hops_ms']}")
         print(f"                  CPU % {lat['cpu_pct']}; RSS MB {lat['rss_mb']}; RSS growth "
               f"MB/min {lat['rss_growth_mb_per_min']}")
