@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -57,16 +59,23 @@ S = 1_000_000_000
 class Console:
     """A ``cdb console`` process on a free port, for the module's pipeline."""
 
-    def __init__(self, pipe: LocalPipeline, reports: Path) -> None:
+    def __init__(self, pipe: LocalPipeline | None, reports: Path, *, db: Path | None = None,
+                 workdir: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.port = restartable_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        log = (pipe.workdir / "console.log").open("ab")
+        if pipe is not None:
+            source = ["--redis", f"redis://:{REDIS_PASSWORD}@127.0.0.1:{pipe.redis.port}/0",
+                      "--postgres", pipe.postgres_url]
+            workdir, env = pipe.workdir, pipe.env
+        else:  # embedded: the database of a `cdb run`
+            assert db is not None
+            assert workdir is not None
+            source = ["--db", str(db)]
+        log = (workdir / "console.log").open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cdb", "console",
-             "--redis", f"redis://:{REDIS_PASSWORD}@127.0.0.1:{pipe.redis.port}/0",
-             "--postgres", pipe.postgres_url, "--port", str(self.port),
+            [sys.executable, "-m", "cdb", "console", *source, "--port", str(self.port),
              "--reports", str(reports)],
-            env=pipe.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
         eventually(self._up, 30, "console answering")
 
@@ -311,6 +320,108 @@ def test_chaos_page_lists_runs_with_verdict_and_report(console: Console,
     assert httpx.get(f"{console.url}/chaos/report/../../etc/passwd").status_code == 404
 
 
+def test_the_book_draws_the_equity_curve(console: Console, driver: WebDriver) -> None:
+    """The chart script (vendored uPlot, no inline script) loads the curve of the
+    recorded fills; once there is a fill, both curves are drawn."""
+    driver.get(console.url + "/book")
+    eventually(lambda: driver.execute_script(
+        "return document.getElementById('equity').dataset.points") is not None, 15,
+        "the curve loaded")
+    if driver.find_elements(By.CSS_SELECTOR, "#fills a"):
+        eventually(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#equity canvas")) == 2,
+                   15, "equity and drawdown drawn")
+        assert "recorded fills" in text_of(driver, "#equity-note")
+    shot(driver, "book-equity")
+
+
+def test_a_restarted_service_shows_its_restart_count(pipe: LocalPipeline, console: Console,
+                                                     driver: WebDriver) -> None:
+    """cdb up restarts a killed service; the new process advertises restarts 1 and the
+    overview shows it (live, no reload)."""
+    driver.get(console.url + "/")
+
+    def restarts() -> dict[str, str]:
+        found = driver.execute_script(
+            "return [...document.querySelectorAll('#instances tbody tr[data-service]')]"
+            ".map(r => [r.dataset.service, r.querySelector('td.restarts').innerText])")
+        return {str(k): str(v) for k, v in found}
+
+    eventually(lambda: restarts().get("signal") == "0", 15, "signal never restarted")
+    pipe.kill("signal")
+    eventually(lambda: restarts().get("signal") == "1" and healths(driver).get("signal")
+               == "healthy", 60, "signal restarted once, healthy")
+    assert restarts()["ws"] == "0"
+    shot(driver, "overview-restarted")
+
+
+def test_postgres_outage_shows_live_and_recovers(pipe: LocalPipeline, console: Console,
+                                                 driver: WebDriver) -> None:
+    driver.get(console.url + "/")
+    eventually(lambda: text_of(driver, "#pipeline-status") == "healthy", 30, "healthy first")
+    driver.execute_script("window.notReloaded = true")
+    pipe.postgres.stop()
+    try:
+        eventually(lambda: "database" in text_of(driver, "#live").lower()
+                   and healths(driver).get("db_writer") != "healthy", 15,
+                   "the page shows PostgreSQL down (console's reads and db_writer)")
+        assert set(healths(driver)) == {"db_writer", "execution", "risk", "signal", "ws"}
+        assert driver.execute_script("return window.notReloaded") is True
+        shot(driver, "overview-postgres-down")
+        driver.get(console.url + "/book")  # still served: the database part says why
+        eventually(lambda: "database" in text_of(driver, "#live").lower(), 15,
+                   "the book says the database is unreachable")
+        shot(driver, "book-postgres-down")
+    finally:
+        pipe.postgres.start()
+    driver.get(console.url + "/")
+    eventually(lambda: text_of(driver, "#pipeline-status") == "healthy"
+               and "database" not in text_of(driver, "#live").lower(), 60,
+               "healthy again after PostgreSQL came back")
+    shot(driver, "overview-postgres-recovered")
+
+
+def test_a_slow_client_does_not_slow_the_pipeline(pipe: LocalPipeline, console: Console,
+                                                  driver: WebDriver) -> None:
+    """Clients that ask for the live fragments and never read the answers: the watcher
+    (one, shared) keeps refreshing, other browsers keep their live page and the
+    pipeline keeps its pace."""
+    key = "signal:stream.market_data"
+
+    def rate(seconds: float) -> float:
+        before, started = pipe.progress().get(key, 0.0), time.monotonic()
+        time.sleep(seconds)
+        return (pipe.progress().get(key, 0.0) - before) / (time.monotonic() - started)
+
+    quiet = rate(5)
+    stuck = []
+    request = (f"GET /fragments/book HTTP/1.1\r\nHost: 127.0.0.1:{console.port}\r\n\r\n"
+               f"GET /fragments/overview HTTP/1.1\r\nHost: 127.0.0.1:{console.port}\r\n\r\n"
+               ).encode() * 100
+    try:
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", console.port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(request)  # and never read
+            stuck.append(sock)
+        driver.get(console.url + "/")
+        taken = driver.execute_script("return document.getElementById('live').innerText")
+        loaded = rate(5)
+        eventually(lambda: driver.execute_script(
+            "return document.getElementById('live').innerText") != taken, 10,
+            "the open page still updates")
+        started = time.monotonic()
+        assert httpx.get(f"{console.url}/health", timeout=5).status_code == 200
+        answered = time.monotonic() - started
+    finally:
+        for sock in stuck:
+            sock.close()
+    print(f"market data into signal: {quiet:.1f}/s alone, {loaded:.1f}/s with 20 stuck "
+          f"clients; console /health in {answered * 1000:.0f} ms")
+    assert answered < 2.0
+    if quiet > 5:  # a paced market: the pipeline keeps it whatever the clients do
+        assert loaded > 0.7 * quiet
+
+
 def test_redis_outage_shows_live_and_recovers(pipe: LocalPipeline, console: Console,
                                               driver: WebDriver) -> None:
     driver.get(console.url + "/")
@@ -333,3 +444,55 @@ def test_redis_outage_shows_live_and_recovers(pipe: LocalPipeline, console: Cons
     assert driver.execute_script("return window.notReloaded") is True
     shot(driver, "overview-recovered")
     print(f"outage shown {seen:.1f} s after Redis stopped")
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory, reports: Path) -> Iterator[Console]:
+    """``cdb console --db`` on the database of a finished ``cdb run``."""
+    work = tmp_path_factory.mktemp("embedded")
+    db = work / "run.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "cdb", "run", "--duration", "1h", "--db", str(db), "--quiet"],
+        cwd=work, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    app = Console(None, reports, db=db, workdir=work,
+                  env={k: v for k, v in ENV.items() if k.startswith("RISK_")} | {
+                      "PATH": os.environ.get("PATH", ""), "HOME": str(work),
+                      "CDB_API_TOKEN": TOKEN})
+    yield app
+    app.stop()
+
+
+def test_embedded_pages_render_and_offer_no_change(embedded: Console, driver: WebDriver
+                                                   ) -> None:
+    """A finished run's database: the pages render, the run and its report are listed,
+    the equity curve is drawn from the run's series, and no change is possible."""
+    driver.get(embedded.url + "/")
+    assert "embedded" in text_of(driver, "#instances")
+    shot(driver, "embedded-overview")
+    driver.get(embedded.url + "/runs")
+    run_id = text_of(driver, "#runs td.run-id")
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", run_id), run_id
+    assert "synthetic" in text_of(driver, "#runs")
+    shot(driver, "embedded-runs")
+    driver.get(embedded.url + "/book")
+    eventually(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#equity canvas")) == 2, 15,
+               "equity and drawdown drawn")
+    assert run_id in text_of(driver, "#equity-note")
+    shot(driver, "embedded-book")
+    driver.get(embedded.url + "/ess")
+    assert not driver.find_elements(By.ID, "trip-button")
+    assert not driver.find_elements(By.ID, "reset-button")
+    assert "embedded database" in text_of(driver, "main")
+    with httpx.Client(base_url=embedded.url) as web:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', web.get("/signin").text)
+        assert csrf is None or web.post("/signin", data={"csrf": csrf[1], "token": TOKEN}
+                                        ).status_code == 403
+        refused = web.post("/ess/trip", data={"actor": "m", "reason": "x"})
+        assert refused.status_code == 403
+    driver.get(embedded.url + "/runs")
+    driver.find_element(By.CSS_SELECTOR, "#runs a.run-report").click()
+    eventually(lambda: run_id in driver.title, 30, "the run's report opened")
+    eventually(lambda: bool(driver.find_elements(By.CSS_SELECTOR, "canvas")), 15,
+               "the report draws its charts")
+    shot(driver, "embedded-run-report")

@@ -8,15 +8,19 @@
   const plots = {};
   const width = () => Math.max(320, Math.min(1200, box.clientWidth || 900));
 
-  function draw(id, label, color, x, y) {
+  function draw(id, label, color, x, y, range) {
     const data = [x, y];
     if (plots[id]) { plots[id].setData(data); return; }
     plots[id] = new uPlot({
       width: width(), height: 220, title: label,
+      scales: range ? { y: { range: range } } : {},
       series: [{}, { label: label, stroke: color, width: 1.5 }],
       axes: [{}, { size: 70 }],
     }, data, document.getElementById(id));
   }
+
+  // Drawdown is 0 or below: the axis ends at 0 and shows at least 1 %.
+  const below = (u, min) => [Math.min(min, -1), 0];
 
   async function load() {
     let body;
@@ -37,7 +41,7 @@
     box.dataset.points = String(body.x.length);
     if (body.x.length) {
       draw("equity-chart", "equity", "#1d4ed8", body.x, body.equity);
-      draw("drawdown-chart", "drawdown %", "#b91c1c", body.x, body.drawdown_pct);
+      draw("drawdown-chart", "drawdown %", "#b91c1c", body.x, body.drawdown_pct, below);
     }
   }
 
