@@ -93,7 +93,7 @@ def test_a_five_second_redis_blip_restarted_empty_on_defaults(tmp_path: Path) ->
 def test_sixty_seconds_of_redis_then_of_postgres_on_defaults(tmp_path: Path) -> None:
     """The seed's simulation: Redis down 60 s (it keeps its streams, AOF as deployed),
     then PostgreSQL down 60 s."""
-    pipe = LocalPipeline(tmp_path, env=market(240), claim_idle_s=None)
+    pipe = LocalPipeline(tmp_path, env=market(180), claim_idle_s=None)
     pipe.redis = RedisServer(password=REDIS_PASSWORD,
                              args=("--appendonly", "yes", "--appendfsync", "always"))
     with pipe:
