@@ -294,6 +294,133 @@ def run_all(
     sys.exit(summary.exit_code)
 
 
+def _print_soak(result: Any) -> None:
+    _out.print(f"soak verdict {result.status} (exit {result.exit_code}): seed "
+               f"{result.seed}, {result.mode}, {result.faults} fault(s) "
+               f"{result.faults_by_kind}, {result.wall_s:.1f}s", highlight=False,
+               markup=False)
+    for reason in result.reasons:
+        _out.print(f"  - {reason}", highlight=False, markup=False, soft_wrap=True)
+    for r in result.recovery:
+        if r.measured:
+            _out.print(f"  recovery {r.kind}: p50 {r.p50_s:g}s p99 {r.p99_s:g}s "
+                       f"({r.measured} of {r.faults})", highlight=False, markup=False)
+    for s in result.series:
+        if s.flagged:
+            what = "leak" if s.decides else "growing (a note, not judged)"
+            _out.print(f"  {what}: {s.subject} {s.metric} +{s.growth:.0f} over the second "
+                       "half", highlight=False, markup=False)
+    if result.shrunk is not None:
+        sh = result.shrunk
+        _out.print(f"  shrunk: {sh.check} fails with {len(sh.faults)} fault(s) "
+                   f"({', '.join(sh.faults) or 'none'}): {sh.file}"
+                   f"{'' if sh.reproduced else ' (did not reproduce)'}",
+                   highlight=False, markup=False)
+    for kind, path in result.reports.items():
+        _out.print(f"  {kind:<8} {path}", highlight=False, markup=False)
+
+
+def _pairs(option: str, items: list[str]) -> dict[str, float]:
+    """``--weight kill=3`` (repeatable) as {kind: weight}."""
+    from cdb.errors import CdbError
+
+    out: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise CdbError(f"{option}: {item!r} is not NAME=NUMBER (e.g. kill=3)") from None
+    return out
+
+
+@scenario_app.command("soak")
+def soak(
+    duration: Annotated[str, typer.Option(help="How long faults are injected (scenario "
+                                               "time: market time, compressed in embedded "
+                                               "mode), e.g. 120s, 30m.")] = "120s",
+    seed: Annotated[int, typer.Option(help="Drives the schedule and the run.")] = 1,
+    mode: Annotated[str, typer.Option(help="embedded or distributed.")] = "distributed",
+    weight: Annotated[list[str] | None, typer.Option(
+        help="KIND=WEIGHT, repeatable (0 leaves a kind out); kinds: stop, kill, restart, "
+             "redis_down, postgres_down, network, network_down, exchange, flash_crash, "
+             "gap, stale, flat, signal_flood.")] = None,
+    mean_gap: Annotated[str, typer.Option(help="Mean time between two faults.")] = "6s",
+    max_overlap: Annotated[int, typer.Option(help="Faults active at once, at most (1: no "
+                                                  "overlap).")] = 2,
+    recover_within: Annotated[str, typer.Option(help="The bound on each recovery.")] = "30s",
+    sabotage: Annotated[list[str] | None, typer.Option(
+        help="Test-only: BUG=WEIGHT, a deliberate bug the nemesis may also draw "
+             "(embedded mode; e.g. duplicate_fills=1, leak_tasks=1).")] = None,
+    shrink: Annotated[bool, typer.Option(help="On a failure, find the smallest failing "
+                                              "schedule (shrunk.yaml).")] = True,
+    max_trials: Annotated[int, typer.Option(help="Reruns the shrinking may take.")] = 30,
+    leaks: Annotated[bool, typer.Option(help="Sample resources and check for leaks.")] = True,
+    report_dir: Annotated[Path, typer.Option(help="Where the reports go.")] = Path(
+        "cdb-reports/soak"),
+    redis: Annotated[str | None, typer.Option(help="Distributed: a shared Redis (then no "
+                                                   "redis_down).")] = None,
+    postgres: Annotated[str | None, typer.Option(help="Distributed: a shared PostgreSQL "
+                                                      "(then no postgres_down).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the schedule as a "
+                                                            "scenario; run nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """A seeded random schedule of faults for DURATION, checked over the whole history;
+    leaks flagged; a failure shrunk to a small scenario. Exit 0 pass, 1 fail, 2 unknown."""
+    import yaml
+
+    from cdb.chaos.nemesis import SoakSpec, document, kinds_of, schedule
+    from cdb.chaos.registry import parse_duration
+    from cdb.chaos.soak import Infra
+    from cdb.chaos.soak import soak as run_soak
+    from cdb.errors import CdbError
+    from cdb.observability import logging as cdb_logging
+
+    try:
+        _check_options(mode, -1, redis, postgres, None)
+        weights = _pairs("--weight", weight or [])
+        if redis:
+            weights["redis_down"] = 0
+        if postgres:
+            weights["postgres_down"] = 0
+        spec = SoakSpec(duration=parse_duration(duration), seed=seed, mode=mode,  # type: ignore[arg-type]
+                        weights=weights, mean_gap=parse_duration(mean_gap),
+                        max_overlap=max_overlap, recover_within=parse_duration(recover_within),
+                        sabotage=_pairs("--sabotage", sabotage or []))
+    except (CdbError, ValueError) as exc:
+        _err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        sys.exit(2)
+    if dry_run:
+        planned = schedule(spec)
+        sys.stdout.write(f"# faults: {kinds_of(planned)}\n")
+        sys.stdout.write(yaml.safe_dump(document(spec, planned), sort_keys=False, width=100))
+        return
+    report_dir.mkdir(parents=True, exist_ok=True)
+    log = (report_dir / "coordinator.log").open("a")
+    cdb_logging.configure("WARNING", stream=log)
+    done: list[Any] = []
+
+    async def main() -> None:
+        done.append(await run_soak(spec, report_dir, Infra(redis_url=redis,
+                                                           postgres_url=postgres),
+                                   check_leaks=leaks, shrink=shrink, max_trials=max_trials))
+
+    try:
+        _run_to_end(_until_terminated(main()))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _err.print("interrupted: faults undone", style="yellow")
+        sys.exit(2)
+    finally:
+        log.close()
+    result = done[0]
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+    else:
+        _print_soak(result)
+    sys.exit(result.exit_code)
+
+
 def _check_options(mode: str | None, http_port: int, redis: str | None,
                    postgres: str | None, toxiproxy: str | None) -> None:
     """One ``CdbError`` line for a bad mode, port or URL on the command line."""

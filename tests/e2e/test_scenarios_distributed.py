@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,9 @@ from tests.e2e.test_scenarios_embedded import (
     SCENARIOS,
     failing,
     must_pass,
+    outcome_of,
     run,
+    run_all,
 )
 
 pytestmark = pytest.mark.timeout(400)
@@ -47,12 +50,35 @@ def by_name(outcome: dict[str, object]) -> dict[str, dict[str, object]]:
     return {a["name"]: a for a in outcome["assertions"]}  # type: ignore[attr-defined,index]
 
 
-def test_flash_crash_trips_the_ess_in_distributed_mode(tmp_path: Path,
-                                                       shared: list[str]) -> None:
+@pytest.fixture(scope="module")
+def distributed_all(tmp_path_factory: pytest.TempPathFactory, shared: list[str],
+                    ) -> tuple[int, dict[str, Any], dict[str, dict[str, Any]]]:
+    """Every shipped scenario in distributed mode by one ``cdb scenario run-all`` (what CI
+    runs): the runs without an infrastructure fault share one Redis and one PostgreSQL,
+    the others (redis-down) start their own."""
+    out = tmp_path_factory.mktemp("run-all-distributed")
+    return run_all(out, SCENARIOS, "--mode", "distributed", *shared, timeout=1000)
+
+
+# The first test to ask for ``distributed_all`` waits for the whole run-all.
+ALL = pytest.mark.timeout(1100)
+
+
+@ALL
+def test_run_all_passes_every_shipped_scenario_distributed(distributed_all: Any) -> None:
+    code, summary, results = distributed_all
+    assert set(results) == {p.stem for p in SCENARIOS.glob("*.yaml")}
+    bad = {stem: r["reasons"] for stem, r in results.items() if r["status"] != "pass"}
+    assert (code, summary["status"], bad) == (0, "pass", {})
+    assert all(Path(path).is_file() for path in summary["reports"].values())
+    assert Path(summary["reports"]["junit"]).read_text().count("<testsuite ") == 6
+
+
+@ALL
+def test_flash_crash_trips_the_ess_in_distributed_mode(distributed_all: Any) -> None:
     """The crash is in ws's market (WS_SHAPES) at the planned time: the ESS trips on it
     within the fall, alerts, and the buys after it are all rejected."""
-    code, outcome = run(tmp_path, SCENARIOS / "flash-crash.yaml", "--mode", "distributed",
-                        *shared)
+    code, outcome = outcome_of(distributed_all[2], "flash-crash")
     assert outcome["mode"] == "distributed"
     named = by_name(outcome)
     assert named["crash took effect"]["status"] == "pass", failing(outcome)
@@ -62,37 +88,38 @@ def test_flash_crash_trips_the_ess_in_distributed_mode(tmp_path: Path,
     must_pass(code, outcome)
 
 
+@ALL
 def test_ess_trips_on_drawdown_and_resets_only_after_the_cooldown_distributed(
-    tmp_path: Path, shared: list[str],
+    distributed_all: Any,
 ) -> None:
-    code, outcome = run(tmp_path, SCENARIOS / "ess-trigger-reset.yaml", "--mode", "distributed",
-                        *shared)
+    code, outcome = outcome_of(distributed_all[2], "ess-trigger-reset")
     named = by_name(outcome)
     assert named["the reset during the cooldown is refused (still HALTED)"]["status"] == "pass"
     assert named["trading resumes after the reset"]["status"] == "pass", failing(outcome)
     must_pass(code, outcome)
 
 
-def test_signal_flood_is_rate_limited_in_distributed_mode(tmp_path: Path,
-                                                          shared: list[str]) -> None:
-    code, outcome = run(tmp_path, SCENARIOS / "signal-flood.yaml", "--mode", "distributed",
-                        *shared)
+@ALL
+def test_signal_flood_is_rate_limited_in_distributed_mode(distributed_all: Any) -> None:
+    code, outcome = outcome_of(distributed_all[2], "signal-flood")
     named = by_name(outcome)
     assert named["the rest rejected by the rate limit"]["status"] == "pass", failing(outcome)
     assert named["at most 10 orders from the flood"]["status"] == "pass", failing(outcome)
     must_pass(code, outcome)
 
 
-def test_services_killed_and_restarted_lose_and_double_nothing(tmp_path: Path) -> None:
-    code, outcome = run(tmp_path, SCENARIOS / "service-killed-restarted.yaml")
+@ALL
+def test_services_killed_and_restarted_lose_and_double_nothing(distributed_all: Any) -> None:
+    code, outcome = outcome_of(distributed_all[2], "service-killed-restarted")
     effects = [a for a in outcome["assertions"] if a["category"] == "fault-effect"]
     assert effects
     assert all(a["status"] == "pass" for a in effects), failing(outcome)
     must_pass(code, outcome)
 
 
-def test_redis_down_buffers_and_flushes(tmp_path: Path) -> None:
-    code, outcome = run(tmp_path, SCENARIOS / "redis-down.yaml")
+@ALL
+def test_redis_down_buffers_and_flushes(distributed_all: Any) -> None:
+    code, outcome = outcome_of(distributed_all[2], "redis-down")
     named = by_name(outcome)
     assert named["redis down took effect"]["status"] == "pass", failing(outcome)
     must_pass(code, outcome)
@@ -166,10 +193,11 @@ def test_two_coordinators_share_one_redis_and_postgres_without_interfering(
     assert keys == []  # a shared Redis keeps nothing of the runs
 
 
-def test_exchange_down_and_rate_limited_on_the_fake_binance_passes(tmp_path: Path) -> None:
+@ALL
+def test_exchange_down_and_rate_limited_on_the_fake_binance_passes(distributed_all: Any) -> None:
     """Execution trades on a fake Binance; every exchange fault fires (-1003, -1015, 429,
     418, 5xx, timeouts) and the venue's ledger still equals the database."""
-    code, outcome = run(tmp_path, SCENARIOS / "exchange-down-rate-limited.yaml")
+    code, outcome = outcome_of(distributed_all[2], "exchange-down-rate-limited")
     effects = {a["name"]: a for a in outcome["assertions"] if a["category"] == "fault-effect"}
     assert len(effects) >= 7
     assert all(a["status"] == "pass" for a in effects.values()), failing(outcome)

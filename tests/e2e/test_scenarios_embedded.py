@@ -25,6 +25,33 @@ def run(tmp: Path, scenario: Path, *args: str) -> tuple[int, dict[str, Any]]:
     return result.returncode, json.loads(result.stdout)
 
 
+def run_all(tmp: Path, directory: Path, *args: str,
+            timeout: float = 280) -> tuple[int, dict[str, Any], dict[str, dict[str, Any]]]:
+    """``cdb scenario run-all DIRECTORY --json``: its exit code, its summary and each
+    scenario's result by file stem (``outcome``: as ``cdb scenario run --json`` prints it,
+    None when the scenario did not run)."""
+    result = cdb("scenario", "run-all", str(directory), "--json", "--report-dir", str(tmp),
+                 *args, cwd=ROOT, timeout=timeout)
+    assert result.stdout.strip(), result.stderr
+    summary = json.loads(result.stdout)
+    return result.returncode, summary, {Path(r["file"]).stem: r for r in summary["results"]}
+
+
+@pytest.fixture(scope="module")
+def embedded_all(tmp_path_factory: pytest.TempPathFactory,
+                 ) -> tuple[int, dict[str, Any], dict[str, dict[str, Any]], Path]:
+    """Every shipped scenario in embedded mode, by one ``cdb scenario run-all``."""
+    out = tmp_path_factory.mktemp("run-all-embedded")
+    return (*run_all(out, SCENARIOS, "--mode", "embedded"), out)
+
+
+def outcome_of(results: dict[str, dict[str, Any]], stem: str) -> tuple[int, dict[str, Any]]:
+    """One scenario's exit code and outcome from a run-all summary."""
+    entry = results[stem]
+    assert entry["outcome"] is not None, entry["reasons"]
+    return entry["exit_code"], entry["outcome"]
+
+
 def failing(outcome: dict[str, Any]) -> dict[str, str]:
     return {a["name"]: a["detail"] for a in outcome["assertions"] if a["status"] != "pass"}
 
@@ -71,13 +98,36 @@ def test_dry_run_starts_nothing() -> None:
     assert "flash_crash" in result.stdout
 
 
-def test_signal_flood_passes_with_reports(tmp_path: Path) -> None:
-    code, outcome = run(tmp_path, SCENARIOS / "signal-flood.yaml")
+def test_run_all_gives_each_verdict_one_junit_and_an_index(embedded_all: Any) -> None:
+    """Every shipped scenario is in the summary, the JUnit file and the index; the ones
+    that cannot run embedded are unknown with the reason (never left out), so the exit
+    code is 2 (the worst verdict: no fail, some unknown)."""
+    code, summary, results, out = embedded_all
+    assert set(results) == {p.stem for p in SCENARIOS.glob("*.yaml")}
+    statuses = {stem: r["status"] for stem, r in results.items()}
+    assert statuses == {"flash-crash": "pass", "ess-trigger-reset": "pass",
+                        "signal-flood": "pass", "service-killed-restarted": "unknown",
+                        "redis-down": "unknown", "exchange-down-rate-limited": "unknown"}, \
+        {stem: r["reasons"] for stem, r in results.items() if r["status"] != "pass"}
+    assert (code, summary["status"]) == (2, "unknown")
+    assert any("distributed" in reason for reason in results["redis-down"]["reasons"])
+    junit = (out / "junit.xml").read_text()
+    assert junit.count("<testsuite ") == 6
+    assert 'name="no_duplicates"' in junit
+    index = (out / "index.html").read_text()
+    for stem in results:
+        assert f"{stem}.yaml" in index
+    assert 'href="flash-crash/report.html"' in index
+
+
+def test_signal_flood_passes_with_reports(embedded_all: Any) -> None:
+    code, outcome = outcome_of(embedded_all[2], "signal-flood")
     assert code == 0, failing(outcome)
     assert outcome["seed"] == 11
+    report_dir = Path(outcome["report_dir"])
     for name in ("journal.json", "junit.xml", "report.html"):
-        assert (tmp_path / name).is_file()
-    journal = json.loads((tmp_path / "journal.json").read_text())
+        assert (report_dir / name).is_file()
+    journal = json.loads((report_dir / "journal.json").read_text())
     assert journal["cdb"]["verdict"] == "pass"
     assert journal["cdb"]["recording"]["events"]["signal"]
     examined_something(outcome)
@@ -110,8 +160,8 @@ def examined_something(outcome: dict[str, Any]) -> None:
             assert any(a["examined"].values()), a
 
 
-def test_flash_crash_trips_the_ess(tmp_path: Path) -> None:
-    code, outcome = run(tmp_path, SCENARIOS / "flash-crash.yaml")
+def test_flash_crash_trips_the_ess(embedded_all: Any) -> None:
+    code, outcome = outcome_of(embedded_all[2], "flash-crash")
     by_name = {a["name"]: a for a in outcome["assertions"]}
     assert by_name["the ESS tripped on the flash crash"]["status"] == "pass"
     assert by_name["time to trip"]["measured"] <= 65
@@ -122,8 +172,8 @@ def test_flash_crash_trips_the_ess(tmp_path: Path) -> None:
     examined_something(outcome)
 
 
-def test_ess_trip_and_reset(tmp_path: Path) -> None:
-    code, outcome = run(tmp_path, SCENARIOS / "ess-trigger-reset.yaml")
+def test_ess_trip_and_reset(embedded_all: Any) -> None:
+    code, outcome = outcome_of(embedded_all[2], "ess-trigger-reset")
     by_name = {a["name"]: a for a in outcome["assertions"]}
     assert by_name["trading resumes after the reset"]["status"] == "pass"
     must_pass(code, outcome)

@@ -19,7 +19,7 @@ def load() -> None:
     if _loaded:
         return
     _loaded = True
-    from cdb.chaos import actions, invariants, probes  # noqa: F401
+    from cdb.chaos import actions, invariants, leaks, probes  # noqa: F401
     from cdb.chaos.faults import (  # noqa: F401
         exchange,
         flood,

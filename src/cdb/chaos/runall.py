@@ -21,8 +21,11 @@ import msgspec
 from cdb.chaos.html import _CSS, _STATUS, _e
 from cdb.chaos.journal import now_iso
 
-INFRA_FAULTS: Final = frozenset({"redis_down", "postgres_down"})
-"""Faults that take a server down: a run with one gets its own servers, never a shared one."""
+OWN_SERVERS: Final = frozenset({"redis_down", "postgres_down", "kill", "restart", "stop",
+                                "exchange"})
+"""Faults after which a run gets its own Redis and PostgreSQL, never the shared ones: a
+server taken down, and the process and exchange faults, whose recoveries are timed (a
+shared server's other tenants must not be part of what is measured)."""
 
 
 class ScenarioResult(msgspec.Struct, kw_only=True):
@@ -62,7 +65,7 @@ _STATUS_OF: Final = {0: "pass", 1: "fail", 2: "unknown"}
 
 def _uses_infra_faults(document: dict[str, Any]) -> bool:
     text = json.dumps(document.get("timeline") or [])
-    return any(f'"type": "{kind}"' in text for kind in INFRA_FAULTS)
+    return any(f'"type": "{kind}"' in text for kind in OWN_SERVERS)
 
 
 async def run_all(files: list[Path], out: Path, *, mode: str | None = None,

@@ -18,6 +18,7 @@ unchain_fills       fills lose their link to their order                  audit_
 poison_signals      signals no service can handle (dead-lettered)         no_dead_letters
 stall_risk          risk stops reading, to the end of the run             lag_recovers, recover
 lose_resets         an ESS reset is answered as done, never applied       the ess_reset action
+leak_tasks          execution leaves a task and 64 KiB behind per fill    the soak's leak check
 ==================  ====================================================  =========================
 """
 
@@ -41,6 +42,8 @@ BUGS: Final[dict[str, dict[str, Any]]] = {
     "inflate_orders": {"topic": ORDERS, "action": "inflate", "only": "order"},
     "unchain_fills": {"topic": FILLS, "action": "unchain", "only": "fill"},
     "poison_signals": {"topic": SIGNALS, "action": "poison", "only": "signal"},
+    "leak_tasks": {"topic": FILLS, "action": "leak", "only": "fill", "lasting": True,
+                   "owner": "execution"},
     "stall_risk": {},
     "lose_resets": {},
 }

@@ -210,6 +210,10 @@ class Target(abc.ABC):
         """The fault-injection switches of the pipeline (drop/duplicate events)."""
         raise Unavailable(f"{self.mode} mode has no fault-injection switches")
 
+    async def redis_memory(self) -> int | None:
+        """Bytes the pipeline's Redis uses (None: no Redis, or it did not answer)."""
+        return None
+
     def ledger(self) -> list[dict[str, Any]] | None:
         """The venue's own record of executions, when observable."""
         return None

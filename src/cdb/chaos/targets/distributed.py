@@ -576,6 +576,15 @@ class DistributedTarget(Target):
                     self.bus.pending(topic, group), f"pending of {group} on {topic}")
         return out
 
+    async def redis_memory(self) -> int | None:
+        if self._client is None:
+            return None
+        try:
+            info = await self._client.info("memory")
+        except (RedisError, OSError):
+            return None
+        return int(info.get("used_memory", 0))
+
     async def stream_info(self, stream: str) -> dict[str, Any]:
         assert self._client is not None
         key = Namespace(self.namespace).key(stream)

@@ -37,7 +37,7 @@ from cdb.services.risk import client_order_id
 RECORDER_GROUP = "chaos.recorder"
 
 
-Action = Literal["drop", "duplicate", "inflate", "unchain", "ignore_ess", "poison"]
+Action = Literal["drop", "duplicate", "inflate", "unchain", "ignore_ess", "poison", "leak"]
 
 
 class Rule(msgspec.Struct, kw_only=True):
@@ -47,8 +47,9 @@ class Rule(msgspec.Struct, kw_only=True):
     ``drop`` loses it, ``duplicate`` sends a copy under another id, ``inflate``
     multiplies an order's quantity by ``factor``, ``unchain`` cuts a fill from its
     order, ``ignore_ess`` turns a rejection for the ESS into an order, ``poison``
-    makes a signal risk cannot handle (a price that is not a number). A ``lasting``
-    rule outlives its fault (a bug does not go away when the scenario stops
+    makes a signal risk cannot handle (a price that is not a number), ``leak`` lets
+    the publishing service (``owner``) leave a task and a buffer behind per event. A
+    ``lasting`` rule outlives its fault (a bug does not go away when the scenario stops
     looking)."""
 
     topic: str
@@ -57,6 +58,8 @@ class Rule(msgspec.Struct, kw_only=True):
     only: str = ""
     factor: int = 10
     lasting: bool = False
+    owner: str = ""
+    """``leak``: the service the leaked tasks belong to (their names start with it)."""
     seen: int = 0
     affected: int = 0
     last_id: str = ""
@@ -83,6 +86,14 @@ class Sabotage:
         self.lose_resets = False
         """ESS resets are answered as done and never reach risk."""
         self.prices: dict[str, int] = {}
+        self.leaked: list[tuple[asyncio.Task[Any], bytearray]] = []
+        """``leak``: tasks that never end and what they hold (cancelled by ``close``)."""
+
+    def close(self) -> None:
+        """End the leaked tasks (the run is over)."""
+        for task, _ in self.leaked:
+            task.cancel()
+        self.leaked.clear()
 
     def add(self, rule: Rule) -> Rule:
         self.rules.append(rule)
@@ -124,6 +135,12 @@ class Sabotage:
         when the rule does not apply to this event."""
         action = rule.action
         if action == "drop":
+            return True
+        if action == "leak":
+            task = asyncio.get_running_loop().create_task(
+                asyncio.Event().wait(), name=f"{rule.owner}.leaked-{rule.affected}")
+            self.leaked.append((task, bytearray(64 * 1024)))
+            kept.append(event)
             return True
         if action == "duplicate":
             kept += [event, msgspec.structs.replace(event, id=f"{event.id}-dup")]
@@ -347,6 +364,7 @@ class EmbeddedTarget(Target):
     async def stop(self) -> None:
         self._finishing = True
         self.clock.close()
+        self.switches.close()
         for task in (self._run, self._recorder):
             if task is not None and not task.done():
                 task.cancel()
