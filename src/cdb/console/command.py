@@ -12,20 +12,19 @@ import asyncio
 import os
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import structlog
 import typer
 
 from cdb.bus.keys import Namespace
 from cdb.config import load_settings
-from cdb.console.app import Console, build_app, is_loopback
-from cdb.console.auth import Sessions
-from cdb.console.records import Records
-from cdb.console.state import Watcher
 from cdb.errors import ConfigError
 from cdb.events import SCALE
 from cdb.urls import check_url, database_url
+
+if TYPE_CHECKING:
+    from cdb.console.app import Console
 
 DEFAULT_PORT = 8010
 
@@ -40,6 +39,7 @@ def _port(value: str | None) -> int:
 
 async def serve(console: Console, host: str, port: int) -> None:
     """Serve ``console`` until SIGINT/SIGTERM (the watcher runs meanwhile)."""
+    from cdb.console.app import build_app
     from cdb.runtime.http import HttpServer
 
     stop = asyncio.Event()
@@ -75,7 +75,13 @@ def console_command(
         str | None, typer.Option(help="Risk's API (default: found by discovery).")] = None,
 ) -> None:
     """Serve the operator console (web) on 127.0.0.1:8010."""
+    # Imported here, not at the top: every other `cdb` command starts without FastAPI,
+    # Jinja2 and the console's records.
     from cdb.cli_status import redis_from_settings, redis_from_url
+    from cdb.console.app import Console, is_loopback
+    from cdb.console.auth import Sessions
+    from cdb.console.records import Records
+    from cdb.console.state import Watcher
     from cdb.observability import logging as cdb_logging
 
     settings = load_settings()

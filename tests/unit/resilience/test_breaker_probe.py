@@ -111,6 +111,7 @@ class SteppedTime:
 
     def __init__(self) -> None:
         self.now = 0.0
+        self._moved = asyncio.Event()
 
     def __call__(self) -> float:
         return self.now
@@ -118,10 +119,12 @@ class SteppedTime:
     async def sleep(self, delay: float) -> None:
         until = self.now + delay
         while self.now < until:
-            await asyncio.sleep(0)
+            self._moved.clear()
+            await self._moved.wait()
 
     async def advance(self, to: float) -> None:
         self.now = to
+        self._moved.set()
         for _ in range(200):
             await asyncio.sleep(0)
 
