@@ -55,6 +55,8 @@ class InstanceStatus(msgspec.Struct, kw_only=True):
     last_seen_s: float
     """Seconds since the last heartbeat."""
     note: str = ""
+    session: str = ""
+    """The pipeline's session: the run id on every row it writes (``cdb runs``)."""
     """Why it is gone, or which dependency is down."""
 
 
@@ -125,7 +127,9 @@ async def collect(client: aioredis.Redis, namespace: Namespace, *, timeout: floa
             _health(http, r.record.address) if r.alive else _gone() for r in registrations
         ])
     now = WallClock().now() if now_ns is None else now_ns
-    return [_row(r, h, n, now) for r, (h, n) in zip(registrations, answers, strict=True)]
+    session = namespace.session
+    return [msgspec.structs.replace(_row(r, h, n, now), session=session)
+            for r, (h, n) in zip(registrations, answers, strict=True)]
 
 
 async def _gone() -> tuple[str, str]:
@@ -165,7 +169,8 @@ def table(rows: list[InstanceStatus], namespace: str, *, wide: bool = False,
     names = ["service", "instance", *(["state"] if wide else []), "health",
              *(["address", "grpc", "version"] if wide else []), "up", "heartbeat", "note"]
     body = [_cells(row, wide) for row in rows]
-    out = Table(title=Text(f"cdb status (namespace {namespace or '(none)'})"),
+    out = Table(title=Text(f"cdb status (namespace {namespace or '(none)'}, "
+                           f"session {Namespace(namespace).session})"),
                 title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
                 pad_edge=False)
     need = [max([len(name), *(c[i].cell_len for c in body)]) for i, name in enumerate(names)]

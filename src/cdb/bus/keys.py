@@ -46,6 +46,12 @@ class Namespace:
         self.name = name
         self.prefix = f"{name}:" if name else ""
 
+    @property
+    def session(self) -> str:
+        """The run id of this namespace's distributed pipeline: one continuous session,
+        written on every row it stores (``cdb runs``, ``cdb status``)."""
+        return f"session-{self.name or 'default'}"
+
     def key(self, name: str) -> str:
         """A namespaced key (stream, topic, hash)."""
         return f"{self.prefix}{name}"

@@ -13,6 +13,8 @@ from typing import Literal
 
 import msgspec
 
+from cdb.bus.keys import Namespace
+
 RunKind = Literal["synthetic", "replay", "live", "distributed"]
 
 
@@ -36,7 +38,7 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 def session_id(namespace: str) -> str:
     """The run id of a distributed pipeline: one continuous session per namespace."""
-    return f"session-{namespace or 'default'}"
+    return Namespace(namespace).session
 
 
 def new_run_id(now: datetime | None = None, token: str | None = None) -> str:

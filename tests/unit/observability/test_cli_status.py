@@ -58,7 +58,7 @@ def test_the_table_lists_every_instance() -> None:
     console = Console(file=io.StringIO(), width=200, color_system=None)
     console.print(table(rows("healthy", "gone"), "ns1"))
     text = console.file.getvalue()  # type: ignore[attr-defined]
-    assert "namespace ns1" in text
+    assert "namespace ns1, session session-ns1" in text, "the run id of its rows"
     assert "s0-1" in text
     assert "healthy" in text
     assert "gone" in text
