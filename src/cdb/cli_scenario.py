@@ -394,7 +394,10 @@ def soak(
     if dry_run:
         planned = schedule(spec)
         sys.stdout.write(f"# faults: {kinds_of(planned)}\n")
-        sys.stdout.write(yaml.safe_dump(document(spec, planned), sort_keys=False, width=100))
+        from cdb.chaos.leaks import probe_document
+
+        doc = document(spec, planned, leak_probes=[probe_document()] if leaks else None)
+        sys.stdout.write(yaml.safe_dump(doc, sort_keys=False, width=100))
         return
     report_dir.mkdir(parents=True, exist_ok=True)
     log = (report_dir / "coordinator.log").open("a")
