@@ -8,7 +8,15 @@ polls) N times each, one after the other. Reported: median, p95 and max latency,
 how long one watcher refresh takes (discovery, 20 ``/health``, consumer groups). The
 target: the overview under 100 ms.
 
+``--throughput``: what one open console costs the pipeline. The real ``cdb up`` (five
+processes, throwaway Redis and PostgreSQL) replays the same file at ``WS_SPEED=max``,
+in interleaved rounds without and with a ``cdb console`` process watching it and a
+client polling it as an open browser does (overview fragment every 1 s, book fragment
+every 2 s, equity data every 5 s). Reported per round: trades/s from the first trade
+in ``stream.market_data`` until every consumer group has acknowledged everything.
+
     .venv/bin/python benchmarks/bench_console.py --requests 500
+    .venv/bin/python benchmarks/bench_console.py --throughput --trades 1000000 --rounds 3
 """
 
 from __future__ import annotations
@@ -16,9 +24,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -32,6 +47,7 @@ from cdb.observability.discovery import InstanceRecord, alive_key, registry_key
 from cdb.runtime.http import HttpServer
 from cdb.testing.ports import restartable_port
 from cdb.testing.redis import RedisServer
+from cdb.testing.waiting import eventually
 
 SERVICES = ("ws", "signal", "risk", "execution", "db_writer")
 
@@ -118,10 +134,164 @@ async def main(requests: int, instances: int) -> dict[str, object]:
             "overview_fragment": fragment, "watcher_refresh": summary(refreshes)}
 
 
+def make_file(trades: int) -> Path:
+    """A Binance ``trades`` CSV of ``trades`` synthetic BTCUSDT trades (cached)."""
+    import itertools
+
+    from cdb.marketdata.synthetic import SyntheticSource
+    from cdb.testing.marketfiles import write_trades_csv
+
+    data = Path(__file__).parent / ".data"
+    path = data / f"BTCUSDT-trades-{trades}.csv"
+    if not path.exists():
+        data.mkdir(exist_ok=True)
+        source = SyntheticSource(seed=1, symbols=["BTCUSDT"], duration_s=trades / 40)
+        stream = itertools.islice((t for b in source.batches() for t in b), trades)
+        write_trades_csv(path, stream, layout="trades")
+    return path
+
+
+def _progress(client: Any, keys: list[str]) -> tuple[int, int]:
+    """Trades added to the first stream, and the backlog of every group of every stream."""
+    pipe = client.pipeline(transaction=False)
+    pipe.xinfo_stream(keys[0])
+    for key in keys:
+        pipe.xinfo_groups(key)
+    replies = pipe.execute(raise_on_error=False)
+    added = 0 if isinstance(replies[0], Exception) else int(replies[0]["entries-added"])
+    backlog = sum(int(g["pending"]) + int(g.get("lag") or 0)
+                  for reply in replies[1:] if not isinstance(reply, Exception) for g in reply)
+    return added, backlog
+
+
+class Browsing(threading.Thread):
+    """Polls a console as one open browser tab does, until ``stop`` is set."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(name="browsing", daemon=True)
+        self.url = url
+        self.stop = threading.Event()
+        self.requests = 0
+        self.refreshes_seen: set[str] = set()
+
+    def run(self) -> None:
+        schedule = {"/fragments/overview": 1.0, "/fragments/book": 2.0, "/data/equity": 5.0}
+        due = dict.fromkeys(schedule, 0.0)
+        with httpx.Client(base_url=self.url, timeout=10) as web:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                for path, every in schedule.items():
+                    if now >= due[path]:
+                        text = web.get(path).text
+                        self.requests += 1
+                        due[path] = now + every
+                        if path == "/fragments/overview":
+                            found = re.search(r"as of ([0-9:. -]+) UTC", text)
+                            if found:
+                                self.refreshes_seen.add(found[1])
+                self.stop.wait(0.05)
+
+
+def throughput_round(path: Path, trades: int, with_console: bool) -> dict[str, Any]:
+    """One ``cdb up`` run over ``path``, with or without a console open."""
+    from cdb.bus.keys import ALL_STREAMS, Namespace
+    from cdb.testing.cluster import REDIS_PASSWORD, LocalPipeline
+
+    env = {"WS_SOURCE": "replay", "WS_REPLAY": str(path), "WS_SPEED": "max",
+           "WS_SYMBOLS": "BTCUSDT", "LOG_LEVEL": "WARNING"}
+    with tempfile.TemporaryDirectory(prefix="cdb-bench-console-") as tmp, \
+            LocalPipeline(Path(tmp), env) as p:
+        console: subprocess.Popen[bytes] | None = None
+        console_cpu = 0.0
+        browsing: Browsing | None = None
+        if with_console:
+            port = restartable_port()
+            console = subprocess.Popen(
+                [sys.executable, "-m", "cdb", "console", "--port", str(port),
+                 "--redis", f"redis://:{REDIS_PASSWORD}@127.0.0.1:{p.redis.port}/0",
+                 "--postgres", p.postgres_url],
+                env=p.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            eventually(lambda: _answers(f"http://127.0.0.1:{port}/health"), 30, "console")
+            browsing = Browsing(f"http://127.0.0.1:{port}")
+            browsing.start()
+        client = p.redis_client()
+        keys = [Namespace(p.namespace).key(s) for s in ALL_STREAMS]
+        try:
+            p.start()
+            first = end = None
+            deadline = time.monotonic() + 120 + trades / 2000
+            while end is None:
+                added, backlog = _progress(client, keys)
+                now = time.monotonic()
+                if first is None and added > 0:
+                    first = now
+                if added >= trades and backlog == 0:
+                    end = now
+                if now > deadline:
+                    raise TimeoutError(f"pipeline not drained: {p.logs()[-2000:]}")
+                time.sleep(0.02)
+            assert first is not None
+            seconds = end - first
+        finally:
+            client.close()
+            if browsing is not None:
+                browsing.stop.set()
+                browsing.join()
+            if console is not None:
+                console_cpu = cpu_seconds(console.pid)
+                console.terminate()
+                console.wait(10)
+    out: dict[str, Any] = {"console": with_console, "trades": trades,
+                           "seconds": round(seconds, 3), "rate": round(trades / seconds)}
+    if browsing is not None:
+        out["console_requests"] = browsing.requests
+        out["console_refreshes_seen"] = len(browsing.refreshes_seen)
+        out["console_cpu_s"] = round(console_cpu, 2)
+        out["console_cpu_pct_of_run"] = round(100 * console_cpu / seconds, 1)
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def throughput(trades: int, rounds: int) -> dict[str, Any]:
+    path = make_file(trades)
+    runs = []
+    for i in range(rounds):
+        # Interleaved, the order alternating: both see the same host over time.
+        for with_console in ((False, True) if i % 2 == 0 else (True, False)):
+            result = throughput_round(path, trades, with_console)
+            print(json.dumps(result), flush=True)
+            runs.append(result)
+    alone = [r["rate"] for r in runs if not r["console"]]
+    watched = [r["rate"] for r in runs if r["console"]]
+    return {"trades": trades, "rounds": rounds, "runs": runs,
+            "without_console": {"median": statistics.median(alone), "best": max(alone)},
+            "with_console": {"median": statistics.median(watched), "best": max(watched)},
+            "ratio_of_medians": round(statistics.median(watched) / statistics.median(alone), 3),
+            "spread_without": round((max(alone) - min(alone)) / statistics.median(alone), 3)}
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--instances", type=int, default=20)
+    parser.add_argument("--throughput", action="store_true",
+                        help="pipeline throughput with and without one console open")
+    parser.add_argument("--trades", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    result = asyncio.run(main(args.requests, args.instances))
-    print(json.dumps(result, indent=1))
+    if args.throughput:
+        print(json.dumps(throughput(args.trades, args.rounds), indent=1))
+    else:
+        print(json.dumps(asyncio.run(main(args.requests, args.instances)), indent=1))

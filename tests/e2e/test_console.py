@@ -186,6 +186,8 @@ def test_overview_lists_five_healthy_services(pipe: LocalPipeline, console: Cons
         "five healthy services on the page")
     assert "ACTIVE" in text_of(driver, "#ess-banner")
     assert text_of(driver, "#pipeline-status") == "healthy"
+    eventually(lambda: "stream.market_data" in text_of(driver, "#lags"), 10,
+               "consumer lag per stream and group")
     shot(driver, "overview")
 
 

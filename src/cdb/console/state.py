@@ -202,13 +202,16 @@ class Watcher:
     async def _lags(self) -> tuple[GroupLag, ...]:
         assert self.redis is not None
         out: list[GroupLag] = []
+        # One round trip for every stream: the pipeline's Redis is asked once a second.
+        pipe = self.redis.pipeline(transaction=False)
         for stream in ALL_STREAMS:
-            try:
-                groups = await self.redis.xinfo_groups(self.namespace.key(stream))
-            except RedisError as exc:
-                if "no such key" in str(exc).lower():
+            pipe.xinfo_groups(self.namespace.key(stream))
+        replies = await pipe.execute(raise_on_error=False)
+        for stream, groups in zip(ALL_STREAMS, replies, strict=True):
+            if isinstance(groups, Exception):
+                if isinstance(groups, RedisError) and "no such key" in str(groups).lower():
                     continue
-                raise
+                raise groups
             for g in groups:
                 name = g["name"]
                 out.append(GroupLag(
