@@ -650,16 +650,20 @@ class Runner:
                    ctx=self._builtin, impl=health)
 
         async def both() -> None:
-            t = round(target.clock.now(), 6)
+            # Each reading is stamped when its answer came: a request sent just before a
+            # fault that the fault then held up (a frozen service answering nothing)
+            # tells of the fault, not of the time before it.
             value, error = await self._probe_value(use)
-            target.recording.sample(measure.HEALTH, t, value, error)
+            target.recording.sample(measure.HEALTH, round(target.clock.now(), 6), value, error)
             try:
                 async with asyncio.timeout(_PROBE_TIMEOUT_S):
                     lag = await target.lag()
                 total = sum(n for groups in lag.values() for n in groups.values())
-                target.recording.sample(measure.LAG, t, {"total": total, "by_stream": lag})
+                target.recording.sample(measure.LAG, round(target.clock.now(), 6),
+                                        {"total": total, "by_stream": lag})
             except Exception as exc:
-                target.recording.sample(measure.LAG, t, error=f"{type(exc).__name__}: {exc}")
+                target.recording.sample(measure.LAG, round(target.clock.now(), 6),
+                                        error=f"{type(exc).__name__}: {exc}")
             try:
                 async with asyncio.timeout(_PROBE_TIMEOUT_S):
                     await target.observe()

@@ -97,6 +97,9 @@ class ExecutionService(Service):
         super().__init__(ctx)
         self.venue = venue
         self._recall = recall
+        self.last_trade_ts = 0
+        """Event time of the newest trade handed to the venue: every fill up to it is
+        in the venue's ledger."""
         self.reconciled: object = None
         """The last reconciliation's report (``ReconcileReport``), None before one."""
         self.fills = 0
@@ -164,6 +167,8 @@ class ExecutionService(Service):
         if topic == MARKET_DATA:
             trades: list[Trade] = events  # type: ignore[assignment]
             executions = await self.venue.on_trades(trades)
+            if trades:
+                self.last_trade_ts = max(self.last_trade_ts, trades[-1].ts)
         else:
             executions = []
             for order in events:
@@ -279,4 +284,5 @@ class ExecutionService(Service):
         return [router]
 
     def status(self) -> dict[str, object]:
-        return {"venue": self.venue.name, "orders": self.orders, "fills": self.fills}
+        return {"venue": self.venue.name, "orders": self.orders, "fills": self.fills,
+                "last_trade_ts": self.last_trade_ts}

@@ -105,6 +105,10 @@ async def _bounded(call: Awaitable[T], what: str) -> T:
         raise BusError(f"{what}: no answer from Redis within {_CALL_S:g}s") from None
 
 
+_OPEN = 2**63 - 1
+"""End of a blind span not closed yet (no trade handled since the restart)."""
+
+
 class DistributedTarget(Target):
     """The pipeline as processes (see the module docstring)."""
 
@@ -387,27 +391,36 @@ class DistributedTarget(Target):
 
     async def _read_ledger(self) -> None:
         """Merge execution's ``/venue/ledger`` into the run's ledger. A restarted
-        execution starts an empty one: the span between the dead process's last read
-        and the new one's first is blind (its last executions may be missing)."""
+        execution starts an empty one: what the dead process made after its last read
+        is missing. That span is kept in event time (``ledger_blind``): from the newest
+        trade the dead process had handled at its last read to the newest the new one
+        had handled at its first (a fill's time is its trade's, and execution may run
+        behind the market, so wall-clock read times would not bound it)."""
         if self.exchange is not None or "execution" not in self.ports:
             return
         pid = self.service_pid("execution")
         try:
+            # The horizon first: the ledger read after it holds every fill up to it.
+            health = await self._http.get(self._url("execution", "/health"), timeout=2.0)
+            horizon = int((health.json().get("details") or {}).get("last_trade_ts") or 0)
             r = await self._http.get(self._url("execution", "/venue/ledger"), timeout=2.0)
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError, TypeError):
             return
         if r.status_code != 200:
             return
-        now = time.time_ns()
         rows: list[dict[str, Any]] = r.json()
         if self._ledger is None:
             self._ledger = {}
+        blind = self.recording.ledger_blind
         if self._ledger_read is not None and pid is not None and self._ledger_read[0] != pid:
-            self.recording.ledger_blind.append((self._ledger_read[1], now))
+            # Open until the new process has handled a trade (its horizon then).
+            blind.append((self._ledger_read[1], _OPEN))
+        if blind and blind[-1][1] == _OPEN and horizon:
+            blind[-1] = (blind[-1][0], max(blind[-1][0], horizon))
         for row in rows:
             self._ledger[row["venue_fill_id"]] = row
         if pid is not None:
-            self._ledger_read = (pid, now)
+            self._ledger_read = (pid, horizon)
 
     async def _read_ws_count(self) -> None:
         """What ws says it published, just before it is stopped: the stream must hold
