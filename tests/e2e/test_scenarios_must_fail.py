@@ -28,6 +28,7 @@ CASES = [
     ("stalled-consumer-must-fail.yaml", "lag_recovers", "lag never back to 0"),
     ("no-recovery-must-fail.yaml", "risk back", "healthy again never happened"),
     ("no-trip-must-fail.yaml", "time to trip", "the ESS HALTED never happened"),
+    ("no-detect-must-fail.yaml", "time to detect", "a warning, an ESS trip or a service not healthy never happened"),
     ("lost-reset-must-fail.yaml", "reset", "answered as done but risk's ESS is still HALTED"),
 ]
 
@@ -56,7 +57,11 @@ async def test_a_deliberate_bug_fails_exactly_its_check_naming_the_evidence(
 
 
 def test_every_check_has_its_must_fail_case() -> None:
+    """Every invariant, and every kind of measurement (trip, detect, recover)."""
     from cdb.chaos.registry import INVARIANTS
 
     covered = {check for _, check, _ in CASES}
     assert set(INVARIANTS.names()) <= covered
+    kinds = {"time to trip": "trip", "time to detect": "detect", "risk back": "recover"}
+    assert set(kinds) <= covered
+    assert set(kinds.values()) == {"trip", "detect", "recover"}

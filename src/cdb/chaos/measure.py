@@ -5,7 +5,8 @@ A measurement runs from a point on the timeline (``from``) until a condition fir
 holds: an event recorded (``trip``: the ESS going HALTED), a sampled probe within its
 tolerance, or every service healthy again (``recover``; ``until: {healthy: true,
 max_lag: N}`` also waits for the consumer lag to be at most N). ``detect`` is the
-first sign the pipeline noticed: an alert, an ESS trip, or a service not healthy.
+first sign the pipeline noticed: a warning or critical alert, an ESS trip, or a
+service not healthy.
 """
 
 from __future__ import annotations
@@ -136,10 +137,12 @@ def _ends(m: Measurement, ctx: CheckContext, start: float,
     if m.kind == "trip":
         return _event_times(ctx, "ess_change", {"state": "HALTED"}), "the ESS HALTED", "", None
     if m.kind == "detect":
-        times = sorted([*_event_times(ctx, "alert", {}),
+        # An info alert (a replay that ended, trading resumed) is news, not a detection.
+        times = sorted([*_event_times(ctx, "alert", {"level": "warning"}),
+                        *_event_times(ctx, "alert", {"level": "critical"}),
                         *_event_times(ctx, "ess_change", {"state": "HALTED"}),
                         *_unhealthy_times(ctx)])
-        return times, "an alert, an ESS trip or a service not healthy", "", None
+        return times, "a warning, an ESS trip or a service not healthy", "", None
     service = _service_of(m.start, ctx)
     what = f"{service} healthy again" if service else "every service healthy again"
     return (_recovered_times(ctx, start, service), what, "",
