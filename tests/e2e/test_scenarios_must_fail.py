@@ -28,7 +28,8 @@ CASES = [
     ("stalled-consumer-must-fail.yaml", "lag_recovers", "lag never back to 0"),
     ("no-recovery-must-fail.yaml", "risk back", "healthy again never happened"),
     ("no-trip-must-fail.yaml", "time to trip", "the ESS HALTED never happened"),
-    ("no-detect-must-fail.yaml", "time to detect", "a warning, an ESS trip or a service not healthy never happened"),
+    ("no-detect-must-fail.yaml", "time to detect",
+     "a warning, an ESS trip or a service not healthy never happened"),
     ("lost-reset-must-fail.yaml", "reset", "answered as done but risk's ESS is still HALTED"),
 ]
 
