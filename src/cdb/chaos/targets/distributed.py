@@ -147,6 +147,8 @@ class DistributedTarget(Target):
         """The paper venue's executions read from execution's API, by venue fill id,
         over every process execution ran as (None: never read)."""
         self._ledger_read: tuple[int, int] | None = None
+        self._frozen: set[str] = set()
+        """Services this run froze (SIGSTOP): nothing is asked of them until continued."""
         """(pid, wall ns) of the last read of the ledger."""
         self._ws_published: dict[str, Any] | None = None
 
@@ -679,19 +681,33 @@ class DistributedTarget(Target):
             raise Unavailable(f"service {service!r} has no process")
         return pid
 
+    async def _last_read(self, service: str) -> None:
+        """Read execution's ledger once more just before it is frozen or killed: what
+        it makes after that read is lost with it, so the blind span stays as short as
+        the gap between this read and the signal."""
+        if service == "execution" and service not in self._frozen:
+            with contextlib.suppress(httpx.HTTPError, ValueError, TypeError):
+                await self._read_ledger()
+
     async def pause_service(self, service: str) -> str:
         pid = self._pid(service)
+        await self._last_read(service)
         os.kill(pid, signal.SIGSTOP)
+        self._frozen.add(service)
         return f"SIGSTOP to {service} (pid {pid})"
 
     async def resume_service(self, service: str) -> str:
         pid = self._pid(service)
         os.kill(pid, signal.SIGCONT)
+        self._frozen.discard(service)
         return f"SIGCONT to {service} (pid {pid})"
 
     async def signal_service(self, service: str, signame: str) -> str:
         pid = self._pid(service)
+        if signame != "SIGCONT":
+            await self._last_read(service)
         os.kill(pid, getattr(signal, signame))
+        self._frozen.discard(service)  # continued, or gone
         return f"{signame} to {service} (pid {pid})"
 
     async def wait_service_back(self, service: str, since_pid: int | None,
