@@ -19,7 +19,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from contextvars import ContextVar
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, cast
 
 import structlog
 
@@ -196,12 +196,23 @@ def _chain() -> list[Any]:
 _LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic", "asyncio")
 
 
+class _CurrentStderr:
+    """``sys.stderr`` as it is at each write: a caller that swaps it for a while (a CLI
+    runner, a test's capture) and closes its own afterwards leaves the logs working."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     """Send JSON lines at ``level`` and above to ``stream`` (stderr by default); the
     standard library's loggers go the same way."""
     global _handler
     numeric = logging.getLevelName(level.upper())
-    out = stream or sys.stderr
+    out = stream or cast(TextIO, _CurrentStderr())
     structlog.configure(
         processors=[
             *_chain(),

@@ -216,12 +216,19 @@ def test_run_never_prints_the_database_password(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(embedded, "EmbeddedPipeline", Pipeline)
     monkeypatch.setenv("CDB_SECRETS_DIR", "/nonexistent")
-    for extra in ((), ("--json",)):
-        result = CliRunner().invoke(cli.app, ["run", "--quiet", "--db", url, *extra])
-        shown = result.output + capsys.readouterr().out
-        assert result.exit_code == 0, shown
-        assert "PASSWORD-123" not in shown
-        assert "cdb:***@db.example" in shown
+    from cdb.observability import logging as cdb_logging
+
+    try:
+        for extra in ((), ("--json",)):
+            result = CliRunner().invoke(cli.app, ["run", "--quiet", "--db", url, *extra])
+            shown = result.output + capsys.readouterr().out
+            assert result.exit_code == 0, shown
+            assert "PASSWORD-123" not in shown
+            assert "cdb:***@db.example" in shown
+    finally:
+        # `cdb run` in this process pointed the logs at the runner's stream, which is
+        # closed after the test: later tests of this worker would log into it.
+        cdb_logging.reset()
 
 
 def test_sqlite_url_with_a_password_is_one_line(tmp_path: Path) -> None:
