@@ -21,7 +21,9 @@ import msgspec
 from cdb.chaos.model import Mode
 
 SERVICES: Final = ("ws", "signal", "risk", "execution", "db_writer")
+USES_POSTGRES: Final = ("risk", "db_writer")
 SYMBOL: Final = "BTCUSDT"
+BACKGROUND_CHUNK_S: Final = 10.0
 
 
 class Planned(msgspec.Struct, frozen=True, kw_only=True):
@@ -114,8 +116,9 @@ def _toxic(rng: random.Random, name: str, at: float, spec: SoakSpec) -> Planned:
 
 def _link_down(rng: random.Random, name: str, at: float, spec: SoakSpec) -> Planned:
     held = round(rng.uniform(1.0, 4.0), 1)
-    service = rng.choice(SERVICES)
     target = rng.choice(["redis", "postgres"])
+    # Only risk and db_writer talk to PostgreSQL: the others have no such link.
+    service = rng.choice(SERVICES if target == "redis" else USES_POSTGRES)
     return Planned(name=name, kind="network_down", at=at,
                    until=at + held + spec.recover_within / 3,
                    entries=({"name": name, "at": f"{at:g}s", "duration": f"{held:g}s",
@@ -261,18 +264,32 @@ def schedule(spec: SoakSpec) -> list[Planned]:
     return planned
 
 
+def _background(spec: SoakSpec, planned: list[Planned], end: float) -> list[dict[str, Any]]:
+    """Trading all along, both ways (the position stays within its limits), so every
+    invariant has orders and fills to examine around every fault: floods of
+    ``BACKGROUND_CHUNK_S``, except while Redis is down (the coordinator publishes them
+    to Redis: a flood then would fail, not test anything)."""
+    down = [(p.at, p.until) for p in planned if "redis" in p.holds]
+    out: list[dict[str, Any]] = []
+    t = 0.0
+    while t < end:
+        chunk = min(BACKGROUND_CHUNK_S, end - t)
+        if not any(a < t + chunk and t < b for a, b in down):
+            out.append({"name": f"background signals {len(out) + 1}", "at": f"{t:g}s",
+                        "fault": {"type": "signal_flood",
+                                  "count": max(2, int(chunk / spec.signals_every)),
+                                  "over": f"{chunk:g}s", "symbol": SYMBOL,
+                                  "side": "alternate"}})
+        t += chunk
+    return out
+
+
 def document(spec: SoakSpec, planned: list[Planned], title: str | None = None,
              leak_probes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The soak as a scenario document (``planned`` may be a subset, when shrinking)."""
     distributed = spec.mode == "distributed"
     end = max([spec.duration, *(p.until for p in planned)])
-    timeline: list[dict[str, Any]] = [
-        # Trading all along, both ways (the position stays within its limits): every
-        # invariant has orders and fills to examine around every fault.
-        {"name": "background signals", "at": "0s",
-         "fault": {"type": "signal_flood", "count": max(2, int(end / spec.signals_every)),
-                   "over": f"{end:g}s", "symbol": SYMBOL, "side": "alternate"}},
-    ]
+    timeline = _background(spec, planned, end)
     for p in sorted(planned, key=lambda p: p.at):
         timeline.extend(p.entries)
     crashes = any(p.kind == "flash_crash" for p in planned)
