@@ -51,11 +51,14 @@ def _healthy_times(ctx: CheckContext, max_lag: int | None = None) -> list[float]
     return out
 
 
-def _recovered_times(ctx: CheckContext, start: float, service: str | None) -> list[float]:
+def _recovered_times(ctx: CheckContext, start: float, service: str | None,
+                     down_by: float | None = None) -> list[float]:
     """Healthy sample times after the first unhealthy one from ``start`` (a restart
     that has not begun yet is not a recovery); all healthy ones if none was unhealthy.
-    With ``service``, that service's health alone (other faults may overlap)."""
-    down = next((t for t in _unhealthy_times(ctx, service) if t >= start), None)
+    With ``service``, that service's health alone (other faults may overlap); with
+    ``down_by``, only an outage that began by then counts."""
+    down = next((t for t in _unhealthy_times(ctx, service) if start <= t <= (
+        down_by if down_by is not None else t)), None)
     healthy = _service_times(ctx, service, healthy=True) if service else _healthy_times(ctx)
     return healthy if down is None else [t for t in healthy if t > down]
 
@@ -114,10 +117,12 @@ def _condition_times(ctx: CheckContext, until: Condition) -> tuple[list[float], 
 
 
 def _bad_since(ctx: CheckContext, start: float, service: str | None,
-               max_lag: int | None = None) -> int:
+               max_lag: int | None = None, down_by: float | None = None) -> int:
     """Samples from ``start`` on when something was there to recover from: a service
-    (``service``, else any) not healthy, or the lag above ``max_lag``."""
-    bad = sum(1 for t in _unhealthy_times(ctx, service) if t >= start)
+    (``service``, else any) not healthy (by ``down_by`` when given), or the lag above
+    ``max_lag``."""
+    bad = sum(1 for t in _unhealthy_times(ctx, service) if start <= t <= (
+        down_by if down_by is not None else t))
     if max_lag is not None:
         bad += sum(1 for s in ctx.recording.samples.get(LAG, []) if s.t >= start
                    and s.error is None and isinstance(s.value, dict)
@@ -145,8 +150,9 @@ def _ends(m: Measurement, ctx: CheckContext, start: float,
         return times, "a warning, an ESS trip or a service not healthy", "", None
     service = _service_of(m.start, ctx)
     what = f"{service} healthy again" if service else "every service healthy again"
-    return (_recovered_times(ctx, start, service), what, "",
-            _bad_since(ctx, start, service))
+    down_by = start + m.down_within if m.down_within is not None else None
+    return (_recovered_times(ctx, start, service, down_by), what, "",
+            _bad_since(ctx, start, service, down_by=down_by))
 
 
 def measure(m: Measurement, ctx: CheckContext) -> Assertion:
@@ -172,8 +178,10 @@ def measure(m: Measurement, ctx: CheckContext) -> Assertion:
     if bad is not None:
         examined["unhealthy_samples"] = bad
         if not bad:
+            by = (f" to t={start + m.down_within:g}s" if m.down_within is not None and
+                  m.until is None else " on")
             return result("unknown", f"nothing to recover from: never unhealthy from "
-                                     f"t={start:g}s on (measured nothing)")
+                                     f"t={start:g}s{by} (measured nothing)")
     found = next((t for t in times if t >= start), None)
     if found is None:
         if error:

@@ -130,6 +130,8 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     until: Condition | None = None
     max: float | None = None
     required: bool = True
+    down_within: float | None = None
+    """``recover``: the outage must begin within this many seconds of ``start``."""
 
 
 class Market(msgspec.Struct, frozen=True, kw_only=True):
@@ -465,6 +467,7 @@ def _build(document: dict[str, Any], file: str) -> Scenario:
                 name=m["name"], path=f"$.measurements[{i}]", start=_ref(m["from"]) or 0.0,
                 kind=m.get("kind"), until=_condition(m.get("until")),
                 max=_d(m.get("max")), required=bool(m.get("required", m.get("max") is not None)),
+                down_within=_d(m.get("down_within")),
             )
             for i, m in enumerate(doc.get("measurements") or [])
         ),

@@ -332,8 +332,12 @@ def document(spec: SoakSpec, planned: list[Planned], title: str | None = None,
     if spec.mode == "distributed" and any(p.kind == "exchange" for p in planned):
         doc["pipeline"]["venue"] = "fake-binance"
         doc["pipeline"]["requires"] = ["ess", "fake_binance", "binance_venue"]
+    # The outage must begin while the fault is on (plus a little for the health
+    # samples): a service unhealthy later is another fault's doing.
     measurements = [{"name": f"{p.name} recovered", "kind": "recover", "from": p.name,
-                     "max": f"{spec.recover_within:g}s"} for p in planned if p.recover]
+                     "max": f"{spec.recover_within:g}s",
+                     "down_within": f"{round(p.until - p.at - spec.recover_within / 3 + 3, 1):g}s"}
+                    for p in planned if p.recover]
     if measurements:
         doc["measurements"] = measurements
     if leak_probes:

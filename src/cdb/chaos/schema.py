@@ -322,6 +322,9 @@ def build() -> dict[str, Any]:
                     "from": _ref(),
                     "until": {"$ref": "#/$defs/condition"},
                     "max": P.duration("the assertion: measured time at most this"),
+                    "down_within": P.duration(
+                        "recover: the outage must begin within this of `from`; a later one "
+                        "is another fault's (then nothing to recover from: unknown)"),
                     "required": {"type": "boolean",
                                  "description": "fail when it never happens (default true "
                                                 "with max)"}},

@@ -120,3 +120,19 @@ def test_recovery_of_the_faulted_service_ignores_overlapping_faults() -> None:
     result = measure(m(start="kill risk", kind="recover"), ctx)
     assert result.measured == 2.0
     assert "risk healthy again" in result.detail
+
+
+def test_a_recovery_with_down_within_ignores_a_later_outage() -> None:
+    """The soak bounds when a fault's outage may begin: a service unhealthy long after
+    (another fault's doing) is not this fault's recovery: nothing to recover from."""
+    ctx = context(CLEAN)
+    for t, status in ((1.0, "healthy"), (2.0, "healthy"), (30.0, "degraded"),
+                      (31.0, "healthy")):
+        ctx.recording.sample("__health__", t, {"status": status})
+    later = measure(m(start=1.5, kind="recover", max=5.0, down_within=4.0), ctx)
+    assert later.status == "unknown"
+    assert "never unhealthy from t=1.5s to t=5.5s" in later.detail
+    unbounded = measure(m(start=1.5, kind="recover", max=5.0), ctx)
+    assert (unbounded.status, unbounded.measured) == ("fail", 29.5)
+    inside = measure(m(start=28.0, kind="recover", max=5.0, down_within=4.0), ctx)
+    assert (inside.status, inside.measured) == ("pass", 3.0)
