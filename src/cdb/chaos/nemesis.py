@@ -78,7 +78,10 @@ def _service_fault(kind: str) -> _Make:
         fault: dict[str, Any] = {"type": kind, "service": service}
         entry: dict[str, Any] = {"name": name, "at": f"{at:g}s", "fault": fault}
         if kind == "stop":
-            held = round(rng.uniform(1.0, 4.0), 1)
+            # Distributed: long enough for a health sample (1 s apart, each waiting for
+            # an answer) to meet the frozen process, or its recovery measures nothing.
+            low, high = (4.0, 8.0) if spec.mode == "distributed" else (1.0, 4.0)
+            held = round(rng.uniform(low, high), 1)
             entry["duration"] = f"{held:g}s"
         elif kind == "kill":
             held = 1.0
