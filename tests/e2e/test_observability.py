@@ -266,6 +266,9 @@ def test_the_shipped_nginx_gateway_reaches_every_service_health(
 ) -> None:
     port = free_port()
     upstreams = {f"cdb_{name}_api": f"127.0.0.1:{pipe.ports[name]}" for name in SERVICES}
+    # The shipped config also routes /console/; no console runs here (its own test puts
+    # a real one behind the gateway), but nginx needs every upstream it names to exist.
+    upstreams["cdb_console_api"] = f"127.0.0.1:{free_port()}"
     config = render_gateway(tmp_path, f"127.0.0.1:{port}", upstreams)
     process = subprocess.Popen(
         [*nginx_args(tmp_path, config), "-g", "daemon off; master_process off;"],

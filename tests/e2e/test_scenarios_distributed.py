@@ -129,7 +129,7 @@ def test_redis_down_buffers_and_flushes(distributed_all: Any) -> None:
 def test_two_coordinators_share_one_redis_and_postgres_without_interfering(
     tmp_path: Path,
 ) -> None:
-    """Named test-coordinator-Chaos1 and -Chaos2, each in its own namespace; the first
+    """Named test-coordinator-chaos1 and -chaos2, each in its own namespace; the first
     also serves its own /health and /metrics while it runs."""
     import json
     import os
@@ -150,7 +150,7 @@ def test_two_coordinators_share_one_redis_and_postgres_without_interfering(
         procs = []
         for i in (1, 2):
             env = {**os.environ, "NO_COLOR": "1", "SERVICE_INSTANCE_NAME":
-                   f"test-coordinator-Chaos{i}"}
+                   f"test-coordinator-chaos{i}"}
             args = [sys.executable, "-m", "cdb", "scenario", "run", str(scenario), "--json",
                     "--report-dir", str(tmp_path / f"c{i}"),
                     "--redis", f"redis://:shared-pw@127.0.0.1:{redis.port}/0",
@@ -180,12 +180,12 @@ def test_two_coordinators_share_one_redis_and_postgres_without_interfering(
         import redis as redis_sync
 
         with redis_sync.Redis(host=redis.host, port=redis.port, password="shared-pw") as r:
-            keys = r.keys("test-coordinator-Chaos*")
+            keys = r.keys("test-coordinator-chaos*")
     assert seen_health
     assert seen_metrics
     names = [o["namespace"] for _, o in outcomes]
-    assert names[0].startswith("test-coordinator-Chaos1-")
-    assert names[1].startswith("test-coordinator-Chaos2-")
+    assert names[0].startswith("test-coordinator-chaos1-")
+    assert names[1].startswith("test-coordinator-chaos2-")
     for code, outcome in outcomes:
         assert code == 0, failing(outcome)
     assert outcomes[0][1]["http_url"] == f"http://127.0.0.1:{port}"
