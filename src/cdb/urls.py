@@ -11,6 +11,7 @@ and URLs, which fail with one ``ConfigError`` line naming the option.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Final
 from urllib.parse import SplitResult, urlsplit
@@ -101,3 +102,13 @@ def database_url(option: str, text: str) -> str:
         raise ConfigError([f"{option}: {redact_url(text)!r}: a SQLite URL has no user or "
                            "host (sqlite+aiosqlite:///PATH)"])
     return text
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

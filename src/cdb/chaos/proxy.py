@@ -46,7 +46,6 @@ import argparse
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import math
 import os
@@ -60,6 +59,7 @@ from typing import Any, Final, Literal
 from fastapi import FastAPI, Request, Response
 
 from cdb import __version__
+from cdb.urls import is_loopback
 
 Stream = Literal["upstream", "downstream"]
 ATTRIBUTES: Final[dict[str, dict[str, float]]] = {
@@ -93,14 +93,6 @@ def _hostport(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _number(what: str, value: Any, *, low: float = 0.0, high: float = math.inf) -> float:

@@ -21,7 +21,7 @@ from cdb.bus.keys import Namespace
 from cdb.config import load_settings
 from cdb.errors import ConfigError
 from cdb.events import SCALE
-from cdb.urls import check_url, database_url
+from cdb.urls import check_url, database_url, is_loopback
 
 if TYPE_CHECKING:
     from cdb.console.app import Console
@@ -78,7 +78,7 @@ def console_command(
     # Imported here, not at the top: every other `cdb` command starts without FastAPI,
     # Jinja2 and the console's records.
     from cdb.cli_status import redis_from_settings, redis_from_url
-    from cdb.console.app import Console, is_loopback
+    from cdb.console.app import Console
     from cdb.console.auth import Sessions
     from cdb.console.records import Records
     from cdb.console.state import Watcher
