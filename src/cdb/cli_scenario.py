@@ -17,9 +17,9 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import typer
@@ -28,6 +28,8 @@ from rich.markup import escape
 
 scenario_app = typer.Typer(help="Chaos scenarios: validate, schema, list, run.",
                            no_args_is_help=True)
+T = TypeVar("T")
+
 _out = Console()
 _err = Console(stderr=True)
 
@@ -247,7 +249,6 @@ def run_all(
     from cdb.chaos.runall import ScenarioResult
     from cdb.chaos.runall import run_all as run_every
     from cdb.errors import CdbError
-    from cdb.observability import logging as cdb_logging
 
     files = sorted(directory.glob("*.yaml")) if directory.is_dir() else []
     if not files:
@@ -258,10 +259,6 @@ def run_all(
     except CdbError as exc:
         _err.print(f"error: {exc}", style="red", highlight=False, markup=False)
         sys.exit(2)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    log = (report_dir / "coordinator.log").open("a")
-    cdb_logging.configure("WARNING", stream=log)
-
     def shown(r: ScenarioResult) -> None:
         style = {"pass": "green", "fail": "red"}.get(r.status, "yellow")
         _err.print(f"{r.status:<8} {Path(r.file).name} ({r.duration_s:.1f}s)", style=style,
@@ -269,20 +266,9 @@ def run_all(
         for reason in r.reasons:
             _err.print(f"  - {reason}", highlight=False, markup=False, soft_wrap=True)
 
-    done: list[Any] = []
-
-    async def main() -> None:
-        done.append(await run_every(files, report_dir, mode=mode, seed=seed, redis_url=redis,
-                                    postgres_url=postgres, on_result=shown))
-
-    try:
-        _run_to_end(_until_terminated(main()))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        _err.print("interrupted: the running scenario's faults undone", style="yellow")
-        sys.exit(2)
-    finally:
-        log.close()
-    summary = done[0]
+    summary = _logged_run(report_dir, "the running scenario's faults undone", lambda: run_every(
+        files, report_dir, mode=mode, seed=seed, redis_url=redis, postgres_url=postgres,
+        on_result=shown))
     if as_json:
         sys.stdout.write(msgspec.json.encode(summary).decode() + "\n")
     else:
@@ -375,7 +361,6 @@ def soak(
     from cdb.chaos.soak import Infra
     from cdb.chaos.soak import soak as run_soak
     from cdb.errors import CdbError
-    from cdb.observability import logging as cdb_logging
 
     try:
         _check_options(mode, -1, redis, postgres, None)
@@ -399,24 +384,9 @@ def soak(
         doc = document(spec, planned, leak_probes=[probe_document()] if leaks else None)
         sys.stdout.write(yaml.safe_dump(doc, sort_keys=False, width=100))
         return
-    report_dir.mkdir(parents=True, exist_ok=True)
-    log = (report_dir / "coordinator.log").open("a")
-    cdb_logging.configure("WARNING", stream=log)
-    done: list[Any] = []
-
-    async def main() -> None:
-        done.append(await run_soak(spec, report_dir, Infra(redis_url=redis,
-                                                           postgres_url=postgres),
-                                   check_leaks=leaks, shrink=shrink, max_trials=max_trials))
-
-    try:
-        _run_to_end(_until_terminated(main()))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        _err.print("interrupted: faults undone", style="yellow")
-        sys.exit(2)
-    finally:
-        log.close()
-    result = done[0]
+    result = _logged_run(report_dir, "faults undone", lambda: run_soak(
+        spec, report_dir, Infra(redis_url=redis, postgres_url=postgres), check_leaks=leaks,
+        shrink=shrink, max_trials=max_trials))
     if as_json:
         sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
     else:
@@ -453,6 +423,30 @@ def _print_plan(runner: Any, allow_exec: bool) -> None:
     for e in scenario.executes:
         gate = "" if allow_exec else " (needs --allow-exec)"
         _out.print(f"executes: {e.what} at {e.path}{gate}", highlight=False, markup=False)
+
+
+def _logged_run(report_dir: Path, undone: str,
+                start: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``start()`` to its end with the coordinator's log in ``report_dir``; Ctrl-C or
+    SIGTERM cancel it (its faults are undone) and exit 2."""
+    from cdb.observability import logging as cdb_logging
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    log = (report_dir / "coordinator.log").open("a")
+    cdb_logging.configure("WARNING", stream=log)
+    done: list[T] = []
+
+    async def main() -> None:
+        done.append(await start())
+
+    try:
+        _run_to_end(_until_terminated(main()))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _err.print(f"interrupted: {undone}", style="yellow")
+        sys.exit(2)
+    finally:
+        log.close()
+    return done[0]
 
 
 async def _until_terminated(run: Coroutine[Any, Any, object]) -> None:
