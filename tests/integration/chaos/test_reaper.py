@@ -6,6 +6,7 @@ import time
 
 from cdb.chaos.reaper import redis_pids, shutdown_redis
 from cdb.testing.redis import RedisServer
+from cdb.testing.waiting import eventually
 
 
 def test_a_frozen_redis_is_continued_and_shut_down() -> None:
@@ -23,5 +24,6 @@ def test_a_server_that_ignores_shutdown_is_killed() -> None:
     with RedisServer(password="pw") as server:
         started = time.monotonic()
         shutdown_redis(server.host, server.port, "wrong-password", wait=1.0)  # AUTH fails
-        assert redis_pids(server.port) == []
+        # Killed: on a loaded host the process table may still show it for a moment.
+        eventually(lambda: redis_pids(server.port) == [], 4, "redis-server gone")
         assert time.monotonic() - started < 5
