@@ -44,7 +44,7 @@ from cdb.bus.keys import Namespace
 from cdb.console.app import Console, build_app
 from cdb.console.auth import Sessions
 from cdb.console.state import Watcher
-from cdb.observability.discovery import InstanceRecord, alive_key, registry_key
+from cdb.runtime.discovery import InstanceRecord, alive_key, registry_key
 from cdb.runtime.http import HttpServer
 from cdb.testing.ports import restartable_port
 from cdb.testing.redis import RedisServer

@@ -540,7 +540,7 @@ def child_feed(rate: float, seconds: float) -> None:
     from cdb.config import load_settings
     from cdb.marketdata.synthetic import SyntheticSource
     from cdb.observability import logging as cdb_logging
-    from cdb.resilience.redis import make_bus, make_redis
+    from cdb.bus.redis import make_bus, make_redis
     from cdb.runtime.distributed import LagPacer
     from cdb.runtime.service import ServiceContext, ServiceHost
     from cdb.services.ws import WsService

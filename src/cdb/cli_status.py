@@ -1,6 +1,6 @@
 """``cdb status``: every instance registered in Redis, with its health.
 
-Reads the discovery registry (``cdb.observability.discovery``) of the namespace, asks
+Reads the discovery registry (``cdb.runtime.discovery``) of the namespace, asks
 each live instance for its ``/health``, and prints one row per instance. An instance
 whose heartbeat expired, or that does not answer, is shown as gone. Exit code 0 when
 every instance is live and not unhealthy, 1 otherwise, 2 when Redis cannot be read or
@@ -30,8 +30,8 @@ from cdb.bus.keys import Namespace
 from cdb.clock import WallClock
 from cdb.config import Settings, load_settings
 from cdb.errors import CdbError, ConfigError
-from cdb.observability.discovery import Registration, discover
 from cdb.observability.logging import mask_text
+from cdb.runtime.discovery import Registration, discover
 from cdb.urls import check_url
 
 State = Literal["live", "gone"]
@@ -82,7 +82,7 @@ def redis_from_settings(settings: Settings) -> aioredis.Redis:
     """A client from the REDIS_* settings (Sentinel included), like the services'."""
     if not settings.redis_host and not settings.redis_sentinels:
         raise ConfigError(["REDIS_HOST: not set; set it (and REDIS_PASSWORD) or pass --redis URL"])
-    from cdb.resilience.redis import make_redis
+    from cdb.bus.redis import make_redis
 
     return make_redis(settings)
 

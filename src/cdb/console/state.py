@@ -42,8 +42,8 @@ from cdb.console.views import (
     TripView,
 )
 from cdb.events import SCALE
-from cdb.observability.discovery import InstanceRecord, discover
 from cdb.observability.logging import mask_text
+from cdb.runtime.discovery import InstanceRecord, discover
 
 _log = structlog.get_logger("cdb.console")
 HTTP_TIMEOUT_S = 1.0

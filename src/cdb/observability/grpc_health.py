@@ -21,8 +21,8 @@ from typing import Any
 import structlog
 
 from cdb.errors import ConfigError
+from cdb.lifecycle import State, starting
 from cdb.observability.health import Health, HealthReport
-from cdb.observability.lifecycle import State, starting
 
 READY = "ready"
 """The service name whose status follows ``/health/ready``."""

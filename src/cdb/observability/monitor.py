@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
+from cdb.lifecycle import State, starting
 from cdb.observability import metrics
 from cdb.observability.health import Health
-from cdb.observability.lifecycle import State, starting
 
 Length = Callable[[str], Awaitable[int]]
 """``length(topic)``: entries in the topic's stream."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from cdb.bus.buffered import BufferedBus, guarded
 from cdb.bus.keys import MARKET_DATA
+from cdb.bus.redis import backoff_of, make_bus, make_redis, redis_probe
 from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.clock import NS_PER_S, WallClock
 from cdb.config import Settings
@@ -28,10 +29,9 @@ from cdb.events import SCALE, Trade
 from cdb.marketdata.replay import ReplaySource
 from cdb.marketdata.synthetic import START_NS, SyntheticSource
 from cdb.observability.health import Health
-from cdb.observability.observer import ServiceObserver, prepare_process
-from cdb.resilience.redis import backoff_of, make_bus, make_redis, redis_probe
 from cdb.risk.persistence import DatabaseEssStore, LayeredEssStore, RedisEssStore
 from cdb.runtime.http import HttpServer, build_app
+from cdb.runtime.observer import ServiceObserver, prepare_process
 from cdb.runtime.service import Service, ServiceContext, ServiceHost
 from cdb.services.db_writer import DbWriterService
 from cdb.services.execution import ExecutionService, store_recall

@@ -1,8 +1,7 @@
-"""The Service seam: one component with a lifecycle that consumes topics and publishes.
+"""The host of a Service (``cdb.services.base``): its lifecycle, reads and acks.
 
-A service implements ``handle`` (one batch of one topic; decisions are pure functions
-it calls) and optionally ``produce`` (a source loop, for ws). The ``ServiceHost``
-runs it the same way embedded (a task among five) or alone (a process): it reads
+The ``ServiceHost`` runs a service the same way embedded (a task among five) or
+alone (a process): it reads
 batches as a member of the service's consumer group, hands them over, and
 acknowledges only after ``handle`` returned, so nothing is acknowledged before its
 effect is published or committed.
@@ -11,98 +10,22 @@ effect is published or committed.
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import ClassVar
 
-import structlog
-from fastapi import APIRouter
-
-from cdb.bus.base import Batch, Bus, Interruptible, Subscription
-from cdb.bus.keys import ALERTS_STREAM, DEAD_LETTER_SUFFIX, ORDERS
-from cdb.clock import Clock
+from cdb.bus.base import Batch, Interruptible, Subscription
+from cdb.bus.keys import DEAD_LETTER_SUFFIX
 from cdb.errors import BusError, LifecycleError, StoreError
-from cdb.events import Alert, AnyEvent, IdGen, Level
+from cdb.lifecycle import State
 from cdb.observability import metrics
 from cdb.observability.logging import handling
+from cdb.services.base import Service, ServiceContext
+
+__all__ = ["BUS_RETRY_CAP_S", "Service", "ServiceContext", "ServiceHost", "State"]
 
 BUS_RETRY_CAP_S = 0.5
 """Longest wait between two failed reads of the bus (its breaker paces Redis)."""
-
-
-class State(enum.Enum):
-    """Lifecycle of every long-lived component."""
-
-    CREATED = "created"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-class ServiceContext:
-    """What a service gets from its host: bus, clock, identity, ids, logging.
-
-    Args:
-        name: the service kind (``ws``, ``signal``, ...); also its consumer group.
-        instance: this instance's name (consumer name, event ``source``).
-    """
-
-    def __init__(
-        self, *, name: str, instance: str, bus: Bus, clock: Clock, shard: str = "",
-        symbols: frozenset[str] = frozenset(),
-    ) -> None:
-        self.name = name
-        self.instance = instance
-        self.group = f"{name}.{shard}" if shard else name
-        """Consumer group: shared by the instances of a service, one per shard."""
-        self.symbols = symbols
-        """Symbols this instance owns (empty: all); other symbols' events are skipped."""
-        self.bus = bus
-        self.clock = clock
-        self.ids = IdGen(instance)
-        self.bus_up_since: int | None = 0
-        """Clock time (ns) since when this service's reads of the bus have worked; None
-        while they fail. What depends on the market flowing (the stale-data guard) does
-        not count time our own bus was down."""
-        self.log = structlog.get_logger(service=name, instance=instance)
-        self._published: dict[str, object] = {}
-
-    async def publish(self, topic: str, events: Sequence[AnyEvent]) -> None:
-        """Publish ``events`` and count them."""
-        if not events:
-            return
-        await self.bus.publish(topic, events)
-        if topic == ORDERS and not self.clock.simulated:
-            now = self.clock.now()
-            latency = metrics.tick_to_order.labels(self.name, self.instance)
-            for event in events:
-                latency.observe((now - event.ts) / 1e9)
-        child = self._published.get(topic)
-        if child is None:
-            child = self._published[topic] = metrics.events_published.labels(
-                self.name, self.instance, topic
-            )
-        child.inc(len(events))  # type: ignore[attr-defined]
-
-    async def alert(
-        self, level: Level, code: str, message: str, *, correlation_id: str = "",
-        causation_id: str = "",
-    ) -> Alert:
-        """Publish an alert on the alerts stream and log it."""
-        ts = self.clock.now()
-        event = Alert(
-            id=self.ids.next(ts), ts=ts, correlation_id=correlation_id,
-            causation_id=causation_id, source=self.instance, level=level, code=code,
-            message=message,
-        )
-        # Logged at its own level: an operator's log shows warnings and worse.
-        log = self.log.info if level == "info" else (
-            self.log.warning if level == "warning" else self.log.critical)
-        log("alert", code=code, level=level, message=message)
-        await self.publish(ALERTS_STREAM, [event])
-        return event
 
 
 def _owned(batches: list[Batch], symbols: frozenset[str]) -> list[Batch]:
@@ -141,46 +64,6 @@ class _Outage:
         if self._delay:
             self._ctx.log.info(f"{self._what} recovered")
             self._delay = 0.0
-
-
-class Service:
-    """Base of the five services. Subclasses set ``name`` and ``inputs``."""
-
-    name: ClassVar[str] = "service"
-    inputs: ClassVar[tuple[str, ...]] = ()
-    batch_size: ClassVar[int] = 1000
-
-    def __init__(self, ctx: ServiceContext) -> None:
-        self.ctx = ctx
-
-    async def on_start(self) -> None:
-        """Open resources and restore state, before the first batch."""
-
-    async def handle(self, topic: str, events: list[AnyEvent]) -> None:
-        """Process one batch of ``topic``; raise to have it retried or parked."""
-
-    async def handle_batches(self, batches: list[Batch]) -> None:
-        """Process every batch of one read together (override to commit them as one)."""
-        for batch in batches:
-            await self.handle(batch.topic, batch.events)
-
-    async def produce(self) -> None:
-        """A source loop for services that originate events; returns when done."""
-
-    async def on_stop(self) -> None:
-        """Flush and close resources after the last batch."""
-
-    def status(self) -> dict[str, object]:
-        """Service-specific state for health and summaries."""
-        return {}
-
-    def routes(self) -> list[APIRouter]:
-        """HTTP routes of this service's API beyond health and metrics."""
-        return []
-
-    @property
-    def has_producer(self) -> bool:
-        return type(self).produce is not Service.produce
 
 
 class ServiceHost:

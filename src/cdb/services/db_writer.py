@@ -33,7 +33,7 @@ from cdb.events import AnyEvent
 from cdb.observability import metrics
 from cdb.resilience import metrics as resilience_metrics
 from cdb.resilience.backoff import Backoff
-from cdb.runtime.service import Service, ServiceContext
+from cdb.services.base import Service, ServiceContext
 from cdb.storage.store import Store
 from cdb.storage.tables import TABLE_OF
 

@@ -34,7 +34,7 @@ from cdb.events import (
     Trade,
 )
 from cdb.observability import metrics
-from cdb.runtime.service import Service, ServiceContext
+from cdb.services.base import Service, ServiceContext
 from cdb.venues.base import Execution, Venue
 
 if TYPE_CHECKING:

@@ -68,7 +68,7 @@ from cdb.risk.ess import (
 from cdb.risk.limits import Approval, OrderRate, RiskLimits, decide
 from cdb.risk.persistence import EssStore
 from cdb.risk.portfolio import Portfolio
-from cdb.runtime.service import Service, ServiceContext
+from cdb.services.base import Service, ServiceContext
 
 if TYPE_CHECKING:
     from cdb.storage.store import Store

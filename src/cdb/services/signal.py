@@ -7,7 +7,7 @@ from typing import ClassVar
 from cdb.bus.keys import MARKET_DATA, SIGNALS
 from cdb.events import AnyEvent, IdGen, Signal, Trade
 from cdb.observability import metrics
-from cdb.runtime.service import Service, ServiceContext
+from cdb.services.base import Service, ServiceContext
 from cdb.strategies.base import Strategy
 
 

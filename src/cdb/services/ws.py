@@ -14,7 +14,7 @@ from typing import ClassVar
 from cdb.bus.keys import MARKET_DATA
 from cdb.events import Trade
 from cdb.observability import metrics
-from cdb.runtime.service import Service, ServiceContext
+from cdb.services.base import Service, ServiceContext
 
 Pace = Callable[[list[Trade]], Awaitable[None]]
 

@@ -15,7 +15,7 @@ from cdb.bus.memory import MemoryBus
 from cdb.clock import WallClock
 from cdb.events import Alert, Fill
 from cdb.marketdata.binance import LIVE_WS_URL, TESTNET_WS_URL, make_binance_source
-from cdb.runtime.service import ServiceContext
+from cdb.services.base import ServiceContext
 from cdb.services.execution import ExecutionService
 from cdb.testing.fake_binance import FakeBinance, Fault
 from cdb.venues.binance import BinanceVenue

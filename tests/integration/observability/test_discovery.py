@@ -13,8 +13,8 @@ from cdb.bus.keys import Namespace
 from cdb.cli_status import collect
 from cdb.clock import WallClock
 from cdb.errors import LifecycleError
-from cdb.observability.discovery import InstanceRecord, Registrar, discover, registry_key
 from cdb.observability.health import Health
+from cdb.runtime.discovery import InstanceRecord, Registrar, discover, registry_key
 from cdb.runtime.http import HttpServer, build_app
 from cdb.testing.ports import free_port
 from cdb.testing.redis import RedisServer

@@ -5,7 +5,7 @@ throughout; all healthy again once Redis is back. And the cached health never se
 request to the exchange per call.
 
 Each service's health is put together as ``cdb service NAME`` does: the bus and its
-Redis probe from ``cdb.resilience.redis``, the criticality the service declares
+Redis probe from ``cdb.bus.redis``, the criticality the service declares
 (``observability.health.CRITICAL``), the ``Monitor`` as the schedule, the HTTP app.
 The breaker opens for 1 s here instead of 60 s: these tests are about what health
 reports; recovering on the default settings is the resilience suite's (issue 12, 1).
@@ -22,11 +22,11 @@ import httpx
 import pytest
 
 from cdb.bus.buffered import BufferedBus
+from cdb.bus.redis import make_bus, make_redis, redis_probe
 from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.config import load_settings
 from cdb.observability.health import Health
 from cdb.observability.monitor import Monitor
-from cdb.resilience.redis import make_bus, make_redis, redis_probe
 from cdb.runtime.http import HttpServer, build_app
 from cdb.testing.fake_binance import FakeBinance
 from cdb.testing.ports import free_port

@@ -11,13 +11,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cdb.bus.keys import MARKET_DATA, Namespace
+from cdb.bus.redis import make_bus, make_redis, redis_probe
 from cdb.config import load_settings
 from cdb.events import Alert
 from cdb.observability import metrics
-from cdb.observability.discovery import discover
 from cdb.observability.health import Health
-from cdb.observability.observer import ServiceObserver, streams_of
-from cdb.resilience.redis import make_bus, make_redis, redis_probe
+from cdb.runtime.discovery import discover
+from cdb.runtime.observer import ServiceObserver, streams_of
 from cdb.testing.redis import RedisServer
 
 pytestmark = pytest.mark.integration

@@ -10,11 +10,11 @@ import pytest
 
 from cdb.bus.buffered import BufferedBus
 from cdb.bus.keys import FILLS
+from cdb.bus.redis import backoff_of, make_bus, make_redis
 from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.clock import WallClock
 from cdb.config import Settings, load_settings
 from cdb.events import AnyEvent, Fill
-from cdb.resilience.redis import backoff_of, make_bus, make_redis
 from cdb.runtime.service import Service, ServiceContext, ServiceHost
 from cdb.services.db_writer import DbWriterService
 from cdb.storage.store import Store, migrate

@@ -9,9 +9,9 @@ import pytest
 from tests.integration.resilience.rig import fill
 
 from cdb.bus.keys import FILLS, Namespace
+from cdb.bus.redis import BacklogGate
 from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.resilience.breaker import CircuitBreaker
-from cdb.resilience.redis import BacklogGate
 from cdb.testing.redis import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]

@@ -15,8 +15,8 @@ import pytest
 from tests.integration.resilience.rig import fill, settings_for
 
 from cdb.bus.keys import FILLS, Namespace
+from cdb.bus.redis import make_bus, make_redis
 from cdb.events import decode
-from cdb.resilience.redis import make_bus, make_redis
 from cdb.testing.redis import RedisServer
 from cdb.testing.waiting import eventually_async
 
@@ -26,7 +26,7 @@ _PRODUCER = textwrap.dedent("""
     import asyncio, json, sys, time
     from cdb.bus.keys import FILLS
     from cdb.config import load_settings
-    from cdb.resilience.redis import make_bus, make_redis
+    from cdb.bus.redis import make_bus, make_redis
     from tests.integration.resilience.rig import fill
 
     async def main() -> None:

@@ -16,10 +16,10 @@ from tests.integration.resilience.rig import (
 )
 
 from cdb.bus.keys import FILLS, Namespace
+from cdb.bus.redis import redis_probe
 from cdb.observability.health import Health
 from cdb.observability.metrics import REGISTRY
 from cdb.resilience.breaker import BreakerState
-from cdb.resilience.redis import redis_probe
 from cdb.testing.postgres import PostgresServer
 from cdb.testing.redis import RedisServer
 from cdb.testing.waiting import eventually_async

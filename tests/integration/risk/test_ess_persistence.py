@@ -12,7 +12,7 @@ from cdb.events import SCALE, CancelOrders, EssChange
 from cdb.risk.ess import EssConfig, EssState
 from cdb.risk.limits import RiskLimits
 from cdb.risk.persistence import DatabaseEssStore, LayeredEssStore, RedisEssStore
-from cdb.runtime.service import ServiceContext
+from cdb.services.base import ServiceContext
 from cdb.services.risk import RiskService
 from cdb.storage.store import Store
 

@@ -9,7 +9,7 @@ from cdb.bus.keys import ORDERS, RISK_EVENTS, SIGNALS
 from cdb.clock import SimClock
 from cdb.events import SCALE, Fill, Order, RiskDecision, Signal
 from cdb.risk.limits import RiskLimits
-from cdb.runtime.service import ServiceContext
+from cdb.services.base import ServiceContext
 from cdb.services.risk import RiskService, store_history
 from cdb.storage.store import Store
 

@@ -16,7 +16,7 @@ from cdb.console.chaos import find_runs
 from cdb.console.records import EquityCurve, Records, run_row
 from cdb.console.views import EquityView, InstanceView
 from cdb.events import SCALE, Fill, Side
-from cdb.observability.discovery import InstanceRecord
+from cdb.runtime.discovery import InstanceRecord
 from cdb.runtime.supervisor import RESTARTS_ENV
 from cdb.storage.runs import RunRecord
 from cdb.storage.store import Store, migrate

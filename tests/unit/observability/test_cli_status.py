@@ -9,7 +9,7 @@ from rich.console import Console
 
 from cdb.cli_status import InstanceStatus, _row, healthy_enough, redis_from_url, table
 from cdb.errors import ConfigError
-from cdb.observability.discovery import InstanceRecord, Registration
+from cdb.runtime.discovery import InstanceRecord, Registration
 
 NOW = 1_800_000_000 * 10**9
 

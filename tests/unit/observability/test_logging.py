@@ -112,7 +112,7 @@ def test_secrets_from_settings_errors_and_urls_never_reach_the_output(
         "CDB_API_TOKEN": "tok-abcdef123456", "BINANCE_API_KEY": "binance-key-XYZ987",
         "BINANCE_API_SECRET": "binance-secret-QRS654", "CDB_SECRETS_DIR": str(tmp_path),
     })
-    from cdb.observability.observer import register_settings_secrets
+    from cdb.runtime.observer import register_settings_secrets
 
     register_settings_secrets(settings)
     log = structlog.get_logger()
@@ -176,7 +176,7 @@ async def test_an_alert_is_logged_at_its_own_level(out: io.StringIO) -> None:
     from tests.unit.services.risk_harness import RecordingBus
 
     from cdb.clock import SimClock
-    from cdb.runtime.service import ServiceContext
+    from cdb.services.base import ServiceContext
 
     ctx = ServiceContext(name="ws", instance="ws-1", bus=RecordingBus(),  # type: ignore[arg-type]
                          clock=SimClock(0))

@@ -6,10 +6,10 @@ import pytest
 import redis.asyncio.retry as redis_retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from cdb.bus.redis import backoff_of
 from cdb.config import load_settings
 from cdb.errors import ConfigError
 from cdb.resilience.backoff import Backoff
-from cdb.resilience.redis import backoff_of
 
 
 def test_default_delays_double_from_one_second_to_a_thirty_second_cap() -> None:

@@ -7,11 +7,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio.sentinel import SentinelConnectionPool
 
-from cdb.bus.redis_streams import RedisStreamsBus
-from cdb.config import Settings, load_settings
-from cdb.errors import ConfigError
-from cdb.resilience.backoff import Backoff
-from cdb.resilience.redis import (
+from cdb.bus.redis import (
     ReplicatedStreamsBus,
     buffer_path,
     close_redis,
@@ -19,6 +15,10 @@ from cdb.resilience.redis import (
     make_redis,
     sentinel_addresses,
 )
+from cdb.bus.redis_streams import RedisStreamsBus
+from cdb.config import Settings, load_settings
+from cdb.errors import ConfigError
+from cdb.resilience.backoff import Backoff
 
 
 def settings(tmp_path: Path, **env: str) -> Settings:

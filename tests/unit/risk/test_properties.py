@@ -23,7 +23,7 @@ from cdb.events import SCALE, EssChange, Fill, Order, OrderUpdate, Signal, Trade
 from cdb.risk.ess import EssConfig
 from cdb.risk.limits import RiskLimits
 from cdb.risk.persistence import MemoryEssStore
-from cdb.runtime.service import ServiceContext
+from cdb.services.base import ServiceContext
 from cdb.services.risk import RiskService
 
 S = 1_000_000_000

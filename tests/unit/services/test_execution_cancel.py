@@ -10,7 +10,7 @@ from cdb.bus.keys import FILLS, MARKET_DATA, ORDERS
 from cdb.clock import SimClock
 from cdb.errors import BusError
 from cdb.events import SCALE, CancelOrders, Fill, Order, OrderUpdate, Trade, decode, encode
-from cdb.runtime.service import ServiceContext
+from cdb.services.base import ServiceContext
 from cdb.services.execution import ExecutionService
 from cdb.venues.paper import PaperVenue
 

@@ -11,7 +11,7 @@ from tests.unit.services.test_execution_cancel import T0, order, trade
 from cdb.bus.keys import FILLS, MARKET_DATA, ORDERS
 from cdb.clock import SimClock
 from cdb.events import SCALE, Fill
-from cdb.runtime.service import ServiceContext
+from cdb.services.base import ServiceContext
 from cdb.services.execution import ExecutionService, store_recall
 from cdb.storage import Store, migrate
 from cdb.venues.paper import PaperVenue

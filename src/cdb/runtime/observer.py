@@ -30,10 +30,10 @@ from cdb.clock import WallClock
 from cdb.config import Settings
 from cdb.observability import logging as cdb_logging
 from cdb.observability import metrics
-from cdb.observability.discovery import InstanceRecord, Registrar
 from cdb.observability.grpc_health import GrpcHealthServer
 from cdb.observability.health import Health
 from cdb.observability.monitor import Monitor, StreamWatch
+from cdb.runtime.discovery import InstanceRecord, Registrar
 
 if TYPE_CHECKING:
     from cdb.bus.buffered import BufferedBus

@@ -56,7 +56,7 @@ from cdb.errors import BusError, CircuitOpenError, ConfigError
 from cdb.resilience.backoff import Backoff
 from cdb.resilience.breaker import CircuitBreaker
 
-_log = structlog.get_logger("cdb.resilience.redis")
+_log = structlog.get_logger("cdb.bus.redis")
 
 FLUSH_HIGH_WATER = STREAM_MAXLEN // 2
 """The flush waits while a consumer group is this far behind (well under MAXLEN)."""

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from cdb.bus.keys import Namespace
 from cdb.clock import Clock, WallClock
-from cdb.observability.lifecycle import State, starting
+from cdb.lifecycle import State, starting
 
 REGISTRY_KEY = "cdb:instances"
 ALIVE_PREFIX = "cdb:alive:"
@@ -40,7 +40,7 @@ _NS_PER_S = 1_000_000_000
 _PRUNE_EVERY = 20
 """Heartbeats between two looks for long-gone records."""
 
-_log = structlog.get_logger("cdb.observability.discovery")
+_log = structlog.get_logger("cdb.runtime.discovery")
 Sleep = Callable[[float], Awaitable[None]]
 
 
