@@ -32,6 +32,9 @@ PUBSUB_TOPIC: Final = {
 
 DEAD_LETTER_SUFFIX: Final = ".dead"
 
+SERVICES: Final = ("ws", "signal", "risk", "execution", "db_writer")
+"""The five services, in pipeline order; each is also its consumer group's name."""
+
 
 class Namespace:
     """Key names under one namespace.

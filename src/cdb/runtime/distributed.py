@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cdb.bus.buffered import BufferedBus, guarded
-from cdb.bus.keys import MARKET_DATA
+from cdb.bus.keys import MARKET_DATA, SERVICES
 from cdb.bus.redis import backoff_of, make_bus, make_redis, redis_probe
 from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.clock import NS_PER_S, WallClock
@@ -47,7 +47,6 @@ from cdb.venues.paper import PaperVenue
 if TYPE_CHECKING:
     from cdb.marketdata.binance import BinanceTradeSource
 
-SERVICES = ("ws", "signal", "risk", "execution", "db_writer")
 DOWNSTREAM_OF_MARKET_DATA = ("signal", "risk", "execution")
 SHARDED = frozenset({"signal", "risk"})
 """Services keeping per-symbol state: each shard owns a disjoint set of symbols."""
