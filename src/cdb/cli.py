@@ -380,7 +380,8 @@ def service(
     name: Annotated[str, typer.Argument(help="ws, signal, risk, execution or db_writer.")],
 ) -> None:
     """Run one service in this process, configured by the environment (distributed mode)."""
-    from cdb.runtime.distributed import SERVICES, run_service
+    from cdb.bus.keys import SERVICES
+    from cdb.runtime.distributed import run_service
 
     if name not in SERVICES:
         raise CdbError(f"unknown service {name!r}; one of {', '.join(SERVICES)}")

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdb.runtime.distributed import SERVICES
+from cdb.bus.keys import SERVICES
 
 STARTUP_ORDER = ("db_writer", "execution", "risk", "signal", "ws")
 """Consumers first, so their groups exist before the first trade is published."""
