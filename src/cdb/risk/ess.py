@@ -45,7 +45,6 @@ ERROR_BURST: Final = "error_burst"
 STALE_DATA: Final = "stale_data"
 MANUAL: Final = "manual"
 RESET: Final = "manual_reset"
-RESTORED: Final = "restored"
 TRIP_REASONS: Final = (DRAWDOWN, FLASH_CRASH, ERROR_BURST, STALE_DATA, MANUAL)
 
 # Why a reset is refused (ResetRefused.reason).

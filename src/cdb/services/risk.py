@@ -1,4 +1,4 @@
-"""risk: turns each signal into an order or a rejection with its reason, and runs the
+"""risk: turns each signal into an order or a rejection with its reason, and feeds the
 emergency stop system (ESS).
 
 State (portfolio, open orders, order rate) is updated from fills and marks; the
@@ -6,15 +6,10 @@ decision itself is ``cdb.risk.limits.decide``, a pure function. Order and reject
 ids derive from the signal id, so a signal delivered twice (after a crash, a
 reclaim) yields the same order id, which execution and the database deduplicate.
 
-The ESS (``cdb.risk.ess``, pure) is fed here: trades (flash crash, stale data,
-drawdown at the new marks), fills (drawdown), order rejections and exchange-error
-alerts (error burst), and the operator (API). When it trips, in this order: the
-state is HALTED in memory (no new non-reducing order from the next decision on), it
-is saved (Redis and the database), execution is told to cancel open orders, the
-change is recorded (``EssChange`` on ``stream.risk_events``) and an alert goes out.
-What could not be saved or published is kept and retried, so a trip is never lost to
-a passing outage. A reset is saved before it takes effect: if it cannot be made
-durable it is refused, and a restart never finds an ACTIVE that was not recorded.
+The ESS (``cdb.risk.ess``, pure; its saving and publishing in
+``cdb.services.ess_control``) is fed here: trades (flash crash, stale data, drawdown
+at the new marks), fills (drawdown), order rejections and exchange-error alerts (error
+burst), and the operator (API).
 
 Stale data is two things (``StaleDataGuard``). A symbol silent for ``ESS_STALE_DATA_S``
 pauses: new orders on it are rejected (``stale_data``), reducing ones pass, and the
@@ -26,49 +21,33 @@ Redis, and the backlog it leaves, never does.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar, Final
 
 import msgspec
 from fastapi import APIRouter
-from prometheus_client import Counter, Gauge
 
 from cdb.bus.keys import ALERTS_STREAM, FILLS, MARKET_DATA, ORDERS, RISK_EVENTS, SIGNALS
 from cdb.events import (
     FINAL_STATUSES,
     Alert,
     AnyEvent,
-    CancelOrders,
-    EssChange,
     Fill,
-    IdGen,
-    Level,
     Order,
     OrderUpdate,
     RiskDecision,
     Signal,
-    Trade,
     fmt_e8,
 )
 from cdb.observability import metrics
 from cdb.recent import RecentIds
-from cdb.risk.ess import (
-    MANUAL,
-    NS,
-    Alarm,
-    EmergencyStop,
-    EssConfig,
-    EssState,
-    Guards,
-    ResetRefused,
-)
+from cdb.risk.ess import NS, Alarm, EmergencyStop, EssConfig, EssState, Guards, ResetRefused
 from cdb.risk.limits import Approval, OrderRate, RiskLimits, decide
 from cdb.risk.persistence import EssStore
 from cdb.risk.portfolio import Portfolio
 from cdb.services.base import Service, ServiceContext
+from cdb.services.ess_control import EssControl
 
 if TYPE_CHECKING:
     from cdb.storage.store import Store
@@ -77,12 +56,6 @@ History = Callable[[], AsyncIterator[list[AnyEvent]]]
 """The orders, fills and order updates on record, chunk by chunk: what the portfolio
 is rebuilt from (orders first, then fills in event time, then updates)."""
 
-# Alert codes risk publishes.
-ESS_TRIPPED: Final = "ess_tripped"
-ESS_RESET: Final = "ess_reset"
-ESS_RESTORED: Final = "ess_restored"
-TRADING_PAUSED: Final = "trading_paused"
-TRADING_RESUMED: Final = "trading_resumed"
 # Alert codes other services publish that feed the ESS: an exchange error counts
 # towards a burst. A stale feed reported by the market data source is not acted on
 # here: risk's own stale-data guard sees the same silence, and judges it (pause, trip).
@@ -93,25 +66,6 @@ MARKET_DATA_END_CODES: Final = frozenset({"market_data_end"})
 DECIDED_KEPT: Final = 100_000
 """Decided signal ids remembered against redelivery."""
 
-_L = ("service", "instance")
-ess_trips = Counter(
-    "cdb_ess_trips", "ESS trips, by reason", (*_L, "reason"), registry=metrics.REGISTRY
-)
-ess_changed = Gauge(
-    "cdb_ess_changed_timestamp_seconds",
-    "When the ESS last changed state (seconds since the epoch, clock time)", _L,
-    registry=metrics.REGISTRY,
-)
-paused_symbols = Gauge(
-    "cdb_risk_paused_symbols",
-    "Symbols whose new orders are paused because their market data is stale", _L,
-    registry=metrics.REGISTRY,
-)
-ess_info = Gauge(
-    "cdb_ess_state_info", "1 for the ESS state and the reason of its last change",
-    (*_L, "state", "reason"), registry=metrics.REGISTRY,
-)
-
 
 def client_order_id(order_id: str) -> str:
     """Venue client order id derived from cdb's order id (Binance: <= 36 chars)."""
@@ -121,11 +75,6 @@ def client_order_id(order_id: str) -> str:
 def is_exchange_error(alert: Alert) -> bool:
     """Whether ``alert`` reports an exchange error (counted towards an error burst)."""
     return alert.level != "info" and alert.code.startswith(EXCHANGE_ERROR_PREFIXES)
-
-
-def iso(ns: int) -> str:
-    """A clock time (ns) as ISO 8601 UTC."""
-    return datetime.fromtimestamp(ns / NS, tz=UTC).isoformat(timespec="milliseconds")
 
 
 class RiskService(Service):
@@ -162,8 +111,8 @@ class RiskService(Service):
         self.book = Portfolio(cash_e8=initial_cash_e8)
         self.rate = OrderRate(limits.rate_window_ns)
         self.ess_config = ess or EssConfig()
-        self.ess = EmergencyStop(self.ess_config)
-        self.guards = Guards(self.ess_config, initial_cash_e8)
+        self.ess_control = EssControl(ctx, self.ess_config, self.book.equity_e8,
+                                      initial_cash_e8, store=ess_store, watch=ess_watch)
         self.api_token = api_token
         self.orders = 0
         self.rejections: dict[str, int] = {}
@@ -171,31 +120,29 @@ class RiskService(Service):
         # comes within a claim's idle time (seconds); the newest DECIDED_KEPT ids cover
         # that many times over, and a long run does not grow without bound.
         self._decided = RecentIds(DECIDED_KEPT)
-        self._ess_store = ess_store
-        self._ess_watch = ess_watch
         self._tick_s = tick_s
-        self.paused: frozenset[str] = frozenset()
-        """Symbols whose new orders are paused: their market data is stale."""
-        self._unsaved: tuple[EssState, EssChange] | None = None
-        self._last_save_try = 0
-        self._outbox: list[tuple[str, list[AnyEvent]]] = []
-        self._flush_lock = asyncio.Lock()
-        self._reset_lock = asyncio.Lock()
         labels = (ctx.name, ctx.instance)
-        self._labels = labels
         self._pending = metrics.risk_pending_orders.labels(*labels)
         self._exposure = metrics.risk_total_exposure.labels(*labels)
         self._orders = metrics.orders_submitted.labels(*labels)
         self._equity = metrics.equity.labels(*labels)
-        self._halted_gauge = metrics.ess_state.labels(*labels)
-        self._paused_gauge = paused_symbols.labels(*labels)
-        self._changed_gauge = ess_changed.labels(*labels)
-        self._info_labels: tuple[str, str] | None = None
-        self._show_ess()
+
+    @property
+    def ess(self) -> EmergencyStop:
+        return self.ess_control.ess
+
+    @property
+    def guards(self) -> Guards:
+        return self.ess_control.guards
 
     @property
     def halted(self) -> bool:
-        return self.ess.halted
+        return self.ess_control.halted
+
+    @property
+    def paused(self) -> frozenset[str]:
+        """Symbols whose new orders are paused: their market data is stale."""
+        return self.ess_control.paused
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -215,36 +162,7 @@ class RiskService(Service):
                     cash=fmt_e8(book.cash_e8),
                 )
             self._update_gauges()
-        if self._ess_store is None:
-            return
-        state = await self._ess_store.load()
-        if state is None or state == self.ess.state:
-            return
-        self.ess.restore(state)
-        self._show_ess()
-        if state.halted:
-            self.ctx.log.warning("ESS restored HALTED", reason=state.reason, detail=state.detail,
-                                 since=iso(state.since_ns))
-            # A simulated clock has not started yet: the restart is placed at the trip.
-            clock = self.ctx.clock
-            now = state.since_ns if clock.simulated else clock.now()
-            # Ids name the restart, not a sequence that starts again at each one.
-            key = f"{self.ctx.instance}:restored"
-            cancel_id = IdGen.derived(now, key + ":cancel")
-            alert_id = IdGen.derived(now, key + ":alert")
-            # A crash between the trip and its cancel command must not leave orders open.
-            cancel = self._cancel_command(now, state, "")
-            alert = self._alert(
-                now, "warning", ESS_RESTORED,
-                f"risk restarted HALTED (tripped {iso(state.since_ns)} for {state.reason}: "
-                f"{state.detail}); reset by hand after the cooldown", "",
-            )
-            replace = msgspec.structs.replace
-            self._outbox.append(
-                (ORDERS, [replace(cancel, id=cancel_id, correlation_id=cancel_id)]))
-            self._outbox.append(
-                (ALERTS_STREAM, [replace(alert, id=alert_id, correlation_id=alert_id)]))
-            await self._flush_soon()
+        await self.ess_control.restore()
 
     def _rebuild(self, history: list[AnyEvent]) -> tuple[int, int]:
         """Apply one chunk of the record: positions, cash, open orders and the order
@@ -286,33 +204,24 @@ class RiskService(Service):
     async def tick(self) -> None:
         """One timer check: retry what is unsaved, adopt a newer shared state, look for
         stale data."""
-        await self._flush()
-        if self._ess_watch is not None:
-            shared = await self._ess_watch.load()
-            current = self.ess.state
-            if (shared is not None and shared.since_ns > current.since_ns
-                    and shared.state != current.state):
-                self._adopt(shared)
+        control = self.ess_control
+        await control.flush()
+        await control.poll()
         now = self.ctx.clock.now()
         if not self.halted:
             alarm = self.guards.stale.check(now, self.ctx.bus_up_since)
             if alarm is not None:
                 await self.trip(alarm, self.ctx.instance)
-        await self._update_pause(now)
+        await control.update_pause(now)
 
     async def on_stop(self) -> None:
-        await self._flush_soon()
-        if self._outbox or self._unsaved is not None:
-            # Left to the next start: a HALTED in memory that never reached the store is
-            # the one loss a stop can cause, so it is said loudly.
-            self.ctx.log.error("stopping with ESS changes not saved or published",
-                               unsaved=self._unsaved is not None, unpublished=len(self._outbox))
+        await self.ess_control.stop()
 
     # -- events ------------------------------------------------------------------------
 
     async def handle(self, topic: str, events: list[AnyEvent]) -> None:
-        if self._outbox or self._unsaved is not None:
-            await self._flush()
+        if self.ess_control.pending:
+            await self.ess_control.flush()
         alarm: Alarm | None = None
         if topic == MARKET_DATA:
             alarm = self._on_trades(events)
@@ -325,7 +234,7 @@ class RiskService(Service):
         if alarm is not None and not self.halted:
             await self.trip(alarm, self.ctx.instance)
         if topic == MARKET_DATA and self.paused:
-            await self._update_pause(self.ctx.clock.now())
+            await self.ess_control.update_pause(self.ctx.clock.now())
         self._update_gauges()
 
     def _on_trades(self, events: list[AnyEvent]) -> Alarm | None:
@@ -390,7 +299,7 @@ class RiskService(Service):
         if not self.ctx.clock.simulated:
             # In simulated time nothing is decided during a silence: the batch that
             # ends it also ends the pause.
-            await self._update_pause(self.ctx.clock.now())
+            await self.ess_control.update_pause(self.ctx.clock.now())
         paused = self.paused
         for signal in signals:
             if signal.id in self._decided:
@@ -434,52 +343,11 @@ class RiskService(Service):
     async def trip(self, alarm: Alarm, actor: str) -> EssState | None:
         """HALT for ``alarm`` (a guard's, or an operator's with ``MANUAL``); the new
         state, or None when it was HALTED already."""
-        now = self.ctx.clock.now()
-        state = self.ess.trip(now, alarm, actor)
-        if state is None:
-            return None
-        self.ctx.log.error("ESS tripped: HALTED", reason=alarm.reason, detail=alarm.detail,
-                           actor=actor)
-        ess_trips.labels(*self._labels, alarm.reason).inc()
-        self._show_ess()
-        change = self._change_event(state, alarm.cause_id)
-        self._unsaved = (state, change)
-        self._last_save_try = 0
-        self._outbox.append((ORDERS, [self._cancel_command(now, state, change.id)]))
-        self._outbox.append((RISK_EVENTS, [change]))
-        self._outbox.append((ALERTS_STREAM, [self._alert(
-            now, "critical", ESS_TRIPPED,
-            f"ESS HALTED by {actor}: {alarm.reason}: {alarm.detail}", change.id,
-        )]))
-        await self._flush_soon()
-        return state
-
-    async def _update_pause(self, now: int) -> None:
-        """Pause new orders on the symbols whose data is stale now; lift the pause of
-        those that traded again. Each change is logged and alerted once."""
-        stale = self.guards.stale.stale(now)
-        if stale == self.paused:
-            return
-        started, ended = sorted(stale - self.paused), sorted(self.paused - stale)
-        self.paused = stale
-        self._paused_gauge.set(len(stale))
-        limit = self.ess_config.stale_after_ns / NS
-        if started:
-            message = (f"new orders paused on {', '.join(started)}: no trade for more than "
-                       f"{limit:g} s; they resume at the next trade")
-            self.ctx.log.warning("trading paused: stale market data", symbols=started)
-            self._outbox.append(
-                (ALERTS_STREAM, [self._alert(now, "warning", TRADING_PAUSED, message, "")]))
-        if ended:
-            self.ctx.log.info("trading resumed: market data flows", symbols=ended)
-            self._outbox.append((ALERTS_STREAM, [self._alert(
-                now, "info", TRADING_RESUMED,
-                f"new orders resumed on {', '.join(ended)}: trades again", "")]))
-        await self._flush_soon()
+        return await self.ess_control.trip(alarm, actor)
 
     async def trip_manually(self, actor: str, why: str) -> EssState | None:
         """An operator's trip (API, CLI)."""
-        return await self.trip(Alarm(reason=MANUAL, detail=why), actor)
+        return await self.ess_control.trip_manually(actor, why)
 
     async def reset(self, actor: str, why: str) -> EssState | ResetRefused:
         """An operator's reset: refused while ACTIVE or within the cooldown; otherwise
@@ -488,106 +356,7 @@ class RiskService(Service):
         Raises:
             Exception: the store failed; the ESS stays HALTED.
         """
-        async with self._reset_lock:
-            now = self.ctx.clock.now()
-            plan = self.ess.plan_reset(now, actor, why)
-            if isinstance(plan, ResetRefused):
-                return plan
-            change = self._change_event(plan, "")
-            if self._ess_store is not None:
-                await self._ess_store.save(plan, change)
-            # The reset supersedes a trip still unsaved (the bus records that one).
-            self._unsaved = None
-            self.ess.apply(plan)
-            self.guards.rebase(self.book.equity_e8(), now)
-            self._show_ess()
-            self.ctx.log.warning("ESS reset: ACTIVE", actor=plan.actor, why=plan.detail)
-            self._outbox.append((RISK_EVENTS, [change]))
-            self._outbox.append((ALERTS_STREAM, [self._alert(
-                now, "info", ESS_RESET, f"ESS reset to ACTIVE by {plan.actor}: {plan.detail}",
-                change.id,
-            )]))
-            await self._flush_soon()
-            return plan
-
-    def _adopt(self, state: EssState) -> None:
-        """Take a change another instance made (it saved and announced it)."""
-        self.ess.apply(state)
-        if not state.halted:
-            self.guards.rebase(self.book.equity_e8(), self.ctx.clock.now())
-        self._show_ess()
-        self.ctx.log.warning("ESS state adopted from another instance", state=state.state,
-                             reason=state.reason, actor=state.actor)
-
-    def _change_event(self, state: EssState, cause: str) -> EssChange:
-        ts = state.since_ns
-        change_id = self.ctx.ids.next(ts)
-        return EssChange(
-            id=change_id, ts=ts, correlation_id=cause or change_id, causation_id=cause,
-            source=self.ctx.instance, state=state.state, reason=state.reason,
-            actor=state.actor, detail=state.detail,
-        )
-
-    def _cancel_command(self, now: int, state: EssState, cause: str) -> CancelOrders:
-        command_id = self.ctx.ids.next(now)
-        return CancelOrders(
-            id=command_id, ts=now, correlation_id=cause or command_id, causation_id=cause,
-            source=self.ctx.instance, reason=f"ESS HALTED: {state.reason}",
-        )
-
-    def _alert(self, now: int, level: Level, code: str, message: str, cause: str) -> Alert:
-        alert_id = self.ctx.ids.next(now)
-        return Alert(
-            id=alert_id, ts=now, correlation_id=cause or alert_id, causation_id=cause,
-            source=self.ctx.instance, level=level, code=code, message=message,
-        )
-
-    async def _flush(self) -> None:
-        """Save the ESS state if unsaved, then publish what waits, in order.
-
-        A failed save is retried at most once per second of clock time (a dead store
-        must not slow every batch down); a failed publish raises, so the batch in hand
-        is retried and the outbox goes first then.
-        """
-        async with self._flush_lock:
-            pending = self._unsaved
-            now = self.ctx.clock.now()
-            if (pending is not None and self._ess_store is not None
-                    and (not self._last_save_try or now - self._last_save_try >= NS)):
-                self._last_save_try = now
-                try:
-                    await self._ess_store.save(*pending)
-                except Exception as exc:
-                    self.ctx.log.error("ESS state not saved; retrying", error=str(exc))
-                else:
-                    if self._unsaved is pending:
-                        self._unsaved = None
-            elif self._ess_store is None:
-                self._unsaved = None
-            outbox = self._outbox
-            while outbox:
-                topic, events = outbox[0]
-                await self.ctx.publish(topic, events)
-                outbox.pop(0)
-
-    async def _flush_soon(self) -> None:
-        """Flush now if the bus lets us; else the next batch or tick does (the change
-        itself has happened: it must not be undone by a failed publish)."""
-        try:
-            await self._flush()
-        except Exception as exc:
-            self.ctx.log.error("ESS change not published yet; retrying", error=str(exc))
-
-    def _show_ess(self) -> None:
-        state = self.ess.state
-        self._halted_gauge.set(1 if state.halted else 0)
-        self._changed_gauge.set(state.since_ns / NS)
-        labels = (state.state, state.reason or "start")
-        if labels != self._info_labels:
-            if self._info_labels is not None:
-                ess_info.remove(*self._labels, *self._info_labels)
-            ess_info.labels(*self._labels, *labels).set(1)
-            self._info_labels = labels
+        return await self.ess_control.reset(actor, why)
 
     # -- views -------------------------------------------------------------------------
 
@@ -598,24 +367,7 @@ class RiskService(Service):
 
     def ess_status(self) -> dict[str, object]:
         """The ESS for people and probes: state, why, since when, cooldown, trips."""
-        state = self.ess.state
-        left = self.ess.cooldown_left_ns(self.ctx.clock.now())
-        return {
-            "state": state.state,
-            "reason": state.reason,
-            "detail": state.detail,
-            "actor": state.actor,
-            "since": iso(state.since_ns) if state.since_ns else None,
-            "since_ns": state.since_ns,
-            "cooldown_s": self.ess_config.cooldown_ns / NS,
-            "cooldown_left_s": round(left / NS, 3),
-            "saved": self._unsaved is None,
-            "trips": [
-                {"reason": t.reason, "detail": t.detail, "actor": t.actor,
-                 "at": iso(t.since_ns), "ts": t.since_ns}
-                for t in self.ess.trips()
-            ],
-        }
+        return self.ess_control.status()
 
     def risk_state(self) -> dict[str, object]:
         """Positions, exposure (as the limits see it) and the limits, for the API."""
@@ -662,11 +414,6 @@ class RiskService(Service):
             "paused_symbols": sorted(self.paused),
             "ess": self.ess_status(),
         }
-
-
-def last_prices(trades: list[Trade]) -> dict[str, int]:
-    """Last price per symbol in a batch of trades."""
-    return {t.symbol: t.price_e8 for t in trades}
 
 
 def store_history(store: Store) -> History:

@@ -291,7 +291,7 @@ async def test_a_trip_survives_a_failing_store_and_bus_and_is_saved_and_publishe
 async def test_a_change_made_by_another_instance_is_adopted() -> None:
     shared = MemoryEssStore()
     a, b = Harness(store=shared, instance="risk-a"), Harness(store=shared, instance="risk-b")
-    b.risk._ess_watch = shared
+    b.risk.ess_control.watch = shared
     await a.risk.trip_manually("alice", "drill")
     b.clock.advance(T0 + S)
     await b.risk.tick()
