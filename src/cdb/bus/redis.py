@@ -49,8 +49,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from cdb.bus.buffered import BufferedBus, guarded
 from cdb.bus.disk_buffer import DiskBuffer
 from cdb.bus.keys import STREAM_MAXLEN, Namespace
-from cdb.bus.lane import pack
 from cdb.bus.redis_streams import RedisStreamsBus
+from cdb.bus.sentinel import follow_master
 from cdb.config import Settings
 from cdb.errors import BusError, CircuitOpenError, ConfigError
 from cdb.resilience.backoff import Backoff
@@ -136,65 +136,6 @@ async def close_redis(client: aioredis.Redis) -> None:
     finally:
         if isinstance(pool, SentinelConnectionPool):
             await pool.sentinel_manager.aclose()
-
-
-class ReplicatedStreamsBus(RedisStreamsBus):
-    """A Redis Streams bus whose publish returns only once ``min_replicas`` replicas
-    have the events (``WAIT`` on the connection that wrote them).
-
-    Replication is asynchronous: what a master accepted just before a failover may
-    never reach the replica promoted in its place. With this, such a publish fails
-    (the replica stopped acknowledging), the buffered bus keeps the events and
-    publishes them again to the new master; consumers absorb the copy.
-
-    Args:
-        min_replicas: replicas that must confirm every publish.
-        replica_timeout: how long to wait for them (s).
-    """
-
-    def __init__(
-        self, client: aioredis.Redis, namespace: Namespace, *, min_replicas: int,
-        replica_timeout: float = 1.0, **kwargs: Any,
-    ) -> None:
-        super().__init__(client, namespace, **kwargs)
-        self.min_replicas = min_replicas
-        self._wait_ms = max(1, int(replica_timeout * 1000))
-
-    async def _publish(self, key: str, channel: str, payloads: list[bytes]) -> None:
-        # The parent's round trip, plus WAIT on the same connection: WAIT counts the
-        # writes of its own connection.
-        results = await self._run_publish(key, channel, payloads,
-                                          pack("WAIT", self.min_replicas, self._wait_ms))
-        confirmed = int(results[-1])
-        if confirmed < self.min_replicas:
-            await self._follow_failover()
-            raise BusError(
-                f"publish of {len(payloads)} events to {key}: {confirmed} of "
-                f"{self.min_replicas} replicas confirmed within {self._wait_ms} ms"
-            )
-
-
-    async def _follow_failover(self) -> None:
-        """A master that lost its replicas may have been replaced: ask the sentinels now
-        (redis-py drops idle connections to a master that moved) rather than write to it
-        until Sentinel demotes it."""
-        pool = self.client.connection_pool
-        if isinstance(pool, SentinelConnectionPool):
-            with contextlib.suppress(RedisError, OSError):
-                await follow_master(pool)
-
-
-async def follow_master(pool: SentinelConnectionPool) -> bool:
-    """Ask the Sentinels where the master is; when it moved, leave the old one: idle
-    connections are dropped (by redis-py) and busy ones reconnect once released.
-    Returns whether it moved."""
-    before = pool.master_address
-    after = await pool.get_master_address()  # type: ignore[no-untyped-call]
-    if before is None or after == before:
-        return False
-    await pool.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
-    _log.warning("Redis master moved (Sentinel failover)", old=before, new=after)
-    return True
 
 
 class SentinelWatch:
@@ -345,14 +286,10 @@ def make_bus(
     breaker = breaker or breaker_of(settings)
     backoff = backoff or backoff_of(settings)
     namespace = Namespace(settings.service_instance_name)
-    inner: RedisStreamsBus
-    if settings.redis_min_replicas:
-        inner = ReplicatedStreamsBus(
-            client, namespace, min_replicas=settings.redis_min_replicas,
-            replica_timeout=settings.redis_replica_timeout_s,
-        )
-    else:
-        inner = RedisStreamsBus(client, namespace)
+    inner = RedisStreamsBus(
+        client, namespace, min_replicas=settings.redis_min_replicas,
+        replica_timeout=settings.redis_replica_timeout_s,
+    )
     buffer = DiskBuffer(
         buffer_path(settings, service, instance), max_events=settings.cdb_buffer_max_events,
         max_bytes=settings.cdb_buffer_max_bytes,

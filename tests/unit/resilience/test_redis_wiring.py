@@ -8,7 +8,6 @@ import pytest
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from cdb.bus.redis import (
-    ReplicatedStreamsBus,
     buffer_path,
     close_redis,
     make_bus,
@@ -48,6 +47,7 @@ async def test_make_bus_applies_the_breaker_backoff_and_buffer_settings(tmp_path
     client = make_redis(s)
     bus = make_bus(s, client, service="ws", instance="ws-1")
     assert type(bus.inner) is RedisStreamsBus
+    assert bus.inner.min_replicas == 0  # no replica confirmation unless asked
     assert (bus.breaker.threshold, bus.breaker.open_s) == (5, 7.0)
     assert (bus.backoff.base, bus.backoff.cap) == (0.5, 4.0)
     assert (bus.buffer.max_events, bus.buffer.max_bytes) == (9, 1000)
@@ -78,7 +78,7 @@ async def test_sentinels_and_replica_confirmation_are_wired(tmp_path: Path) -> N
     assert pool.service_name == "cache"
     assert len(pool.sentinel_manager.sentinels) == 2
     bus = make_bus(s, client, service="risk", instance="risk-1")
-    assert isinstance(bus.inner, ReplicatedStreamsBus)
+    assert isinstance(bus.inner, RedisStreamsBus)
     assert bus.inner.min_replicas == 2
     await bus.close()
     await close_redis(make_redis(s))
