@@ -7,7 +7,8 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdb.config import NAMESPACE_PATTERN, Settings, load_settings
+from cdb.bus.settings import NAMESPACE_PATTERN
+from cdb.config import Settings, load_settings
 from cdb.errors import ConfigError
 
 _NAMES = sorted(name.upper() for name in Settings.model_fields)

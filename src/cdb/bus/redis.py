@@ -51,10 +51,11 @@ from cdb.bus.disk_buffer import DiskBuffer
 from cdb.bus.keys import STREAM_MAXLEN, Namespace
 from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.bus.sentinel import follow_master
-from cdb.config import Settings
+from cdb.bus.settings import BusSettings
 from cdb.errors import BusError, CircuitOpenError, ConfigError
 from cdb.resilience.backoff import Backoff
 from cdb.resilience.breaker import CircuitBreaker
+from cdb.resilience.settings import ResilienceSettings
 
 _log = structlog.get_logger("cdb.bus.redis")
 
@@ -62,7 +63,7 @@ FLUSH_HIGH_WATER = STREAM_MAXLEN // 2
 """The flush waits while a consumer group is this far behind (well under MAXLEN)."""
 
 
-def backoff_of(settings: Settings) -> Backoff:
+def backoff_of(settings: ResilienceSettings) -> Backoff:
     """The configured backoff policy (CDB_BACKOFF_*)."""
     if settings.cdb_backoff_cap_s < settings.cdb_backoff_base_s:
         raise ConfigError([
@@ -75,7 +76,7 @@ def backoff_of(settings: Settings) -> Backoff:
     )
 
 
-def breaker_of(settings: Settings, name: str = "redis") -> CircuitBreaker:
+def breaker_of(settings: ResilienceSettings, name: str = "redis") -> CircuitBreaker:
     """The configured circuit breaker (CDB_BREAKER_*)."""
     return CircuitBreaker(
         name, failures=settings.cdb_breaker_failures, open_s=settings.cdb_breaker_open_s
@@ -99,7 +100,7 @@ def sentinel_addresses(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def make_redis(settings: Settings, *, backoff: Backoff | None = None) -> aioredis.Redis:
+def make_redis(settings: BusSettings, *, backoff: Backoff | None = None) -> aioredis.Redis:
     """An asyncio Redis client with redis-py's own retry (cdb's backoff policy); through
     the Sentinels of ``REDIS_SENTINELS`` when set. Close it with ``close_redis``."""
     # An empty password (set on purpose) means a Redis without AUTH.
@@ -262,7 +263,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def buffer_path(settings: Settings, service: str, instance: str) -> Path:
+def buffer_path(settings: BusSettings, service: str, instance: str) -> Path:
     """Where the disk buffer of this instance lives (CDB_BUFFER_PATH, CDB_BUFFER_DIR)."""
     if settings.cdb_buffer_path:
         return Path(settings.cdb_buffer_path)
@@ -277,7 +278,7 @@ def buffer_path(settings: Settings, service: str, instance: str) -> Path:
 
 
 def make_bus(
-    settings: Settings, client: aioredis.Redis, *, service: str = "", instance: str = "",
+    settings: BusSettings, client: aioredis.Redis, *, service: str = "", instance: str = "",
     breaker: CircuitBreaker | None = None, backoff: Backoff | None = None,
 ) -> BufferedBus[RedisStreamsBus]:
     """The distributed bus of this process: Redis Streams (namespaced by

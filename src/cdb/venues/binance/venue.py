@@ -57,7 +57,7 @@ from cdb.venues.binance.records import (
 from cdb.venues.limiter import Sleep, WindowLimiter
 
 if TYPE_CHECKING:
-    from cdb.config import Settings
+    from cdb.venues.settings import VenueSettings
 
 AlertHook = Callable[[Level, str, str], Awaitable[object]]
 
@@ -732,7 +732,7 @@ def make_binance_venue(
 
 
 def venue_from_settings(
-    settings: Settings, venue: str, *, exchange_url: str | None, alert: AlertHook | None,
+    settings: VenueSettings, venue: str, *, exchange_url: str | None, alert: AlertHook | None,
     instance: str,
 ) -> BinanceVenue:
     """``make_binance_venue`` with the key, secret and resolve window of ``settings``."""
