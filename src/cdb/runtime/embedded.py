@@ -44,11 +44,11 @@ from cdb.services.db_writer import DbWriterService
 from cdb.services.execution import ExecutionService, store_recall
 from cdb.services.risk import RiskService, store_history
 from cdb.services.signal import SignalService
-from cdb.services.ws import WsService
+from cdb.services.ws import Pace, WsService
 from cdb.storage.runs import RunRecord, new_run_id
 from cdb.storage.store import Store, migrate
 from cdb.strategies.base import load as load_strategy
-from cdb.venues.base import Venue
+from cdb.venues.base import Closes, Venue
 from cdb.venues.paper import PaperVenue
 
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
@@ -141,12 +141,20 @@ class EmbeddedPipeline:
     Args:
         settings: strategy, limits and fees (from the environment and flags).
         options: source, speed and database.
+        source: the trade batches to run on, instead of the one ``options`` names.
+        bus: the in-memory bus to run on (a subclass that can pause or sabotage).
+        after_batch: awaited after each batch is paced (the trading path has it then).
     """
 
-    def __init__(self, settings: Settings, options: RunOptions) -> None:
+    def __init__(
+        self, settings: Settings, options: RunOptions, *,
+        source: Iterable[list[Trade]] | AsyncIterable[list[Trade]] | None = None,
+        bus: MemoryBus | None = None, after_batch: Pace | None = None,
+    ) -> None:
         self.settings = settings
         self.options = options
-        self.bus = MemoryBus()
+        self.bus = bus if bus is not None else MemoryBus()
+        self._after_batch = after_batch
         self.live = options.source == "binance"
         # A live feed runs on the wall clock; files and the synthetic market on event time.
         self.clock: SimClock | WallClock = WallClock() if self.live else SimClock()
@@ -161,10 +169,11 @@ class EmbeddedPipeline:
         self.legs = 1
         self._ess_start = EssState()
         self._risk: RiskService | None = None  # set by run (self.services too)
+        self.venue: Venue | None = None  # set by run
         # Fail on a bad strategy id or unreadable file now, before anything starts.
         self._strategy_params = settings.strategy_params(default_id="momentum")
         self._strategy = load_strategy(self._strategy_params)
-        self._source = self._make_source()
+        self._source = source if source is not None else self._make_source()
 
     def _make_source(self) -> Iterable[list[Trade]] | AsyncIterable[list[Trade]]:
         o = self.options
@@ -194,6 +203,12 @@ class EmbeddedPipeline:
         )
 
     async def _pace(self, batch: list[Trade]) -> None:
+        await self._advance(batch)
+        if self._after_batch is not None:
+            await self._after_batch(batch)
+
+    async def _advance(self, batch: list[Trade]) -> None:
+        """Count the batch, move the clock to it and wait for the trading path."""
         last = batch[-1].ts
         if not self._first_ts:
             self._first_ts = batch[0].ts
@@ -340,9 +355,8 @@ class EmbeddedPipeline:
                 await self.bus.close()
                 if http is not None:
                     await http.stop()
-                closing = getattr(venue, "aclose", None)
-                if closing is not None:
-                    await closing()
+                if isinstance(venue, Closes):
+                    await venue.aclose()
             self._refresh_progress()
             if on_progress is not None:
                 on_progress(self.progress)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cdb.chaos.runner import Options, Outcome, Runner
-from cdb.chaos.validate import validate_file, validate_text
+from cdb.chaos.run.runner import Options, Outcome, Runner
+from cdb.chaos.scenario.validate import validate_file, validate_text
 
 ROOT = Path(__file__).resolve().parents[3]
 SCENARIOS = ROOT / "scenarios"
@@ -132,7 +132,6 @@ async def test_cancelling_an_embedded_run_undoes_and_stops_the_pipeline(tmp_path
     assert "freeze" in runner.ended  # undone
     target = runner.target
     assert target is not None
-    pipeline = target.pipeline  # type: ignore[attr-defined]
-    assert not pipeline.chaos_bus.paused
+    assert not target.chaos_bus.paused  # type: ignore[attr-defined]
     leftover = [t for t in asyncio.all_tasks() if t.get_name().startswith(("chaos.", "step."))]
     assert leftover == []

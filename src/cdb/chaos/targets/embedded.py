@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -23,16 +23,17 @@ from prometheus_client import generate_latest
 
 from cdb.bus.keys import ALL_STREAMS, DEAD_LETTER_SUFFIX, MARKET_DATA, ORDERS
 from cdb.bus.memory import MemoryBus, MemorySubscription
-from cdb.chaos.clock import LockstepClock
-from cdb.chaos.registry import Unavailable
+from cdb.chaos.run.clock import LockstepClock
+from cdb.chaos.scenario.registry import Unavailable
 from cdb.chaos.targets.base import GROUPS_OF, Plan, Target, scenario_env
 from cdb.chaos.targets.db import SqlReader, snapshot
-from cdb.config import Settings, load_settings
+from cdb.config import load_settings
 from cdb.events import SCALE, AnyEvent, Fill, Order, RiskDecision, Signal, Trade
 from cdb.marketdata.synthetic import START_NS, SyntheticSource
 from cdb.observability import metrics
 from cdb.runtime.embedded import EmbeddedPipeline, RunOptions
 from cdb.services.risk import client_order_id
+from cdb.venues.base import KeepsLedger
 
 RECORDER_GROUP = "chaos.recorder"
 
@@ -240,24 +241,6 @@ class _PausableSubscription(MemorySubscription):
         await self._inner.close()
 
 
-class _ChaosPipeline(EmbeddedPipeline):
-    """``EmbeddedPipeline`` with the scenario's market, clock hook and bus."""
-
-    def __init__(self, settings: Settings, options: RunOptions, target: EmbeddedTarget) -> None:
-        self._chaos = target
-        super().__init__(settings, options)
-        self.chaos_bus = ChaosBus(target.switches)
-        self.bus = self.chaos_bus
-
-    def _make_source(self) -> Iterator[list[Trade]]:
-        self._chaos.market_gen = self._chaos.market()
-        return self._chaos.market_gen
-
-    async def _pace(self, batch: list[Trade]) -> None:
-        await super()._pace(batch)
-        await self._chaos.after_batch(batch)
-
-
 class EmbeddedTarget(Target):
     """The pipeline as tasks of this process (see the module docstring)."""
 
@@ -278,8 +261,9 @@ class EmbeddedTarget(Target):
         self.db_url = f"sqlite+aiosqlite:///{self.db_path}"
         self._sql = SqlReader(self.db_url)
         self._batch = max(1, round(market.trades_per_s / 10))
-        self.pipeline: _ChaosPipeline | None = None
-        self.market_gen: Iterator[list[Trade]] | None = None
+        self.pipeline: EmbeddedPipeline | None = None
+        self.chaos_bus: ChaosBus | None = None
+        self.market_gen: Generator[list[Trade]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -297,9 +281,14 @@ class EmbeddedTarget(Target):
             duration_s=plan.market_duration, speed=market.speed, shapes=tuple(plan.shapes),
             instance=self.namespace, batch_size=self._batch,
         )
-        self.pipeline = pipeline = _ChaosPipeline(settings, options, self)
+        # The pipeline with the scenario's market, its bus, and the clock hook.
+        self.chaos_bus = bus = ChaosBus(self.switches)
+        market_gen = self.market()
+        self.pipeline = pipeline = EmbeddedPipeline(
+            settings, options, source=market_gen, bus=bus, after_batch=self.after_batch)
+        self.market_gen = market_gen
         topics = [*ALL_STREAMS, *(s + DEAD_LETTER_SUFFIX for s in ALL_STREAMS)]
-        sub = pipeline.chaos_bus.subscribe(topics, RECORDER_GROUP, "recorder")
+        sub = bus.subscribe(topics, RECORDER_GROUP, "recorder")
         self._recorder = asyncio.create_task(self._record(sub), name="chaos.recorder")
         self._run = asyncio.create_task(pipeline.run(), name="chaos.embedded")
         while not hasattr(pipeline, "services"):
@@ -313,7 +302,7 @@ class EmbeddedTarget(Target):
             with contextlib.suppress(FileNotFoundError):
                 Path(f"{self.db_path}{suffix}").unlink()
 
-    def market(self) -> Iterator[list[Trade]]:
+    def market(self) -> Generator[list[Trade]]:
         """The scenario's market; ends early once the scenario is finishing."""
         market = self.plan.scenario.pipeline.market
         source = SyntheticSource(
@@ -332,8 +321,8 @@ class EmbeddedTarget(Target):
         await self.clock.advance(self.recording.t_of(batch[-1].ts))
 
     async def _record(self, sub: MemorySubscription) -> None:
-        assert self.pipeline is not None
-        bus = self.pipeline.chaos_bus
+        assert self.chaos_bus is not None
+        bus = self.chaos_bus
         while True:
             batches = await sub.read(100_000, 0.05)
             for batch in batches:
@@ -368,12 +357,13 @@ class EmbeddedTarget(Target):
         for task in (self._run, self._recorder):
             if task is not None and not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                # Its end (cancelled or failed) is collected; a cancellation of stop
+                # itself still propagates.
+                await asyncio.gather(task, return_exceptions=True)
         if self.market_gen is not None:
             # Closed now rather than by the garbage collector at some later moment.
             with contextlib.suppress(ValueError):
-                self.market_gen.close()  # type: ignore[attr-defined]
+                self.market_gen.close()
         await self._sql.close()
 
     # -- observation -------------------------------------------------------------------
@@ -389,7 +379,7 @@ class EmbeddedTarget(Target):
         detail = ""
         if self._run is None or self._run.done():
             status, detail = "unhealthy", "the pipeline has stopped"
-        elif self.pipeline is not None and self.pipeline.chaos_bus.is_paused(service):
+        elif self.chaos_bus is not None and self.chaos_bus.is_paused(service):
             status, detail = "unhealthy", "paused by the scenario"
         return {"service": service, "instance": self.instance_of(service), "status": status,
                 "detail": detail, "details": svc.status()}
@@ -417,8 +407,8 @@ class EmbeddedTarget(Target):
         holds unacknowledged (the in-memory bus counts undelivered and pending events
         together, as pending); ``producer``: what ws says it published to the market
         data stream."""
-        assert self.pipeline is not None
-        bus = self.pipeline.chaos_bus
+        assert self.chaos_bus is not None
+        bus = self.chaos_bus
         added = bus.published.get(stream, 0)
         groups = {g: {"pending": backlog, "entries_read": added, "lag": 0}
                   for g, backlog in bus.groups(stream).items() if g != RECORDER_GROUP}
@@ -470,27 +460,26 @@ class EmbeddedTarget(Target):
         if service == "ws":
             raise Unavailable("in embedded mode ws drives the simulated clock and cannot be "
                               "paused; use a stale market shape")
-        assert self.pipeline is not None
-        self.pipeline.chaos_bus.paused.add(service)
+        assert self.chaos_bus is not None
+        self.chaos_bus.paused.add(service)
         return f"consumer group {service} stopped reading"
 
     async def resume_service(self, service: str) -> str:
-        assert self.pipeline is not None
-        self.pipeline.chaos_bus.paused.discard(service)
+        assert self.chaos_bus is not None
+        self.chaos_bus.paused.discard(service)
         return f"consumer group {service} reads again"
 
     def sabotage(self) -> Sabotage:
         return self.switches
 
     def ledger(self) -> list[dict[str, Any]] | None:
-        venue = getattr(self.pipeline, "venue", None)
-        executions = getattr(venue, "ledger", None)
-        if executions is None:
+        venue = self.pipeline.venue if self.pipeline is not None else None
+        if not isinstance(venue, KeepsLedger):
             return None  # a venue without its own record (not the paper venue)
         return [
             {"order_id": x.order.id, "client_order_id": x.order.client_order_id,
              "venue_fill_id": x.venue_fill_id, "ts": x.ts, "price_e8": x.price_e8,
              "qty_e8": x.qty_e8, "status": x.status, "cum_qty_e8": x.cum_qty_e8,
              "symbol": x.order.symbol, "side": x.order.side}
-            for x in executions
+            for x in venue.ledger
         ]
