@@ -10,7 +10,7 @@ import pytest
 
 from cdb.errors import InputError
 from cdb.events import Trade, trade_event_id
-from cdb.marketdata import replay
+from cdb.marketdata import replay_rows
 from cdb.marketdata.replay import ReplaySource
 from cdb.marketdata.synthetic import SyntheticSource
 from cdb.testing.marketfiles import Layout, write_sample_csv, write_trades_csv
@@ -305,7 +305,7 @@ def test_fast_and_line_by_line_paths_agree(
     path = write(tmp_path, name, text * 50)
     fast_source = ReplaySource(path)
     fast = read_all(fast_source)
-    monkeypatch.setattr(replay._FileReader, "_fast_decoder", lambda self, sample: None)
+    monkeypatch.setattr(replay_rows.FileReader, "_fast_decoder", lambda self, sample: None)
     slow_source = ReplaySource(path)
     slow = read_all(slow_source)
     assert fast == slow
@@ -325,7 +325,7 @@ def test_clean_files_never_need_the_line_by_line_parser(
     def refuse(*args: object) -> list[Trade]:
         raise AssertionError("line-by-line parser used on a clean file")
 
-    monkeypatch.setattr(replay._FileReader, "_slow", refuse)
+    monkeypatch.setattr(replay_rows.FileReader, "_slow", refuse)
     assert sum(len(b) for b in ReplaySource(path).batches()) == 5_000
 
 
