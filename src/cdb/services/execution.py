@@ -35,7 +35,14 @@ from cdb.events import (
 )
 from cdb.observability import metrics
 from cdb.services.base import Service, ServiceContext
-from cdb.venues.base import Execution, Venue
+from cdb.venues.base import (
+    Closes,
+    Execution,
+    KeepsLedger,
+    Reconciles,
+    ReportsUpdates,
+    Venue,
+)
 
 if TYPE_CHECKING:
     from cdb.storage.store import Store
@@ -97,6 +104,9 @@ class ExecutionService(Service):
         super().__init__(ctx)
         self.venue = venue
         self._recall = recall
+        self._updates = venue if isinstance(venue, ReportsUpdates) else None
+        """The venue, when orders can end on it other than filled (asked once: the
+        check runs on every batch otherwise)."""
         self.last_trade_ts = 0
         """Event time of the newest trade handed to the venue: every fill up to it is
         in the venue's ledger."""
@@ -115,9 +125,8 @@ class ExecutionService(Service):
         await self.reconcile()
 
     async def on_stop(self) -> None:
-        closing = getattr(self.venue, "aclose", None)
-        if closing is not None:
-            await closing()
+        if isinstance(self.venue, Closes):
+            await self.venue.aclose()
 
     async def reconcile(self) -> None:
         """Compare the venue with cdb's records; publish what was missed, report the rest.
@@ -125,20 +134,18 @@ class ExecutionService(Service):
         A venue that cannot be reached is alerted about, not fatal: orders redelivered
         later are still looked up by client order id before any is sent.
         """
-        reconcile = getattr(self.venue, "reconcile", None)
-        if reconcile is None or self._recall is None:
+        venue = self.venue
+        if not isinstance(venue, Reconciles) or self._recall is None:
             return
         ctx = self.ctx
         try:
             recalled = await self._recall()
             orders = recalled.orders
             scan = recalled.since_ns // 1_000_000 if recalled.since_ns is not None else None
-            report = await reconcile(orders, known_fill_ids=recalled.fill_ids,
-                                     filled=recalled.filled,
-                                     recent_client_ids=recalled.recent_client_ids,
-                                     scan_since_ms=scan,
-                                     scan_symbols=recalled.symbols,
-                                     recorded_fill_ids=recalled.recent_fill_ids)
+            report = await venue.reconcile(
+                orders, known_fill_ids=recalled.fill_ids, filled=recalled.filled,
+                recent_client_ids=recalled.recent_client_ids, scan_since_ms=scan,
+                scan_symbols=recalled.symbols, recorded_fill_ids=recalled.recent_fill_ids)
         except VenueError as exc:
             ctx.log.warning("reconciliation failed", venue=self.venue.name, error=str(exc))
             await ctx.alert("warning", "venue_reconcile_failed",
@@ -206,9 +213,8 @@ class ExecutionService(Service):
 
     async def _report_updates(self) -> None:
         """Publish orders that ended other than filled (venue updates, rejections)."""
-        take = getattr(self.venue, "take_updates", None)
-        if take is not None:
-            for u in take():
+        if self._updates is not None:
+            for u in self._updates.take_updates():
                 self._unreported.append(self._update(u.order, u.status, u.reason, u.ts))
         if self._unreported:
             await self.ctx.publish(FILLS, self._unreported)
@@ -269,10 +275,10 @@ class ExecutionService(Service):
         @router.get("/venue/ledger")
         async def ledger() -> Response:
             """Every execution the venue made (its own record, to audit the database)."""
-            rows = getattr(self.venue, "ledger", None)
-            if rows is None:
+            if not isinstance(self.venue, KeepsLedger):
                 return Response(b'{"detail":"this venue keeps no local ledger"}', 404,
                                 media_type="application/json")
+            rows = self.venue.ledger
             body = [
                 {"order_id": x.order.id, "client_order_id": x.order.client_order_id,
                  "venue_fill_id": x.venue_fill_id, "price_e8": x.price_e8, "qty_e8": x.qty_e8,

@@ -3,12 +3,15 @@
 A venue reports executions as ``Execution`` records; the execution service turns
 them into ``Fill`` events with envelopes. ``on_trades`` lets a simulated venue match
 against the live trade feed; a real venue returns executions it has learnt of.
+
+``Venue`` is what every venue does; ``Reconciles``, ``Closes``, ``ReportsUpdates`` and
+``KeepsLedger`` are what some do, and callers ask ``isinstance(venue, Reconciles)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -43,6 +46,16 @@ class VenueOrder(msgspec.Struct, frozen=True, kw_only=True):
     executed_qty_e8: int
     price_e8: int
     time_ms: int
+
+
+class VenueUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """An order that ended other than filled (expired, cancelled, rejected)."""
+
+    order: Order
+    status: OrderStatus
+    reason: str
+    filled_qty_e8: int
+    ts: int
 
 
 class ReconcileReport(msgspec.Struct, kw_only=True):
@@ -90,4 +103,47 @@ class Venue(Protocol):
 
     def open_orders(self) -> list[Order]:
         """Orders resting on the venue."""
+        ...
+
+
+@runtime_checkable
+class Reconciles(Protocol):
+    """A venue that compares cdb's records with its own at start."""
+
+    async def reconcile(
+        self, orders: Iterable[Order], *, known_fill_ids: Collection[str] = (),
+        filled: Mapping[str, tuple[int, int]] | None = None,
+        recent_client_ids: Collection[str] = (),
+        scan_since_ms: int | None = None, scan_symbols: Collection[str] = (),
+        recorded_fill_ids: Collection[str] = (),
+    ) -> ReconcileReport:
+        """Adopt the ``orders`` found on the venue; report what differs."""
+        ...
+
+
+@runtime_checkable
+class Closes(Protocol):
+    """A venue holding a connection to close when its host stops."""
+
+    async def aclose(self) -> None:
+        """Release the connection (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class ReportsUpdates(Protocol):
+    """A venue on which orders can end other than filled (expired, rejected)."""
+
+    def take_updates(self) -> list[VenueUpdate]:
+        """Orders that ended other than filled since the last call."""
+        ...
+
+
+@runtime_checkable
+class KeepsLedger(Protocol):
+    """A venue keeping its own record of executions (to audit the database)."""
+
+    @property
+    def ledger(self) -> Collection[Execution]:
+        """The newest executions."""
         ...

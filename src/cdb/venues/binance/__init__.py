@@ -38,7 +38,7 @@ Layout: ``client`` (ccxt, weights, what each error means), ``records`` (configur
 and the exact records handed out), ``venue`` (the order state machine and request loop).
 """
 
-from cdb.venues.base import ReconcileReport, VenueOrder
+from cdb.venues.base import ReconcileReport, VenueOrder, VenueUpdate
 from cdb.venues.binance.client import (
     LIVE_URL,
     TESTNET_URL,
@@ -50,7 +50,7 @@ from cdb.venues.binance.client import (
     VenueUnavailableError,
     classify,
 )
-from cdb.venues.binance.records import BinanceVenueConfig, Mode, VenueUpdate
+from cdb.venues.binance.records import BinanceVenueConfig, Mode
 from cdb.venues.binance.venue import AlertHook, BinanceVenue, make_binance_venue
 
 __all__ = [

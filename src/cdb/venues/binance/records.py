@@ -7,7 +7,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from cdb.events import Order, OrderStatus, mul_e8, parse_e8
+from cdb.events import OrderStatus, mul_e8, parse_e8
 from cdb.venues.base import VenueOrder
 
 Mode = Literal["testnet", "live"]
@@ -61,20 +61,6 @@ class BinanceVenueConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_sends: int = 2
     poll_interval_s: float = 2.0
     name: str = ""
-
-
-
-
-class VenueUpdate(msgspec.Struct, frozen=True, kw_only=True):
-    """An order that ended other than filled (expired, cancelled, rejected)."""
-
-    order: Order
-    status: OrderStatus
-    reason: str
-    filled_qty_e8: int
-    ts: int
-
-
 
 
 class VenueFill(msgspec.Struct, frozen=True, kw_only=True):

@@ -23,7 +23,7 @@ from cdb.events import Level, Order, OrderStatus, Trade, fmt_e8, mul_e8, parse_e
 from cdb.observability import metrics
 from cdb.recent import RecentIds
 from cdb.resilience.backoff import Backoff
-from cdb.venues.base import Execution, ReconcileReport
+from cdb.venues.base import Execution, ReconcileReport, VenueUpdate
 from cdb.venues.binance.client import (
     PUBLIC,
     WEIGHTS,
@@ -48,7 +48,6 @@ from cdb.venues.binance.records import (
     Mode,
     SymbolRules,
     VenueFill,
-    VenueUpdate,
     fee_of,
     fill_of,
     trade_row,
