@@ -63,6 +63,16 @@ class Interruptible(Protocol):
     def interrupt(self) -> None: ...
 
 
+@runtime_checkable
+class DefersAck(Protocol):
+    """A subscription that can acknowledge with its next round trip (read, ack or
+    close) instead of one of its own: one round trip per consume cycle."""
+
+    def defer_ack(self, batches: Sequence[Batch]) -> None:
+        """Acknowledge ``batches`` with the next round trip; no I/O now."""
+        ...
+
+
 class Bus(Protocol):
     """Publish batches to topics; subscribe as a member of a named group."""
 

@@ -27,14 +27,13 @@ When the buffer is full the policy decides (``full_policy``):
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Generic, Literal, TypeVar
 
 import structlog
 
-from cdb.bus.base import Batch, Bus, Subscription
+from cdb.bus.base import Batch, Bus, DefersAck, Subscription
 from cdb.bus.disk_buffer import DiskBuffer, Entry
 from cdb.errors import (
     BufferFullError,
@@ -42,9 +41,9 @@ from cdb.errors import (
     BusError,
     CircuitOpenError,
     DecodeError,
-    LifecycleError,
 )
 from cdb.events import AnyEvent, decode, encode
+from cdb.lifecycle import State, starting
 from cdb.resilience import metrics
 from cdb.resilience.backoff import Backoff, nap
 from cdb.resilience.breaker import BreakerProbe, BreakerState, CircuitBreaker
@@ -59,13 +58,6 @@ B = TypeVar("B", bound=Bus)
 T = TypeVar("T")
 
 _log = structlog.get_logger("cdb.bus.buffered")
-
-
-class BusState(enum.Enum):
-    CREATED = "created"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
 
 
 class BufferedBus(Generic[B]):
@@ -111,7 +103,7 @@ class BufferedBus(Generic[B]):
         self._on_start = on_start
         self._on_close = on_close
         self._sleep = sleep
-        self.state = BusState.CREATED
+        self.state = State.CREATED
         self._appending = 0
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -160,8 +152,7 @@ class BufferedBus(Generic[B]):
     async def start(self) -> None:
         """Open the buffer and start the flusher; what a previous run left is flushed
         first."""
-        if self.state is not BusState.CREATED:
-            raise LifecycleError(f"{self!r} cannot be started again; make a new one")
+        running = starting(repr(self), self.state)
         try:
             if self._on_start is not None:
                 await self._on_start()
@@ -169,7 +160,7 @@ class BufferedBus(Generic[B]):
         except BaseException:
             await self.close()
             raise
-        self.state = BusState.RUNNING
+        self.state = running
         self._update_gauges()
         if self.buffer.count:
             _log.warning(
@@ -185,10 +176,10 @@ class BufferedBus(Generic[B]):
     async def close(self) -> None:
         """Stop: flush what Redis still takes within ``drain_timeout``, keep the rest on
         disk for the next start, close the inner bus and the buffer."""
-        if self.state in (BusState.STOPPING, BusState.STOPPED):
+        if self.state in (State.STOPPING, State.STOPPED):
             return
-        started = self.state is BusState.RUNNING
-        self.state = BusState.STOPPING
+        started = self.state is State.RUNNING
+        self.state = State.STOPPING
         self._room.set()  # publishers waiting for room give up
         try:
             if self._prober is not None:
@@ -206,7 +197,7 @@ class BufferedBus(Generic[B]):
                     await self._on_close()
             finally:
                 await asyncio.to_thread(self.buffer.close)
-                self.state = BusState.STOPPED
+                self.state = State.STOPPED
 
     async def _drain(self) -> None:
         if self.breaker.state is BreakerState.OPEN:
@@ -225,7 +216,7 @@ class BufferedBus(Generic[B]):
 
     @property
     def closed(self) -> bool:
-        return self.state in (BusState.STOPPING, BusState.STOPPED)
+        return self.state in (State.STOPPING, State.STOPPED)
 
     # state
 
@@ -262,7 +253,7 @@ class BufferedBus(Generic[B]):
             BufferFullError: the buffer is full and the policy is ``reject``.
             BusClosedError: the bus was closed (also while waiting for room).
         """
-        if self.state is not BusState.RUNNING:
+        if self.state is not State.RUNNING:
             raise BusClosedError(f"publish to {topic} on a {self.state.value} buffered bus")
         if not events:
             return
@@ -325,11 +316,14 @@ class BufferedBus(Generic[B]):
                 bytes=self.buffer.nbytes, policy=self.full_policy,
             )
         await self._room.wait()
-        if self.state is not BusState.RUNNING:
+        if self.state is not State.RUNNING:
             raise BusClosedError("bus closed while waiting for room in the disk buffer")
 
     def subscribe(self, topics: Sequence[str], group: str, consumer: str) -> GuardedSubscription:
-        return GuardedSubscription(self.inner.subscribe(topics, group, consumer), self.breaker)
+        inner = self.inner.subscribe(topics, group, consumer)
+        if isinstance(inner, DefersAck):
+            return DeferringGuardedSubscription(inner, self.breaker)
+        return GuardedSubscription(inner, self.breaker)
 
     async def pending(self, topic: str, group: str) -> int:
         """The inner bus's count plus the events of ``topic`` still in the buffer."""
@@ -462,10 +456,19 @@ class GuardedSubscription:
     async def claim(self, min_idle: float, max_events: int = 1000) -> list[Batch]:
         return await guarded(self._breaker, lambda: self.inner.claim(min_idle, max_events))
 
-    @property
-    def defer_ack(self) -> Callable[[Sequence[Batch]], None] | None:
-        """The inner subscription's ``defer_ack`` when it has one (no I/O, no breaker)."""
-        return getattr(self.inner, "defer_ack", None)
-
     async def close(self) -> None:
         await self.inner.close()
+
+
+class DeferringGuardedSubscription(GuardedSubscription):
+    """A guarded subscription over one that defers acks (``DefersAck``); deferring does
+    no I/O, so it bypasses the breaker."""
+
+    def __init__(self, inner: Subscription, breaker: CircuitBreaker) -> None:
+        if not isinstance(inner, DefersAck):
+            raise TypeError(f"{inner!r} cannot defer acknowledgements")
+        super().__init__(inner, breaker)
+        self._defer_ack = inner.defer_ack
+
+    def defer_ack(self, batches: Sequence[Batch]) -> None:
+        self._defer_ack(batches)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from cdb.bus.base import Batch, Interruptible, Subscription
+from cdb.bus.base import Batch, DefersAck, Interruptible, Subscription
 from cdb.bus.keys import DEAD_LETTER_SUFFIX
 from cdb.errors import BusError, LifecycleError, StoreError
 from cdb.lifecycle import State
@@ -124,7 +124,7 @@ class ServiceHost:
         sub = self._sub = ctx.bus.subscribe(self.service.inputs, ctx.group, ctx.instance)
         # Over Redis the ack travels with the next read (one round trip per cycle);
         # stopping sends it on close.
-        defer_ack: Callable[[list[Batch]], None] | None = getattr(sub, "defer_ack", None)
+        defer_ack = sub.defer_ack if isinstance(sub, DefersAck) else None
         # Claim at once: a restarted consumer picks up what its predecessor left pending.
         last_claim = float("-inf")
         outage = _Outage(ctx, "bus")
