@@ -270,6 +270,17 @@ async def test_publish_reloads_its_script_after_the_script_cache_was_flushed(
     assert [e.id for b in await sub.read(timeout=1.0) for e in b.events] == ["a0", "a1"]
 
 
+async def test_with_min_replicas_a_publish_no_replica_confirmed_fails(
+    make_bus: MakeBus,
+) -> None:
+    bus = make_bus(min_replicas=1, replica_timeout=0.05)
+    with pytest.raises(BusError, match="0 of 1 replicas confirmed within 50 ms"):
+        await bus.publish(TOPIC, alerts(2))
+    # The events are in (WAIT does not undo them): a retry publishes a copy.
+    assert await bus.client.xlen(bus.namespace.key(TOPIC)) == 2
+    assert bus.published == {}
+
+
 async def test_a_large_batch_is_published_in_order_with_a_notification_per_chunk(
     make_bus: MakeBus, redis_client: aioredis.Redis, namespace: str
 ) -> None:

@@ -7,12 +7,12 @@ import asyncio
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from cdb.bus.base import Batch
-from cdb.bus.buffered import BufferedBus
+from cdb.bus.base import Batch, DefersAck
+from cdb.bus.buffered import BufferedBus, DeferringGuardedSubscription
 from cdb.bus.disk_buffer import DiskBuffer
 from cdb.bus.memory import MemoryBus, MemorySubscription
 from cdb.errors import BufferFullError, BusClosedError, BusError, CircuitOpenError
@@ -349,3 +349,36 @@ async def test_a_probe_ends_the_outage_long_before_the_breaker_would(tmp_path: P
 
 async def _open(breaker: CircuitBreaker) -> bool:
     return breaker.state is BreakerState.OPEN
+
+
+class DeferringSub(FlakySub):
+    def __init__(self, bus: FlakyBus, inner: MemorySubscription) -> None:
+        super().__init__(bus, inner)
+        self.deferred: list[Batch] = []
+
+    def defer_ack(self, batches: Sequence[Batch]) -> None:
+        self.deferred.extend(batches)
+
+
+class DeferringBus(FlakyBus):
+    def subscribe(self, topics: Sequence[str], group: str, consumer: str) -> DeferringSub:
+        return DeferringSub(self, self.memory.subscribe(topics, group, consumer))
+
+
+async def test_subscriptions_defer_acks_when_the_inner_ones_do_past_the_breaker(
+    tmp_path: Path,
+) -> None:
+    assert not isinstance(fast(tmp_path, FlakyBus()).subscribe(["t"], "g", "c"), DefersAck)
+    inner = DeferringBus()
+    bus = fast(tmp_path, inner)
+    sub = bus.subscribe(["t"], "g", "c")
+    assert isinstance(sub, DefersAck)
+    inner.down = True
+    for _ in range(3):
+        with pytest.raises(BusError):
+            await sub.ack([])
+    assert bus.breaker.state is BreakerState.OPEN
+    batch = Batch("t", alerts(0), None)
+    sub.defer_ack([batch])  # no I/O: the open breaker does not refuse it
+    assert isinstance(sub, DeferringGuardedSubscription)
+    assert cast(DeferringSub, sub.inner).deferred == [batch]
