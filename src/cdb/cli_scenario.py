@@ -35,7 +35,7 @@ _err = Console(stderr=True)
 
 
 def _invalid(results: list[object], as_json: bool) -> int:
-    from cdb.chaos.validate import Result
+    from cdb.chaos.scenario.validate import Result
 
     bad = 0
     payload = []
@@ -67,7 +67,7 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Problems as JSON.")] = False,
 ) -> None:
     """Check scenarios against the schema; every problem with its path and line."""
-    from cdb.chaos.validate import validate_file
+    from cdb.chaos.scenario.validate import validate_file
 
     results: list[object] = [validate_file(f) for f in files]
     if _invalid(results, as_json):
@@ -80,7 +80,7 @@ def schema(
                                                 help="Write to a file.")] = None,
 ) -> None:
     """Print the JSON Schema of scenarios (draft 2020-12)."""
-    from cdb.chaos.schema import dumps
+    from cdb.chaos.scenario.schema import dumps
 
     text = dumps()
     if output is None:
@@ -108,8 +108,8 @@ def list_(
     directory: Annotated[Path | None, typer.Option("--dir", help="Where to look.")] = None,
 ) -> None:
     """Show the shipped scenarios: title, modes, what they need, whether they are valid."""
-    from cdb.chaos.registry import CAPABILITIES
-    from cdb.chaos.validate import validate_file
+    from cdb.chaos.scenario.registry import CAPABILITIES
+    from cdb.chaos.scenario.validate import validate_file
 
     dirs = scenario_dirs(directory)
     files = sorted({f.resolve(): f for d in dirs for f in d.glob("*.yaml")}.values())
@@ -169,10 +169,10 @@ def run(
         "a scenario file deserves the trust of a script.")] = False,
 ) -> None:
     """Run a scenario against a pipeline it starts; exit 0 pass, 1 fail, 2 unknown."""
-    from cdb.chaos.model import mask_secrets
-    from cdb.chaos.progress import LiveProgress, print_summary
-    from cdb.chaos.runner import Options, Runner
-    from cdb.chaos.validate import validate_file
+    from cdb.chaos.run.progress import LiveProgress, print_summary
+    from cdb.chaos.run.runner import Options, Runner
+    from cdb.chaos.scenario.model import mask_secrets
+    from cdb.chaos.scenario.validate import validate_file
     from cdb.errors import CdbError
     from cdb.observability import logging as cdb_logging
 
@@ -246,8 +246,8 @@ def run_all(
 ) -> None:
     """Run every scenario in DIRECTORY; one JUnit file, one index page; exit with the
     worst verdict (1 if one failed, else 2 if one was unknown, else 0)."""
-    from cdb.chaos.runall import ScenarioResult
-    from cdb.chaos.runall import run_all as run_every
+    from cdb.chaos.run.suite import ScenarioResult
+    from cdb.chaos.run.suite import run_all as run_every
     from cdb.errors import CdbError
 
     files = sorted(directory.glob("*.yaml")) if directory.is_dir() else []
@@ -357,7 +357,7 @@ def soak(
     import yaml
 
     from cdb.chaos.nemesis import SoakSpec, document, kinds_of, schedule
-    from cdb.chaos.registry import parse_duration
+    from cdb.chaos.scenario.registry import parse_duration
     from cdb.chaos.soak import Infra
     from cdb.chaos.soak import soak as run_soak
     from cdb.errors import CdbError
@@ -415,7 +415,7 @@ def _check_options(mode: str | None, http_port: int, redis: str | None,
 
 def _print_plan(runner: Any, allow_exec: bool) -> None:
     """``--dry-run``: the plan, then everything the file would execute."""
-    from cdb.chaos.model import mask_secrets
+    from cdb.chaos.scenario.model import mask_secrets
 
     scenario = runner.scenario
     for line in runner.describe_plan():
@@ -491,12 +491,12 @@ class _Masked:
         self.secrets = secrets
 
     def update(self, state: dict[str, Any]) -> None:
-        from cdb.chaos.model import mask_secrets
+        from cdb.chaos.scenario.model import mask_secrets
 
         self.inner.update(mask_secrets(state, self.secrets) if self.secrets else state)
 
     def log(self, text: str) -> None:
-        from cdb.chaos.model import mask_secrets
+        from cdb.chaos.scenario.model import mask_secrets
 
         self.inner.log(mask_secrets(text, self.secrets))
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cdb.chaos.runner import Options, Outcome, Runner
-from cdb.chaos.validate import validate_file
+from cdb.chaos.run.runner import Options, Outcome, Runner
+from cdb.chaos.scenario.validate import validate_file
 
 SELF_TESTS = Path(__file__).parent / "scenarios"
 
@@ -59,7 +59,7 @@ async def test_a_deliberate_bug_fails_exactly_its_check_naming_the_evidence(
 
 def test_every_check_has_its_must_fail_case() -> None:
     """Every invariant, and every kind of measurement (trip, detect, recover)."""
-    from cdb.chaos.registry import INVARIANTS
+    from cdb.chaos.scenario.registry import INVARIANTS
 
     covered = {check for _, check, _ in CASES}
     assert set(INVARIANTS.names()) <= covered

@@ -8,7 +8,7 @@ starts passing the day the feature lands.
 
 from __future__ import annotations
 
-from cdb.chaos.registry import CAPABILITIES, Capability, module_exists, setting_exists
+from cdb.chaos.scenario.registry import CAPABILITIES, Capability, module_exists, setting_exists
 
 _loaded = False
 
@@ -19,8 +19,10 @@ def load() -> None:
     if _loaded:
         return
     _loaded = True
-    from cdb.chaos import actions, invariants, leaks, probes  # noqa: F401
+    from cdb.chaos import leaks  # noqa: F401
+    from cdb.chaos.checks import invariants, probes  # noqa: F401
     from cdb.chaos.faults import (  # noqa: F401
+        actions,
         exchange,
         flood,
         infra,

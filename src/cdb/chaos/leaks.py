@@ -21,12 +21,12 @@ from typing import Any, Final
 import msgspec
 
 from cdb.bus.keys import ALL_STREAMS
+from cdb.chaos.checks.probes import ProbeError, metric_value
+from cdb.chaos.checks.verdict import Assertion
 from cdb.chaos.faults.base import Params, StepContext
-from cdb.chaos.html import _COLORS, _e
-from cdb.chaos.journal import Sample
-from cdb.chaos.probes import ProbeError, metric_value
-from cdb.chaos.registry import PROBES, P
-from cdb.chaos.verdict import Assertion
+from cdb.chaos.reports.html import _COLORS, _e
+from cdb.chaos.run.recording import Sample
+from cdb.chaos.scenario.registry import PROBES, P
 
 PROBE_NAME: Final = "resources"
 

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import msgspec
 
-from cdb.chaos.model import Mode
+from cdb.chaos.scenario.model import Mode
 
 SERVICES: Final = ("ws", "signal", "risk", "execution", "db_writer")
 USES_POSTGRES: Final = ("risk", "db_writer")

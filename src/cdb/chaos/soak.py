@@ -25,10 +25,10 @@ import msgspec
 import yaml
 
 from cdb.chaos import leaks
-from cdb.chaos.html import _CSS, _STATUS, _e
+from cdb.chaos.checks.verdict import Assertion, decide
 from cdb.chaos.nemesis import Planned, SoakSpec, document, kinds_of, schedule
+from cdb.chaos.reports.html import _CSS, _STATUS, _e
 from cdb.chaos.shrink import Trial, ddmin
-from cdb.chaos.verdict import Assertion, decide
 from cdb.errors import InputError
 
 
@@ -111,8 +111,8 @@ async def run_document(doc: dict[str, Any], file: Path, report_dir: Path, infra:
                        header: str = "") -> tuple[list[Assertion], list[leaks.Series], Any]:
     """Write ``doc`` to ``file``, run it, add the leak check; the assertions, the
     resource series and the runner's outcome."""
-    from cdb.chaos.runner import Options, Runner
-    from cdb.chaos.validate import validate_file
+    from cdb.chaos.run.runner import Options, Runner
+    from cdb.chaos.scenario.validate import validate_file
 
     _write(file, _text(doc, header))
     checked = validate_file(file)

@@ -10,7 +10,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cdb.chaos.proxy import Proxy, ProxyServer
+from cdb.chaos.proxy.listener import Proxy
+from cdb.chaos.proxy.server import ProxyServer
 from cdb.testing.redis import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

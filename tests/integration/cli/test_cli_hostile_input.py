@@ -41,7 +41,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 _MEASURE = textwrap.dedent("""
     import json, resource, sys, time
-    from cdb.chaos.validate import validate_text
+    from cdb.chaos.scenario.validate import validate_text
     validate_text("title: warm-up\\n")  # schema built, modules imported
     text = open(sys.argv[1], encoding="utf-8").read()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -120,8 +120,8 @@ def test_process_python_http_and_env_need_allow_exec(tmp_path: Path) -> None:
 
 def test_env_values_are_masked_in_the_scenario_reports_show() -> None:
     """Row 1: the journal's ``experiment`` is ``Scenario.document``, masked."""
-    from cdb.chaos.model import mask_secrets
-    from cdb.chaos.validate import validate_text
+    from cdb.chaos.scenario.model import mask_secrets
+    from cdb.chaos.scenario.validate import validate_text
 
     os.environ["CHAOS_SECRET_2"] = "hunter2-hunter2"
     try:

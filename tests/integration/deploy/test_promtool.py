@@ -323,7 +323,7 @@ def test_the_client_gets_one_request_id_though_the_service_echoes_it_too(gateway
 async def test_prometheus_scrapes_the_coordinator_with_the_shipped_job(tmp_path: Path) -> None:
     """The shipped local config's cdb_coordinator job, pointed at a coordinator's API
     (as `cdb scenario run --http-port` serves it), gets its metrics with its labels."""
-    from cdb.chaos.observe import CoordinatorApi
+    from cdb.chaos.run.observe import CoordinatorApi
 
     api = CoordinatorApi("ns-prom", lambda: {"phase": "running"}, "127.0.0.1", free_port())
     await api.start()

@@ -12,13 +12,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from cdb.chaos import validate
-from cdb.chaos.clock import ClockClosed, WallClock
 from cdb.chaos.faults.base import Fault, Params, StepContext
-from cdb.chaos.journal import Effect
-from cdb.chaos.model import Scenario
-from cdb.chaos.registry import CAPABILITIES, FAULTS, PROBES, Capability, P, Unavailable
-from cdb.chaos.runner import Options, Outcome, Runner
+from cdb.chaos.run.clock import ClockClosed, WallClock
+from cdb.chaos.run.recording import Effect
+from cdb.chaos.run.runner import Options, Outcome, Runner
+from cdb.chaos.scenario import validate
+from cdb.chaos.scenario.model import Scenario
+from cdb.chaos.scenario.registry import CAPABILITIES, FAULTS, PROBES, Capability, P, Unavailable
 from cdb.chaos.targets.base import Plan, Target
 from cdb.events import AnyEvent
 

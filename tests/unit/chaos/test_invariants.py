@@ -9,9 +9,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from cdb.chaos.checks import CheckContext
-from cdb.chaos.faults.base import Params
-from cdb.chaos.invariants import (
+from cdb.chaos.checks.context import CheckContext
+from cdb.chaos.checks.invariants import (
     audit_chain_complete,
     exposure_within_limit,
     lag_recovers,
@@ -20,9 +19,10 @@ from cdb.chaos.invariants import (
     no_lost_events,
     no_order_after_ess_trip,
 )
-from cdb.chaos.journal import Recording
+from cdb.chaos.faults.base import Params
+from cdb.chaos.run.recording import Recording
+from cdb.chaos.scenario.validate import validate_text
 from cdb.chaos.targets.base import Plan
-from cdb.chaos.validate import validate_text
 from cdb.events import SCALE, AnyEvent, EssChange, Fill, Order, RiskDecision, Signal, Trade
 from cdb.risk.limits import RiskLimits
 

@@ -3,8 +3,8 @@ warm-up, and only service series decide."""
 
 from __future__ import annotations
 
-from cdb.chaos.journal import Sample
 from cdb.chaos.leaks import analyse, assertion, chart, series_of, slope
+from cdb.chaos.run.recording import Sample
 
 
 def _samples(execution: list[float], risk: list[float]) -> list[Sample]:

@@ -6,9 +6,9 @@ from typing import Any
 
 from tests.unit.chaos.test_invariants import CLEAN, S, context, ess
 
-from cdb.chaos.measure import expect, measure
-from cdb.chaos.model import Condition, Expectation, Measurement, Provider
-from cdb.chaos.timeline import expand
+from cdb.chaos.checks.measure import expect, measure
+from cdb.chaos.scenario.model import Condition, Expectation, Measurement, Provider
+from cdb.chaos.scenario.timeline import expand
 
 
 def m(**kw: Any) -> Measurement:
@@ -106,7 +106,7 @@ def test_probe_expectations_judge_the_final_value_or_say_unknown() -> None:
 
 
 def test_recovery_of_the_faulted_service_ignores_overlapping_faults() -> None:
-    from cdb.chaos.model import TimelineEntry
+    from cdb.chaos.scenario.model import TimelineEntry
 
     ctx = context(CLEAN)
     ctx.steps = expand([TimelineEntry(name="kill risk", at=1.0, path="$.k",

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from cdb.chaos.proxy import Proxy, ProxyServer
+from cdb.chaos.proxy.listener import Proxy
+from cdb.chaos.proxy.server import ProxyServer
 
 pytestmark = pytest.mark.timeout(30)
 

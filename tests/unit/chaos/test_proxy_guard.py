@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdb.chaos.proxy import _QUEUE_CHUNKS, ProxyServer
+from cdb.chaos.proxy.link import QUEUE_CHUNKS
+from cdb.chaos.proxy.server import ProxyServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -118,7 +119,7 @@ async def test_a_connection_that_is_not_read_is_backpressure_not_memory(sink: in
                 sent += len(chunk)
         # Socket buffers on both sides hold some MiB; the proxy at most its queue.
         assert sent < 64 * len(chunk), f"{sent / 2**20:.0f} MiB accepted"
-        assert sent > _QUEUE_CHUNKS * 32 * 1024
+        assert sent > QUEUE_CHUNKS * 32 * 1024
         writer.transport.abort()
     finally:
         await server.close()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from tests.unit.chaos.conftest import RunFactory
 
-from cdb.chaos.model import Scenario
+from cdb.chaos.scenario.model import Scenario
 
 HEAD = """
 title: runner test
@@ -148,7 +148,7 @@ async def test_a_step_hung_past_the_end_of_the_timeline_is_cancelled(
 ) -> None:
     """One stuck fault does not hold the run: it is cancelled after a grace period, the
     rest is undone and reported, and the verdict is unknown naming the step."""
-    from cdb.chaos import runner as runner_module
+    from cdb.chaos.run import runner as runner_module
 
     monkeypatch.setattr(runner_module, "_OVERRUN_S", 0.2)
     sc = scenario(spec("""

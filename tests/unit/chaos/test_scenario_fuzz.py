@@ -9,8 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdb.chaos.timeline import expand
-from cdb.chaos.validate import MAX_STEPS, Result, validate_text
+from cdb.chaos.scenario.timeline import expand
+from cdb.chaos.scenario.validate import MAX_STEPS, Result, validate_text
 
 SHIPPED = sorted((Path(__file__).resolve().parents[3] / "scenarios").glob("*.yaml"))
 _texts = [p.read_text() for p in SHIPPED]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cdb.chaos.model import Provider, Repeat, TimelineEntry
-from cdb.chaos.timeline import TimelineError, end_of, expand, resolve
+from cdb.chaos.scenario.model import Provider, Repeat, TimelineEntry
+from cdb.chaos.scenario.timeline import TimelineError, end_of, expand, resolve
 
 
 def fault(name: str, at: float, duration: float | None = None, **kw: object) -> TimelineEntry:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdb.chaos.tolerance import ToleranceError, describe, jsonpath, met
+from cdb.chaos.checks.tolerance import ToleranceError, describe, jsonpath, met
 
 
 @pytest.mark.parametrize(("tolerance", "output", "expected"), [

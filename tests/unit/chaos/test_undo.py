@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from cdb.chaos.undo import UndoStack
+from cdb.chaos.run.undo import UndoStack
 
 
 async def test_undos_run_in_reverse_once_and_failures_do_not_stop_the_rest() -> None:

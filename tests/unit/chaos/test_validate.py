@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from cdb.chaos import schema, source
-from cdb.chaos.validate import Problem, validate_file, validate_text
+from cdb.chaos.scenario import schema, source
+from cdb.chaos.scenario.validate import Problem, validate_file, validate_text
 
 SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdb.chaos.verdict import Assertion, decide
+from cdb.chaos.checks.verdict import Assertion, decide
 
 
 def a(category: str, status: str, name: str = "x") -> Assertion:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import random
 from typing import Any, ClassVar
 
-from cdb.chaos.clock import ScenarioClock
-from cdb.chaos.journal import Effect, Recording
-from cdb.chaos.registry import Unavailable, parse_duration
+from cdb.chaos.run.clock import ScenarioClock
+from cdb.chaos.run.recording import Effect, Recording
+from cdb.chaos.scenario.registry import Unavailable, parse_duration
 from cdb.chaos.targets.base import Plan, Target
 
 

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 
 from cdb.chaos.faults.base import Fault
-from cdb.chaos.journal import Effect
-from cdb.chaos.registry import CAPABILITIES, FAULTS, P, Unavailable
+from cdb.chaos.run.recording import Effect
+from cdb.chaos.scenario.registry import CAPABILITIES, FAULTS, P, Unavailable
 
 if TYPE_CHECKING:
     from cdb.events import Trade

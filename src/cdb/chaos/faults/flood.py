@@ -12,8 +12,8 @@ from typing import Any
 
 from cdb.bus.keys import SIGNALS
 from cdb.chaos.faults.base import Fault
-from cdb.chaos.journal import Effect
-from cdb.chaos.registry import FAULTS, P, Unavailable
+from cdb.chaos.run.recording import Effect
+from cdb.chaos.scenario.registry import FAULTS, P, Unavailable
 from cdb.events import AnyEvent, IdGen, Signal
 
 FLOOD_STRATEGY = "chaos-flood"

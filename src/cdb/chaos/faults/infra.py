@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from cdb.chaos.faults.base import Fault
-from cdb.chaos.journal import Effect
-from cdb.chaos.registry import FAULTS, P
+from cdb.chaos.run.recording import Effect
+from cdb.chaos.scenario.registry import FAULTS, P
 from cdb.testing.redis import RedisServerError
 
 _RESTART_S = 15.0

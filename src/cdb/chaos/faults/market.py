@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from cdb.chaos.faults.base import Fault
-from cdb.chaos.journal import Effect, PricePoint
-from cdb.chaos.registry import CAPABILITIES, FAULTS, P, Unavailable
+from cdb.chaos.run.recording import Effect, PricePoint
+from cdb.chaos.scenario.registry import CAPABILITIES, FAULTS, P, Unavailable
 from cdb.chaos.targets.base import Plan
 from cdb.marketdata.synthetic import Shape, ShapeKind
 

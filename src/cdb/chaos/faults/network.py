@@ -15,8 +15,8 @@ from typing import Any, Final
 import httpx
 
 from cdb.chaos.faults.base import Fault
-from cdb.chaos.journal import Effect
-from cdb.chaos.registry import FAULTS, P
+from cdb.chaos.run.recording import Effect
+from cdb.chaos.scenario.registry import FAULTS, P
 from cdb.chaos.targets.base import Plan
 
 TOXICS: Final = ["latency", "bandwidth", "slow_close", "timeout", "reset_peer", "limit_data"]

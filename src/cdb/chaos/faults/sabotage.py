@@ -28,8 +28,8 @@ from typing import Any, Final
 
 from cdb.bus.keys import FILLS, MARKET_DATA, ORDERS, RISK_EVENTS, SIGNALS
 from cdb.chaos.faults.base import Fault
-from cdb.chaos.journal import Effect
-from cdb.chaos.registry import FAULTS, P
+from cdb.chaos.run.recording import Effect
+from cdb.chaos.scenario.registry import FAULTS, P
 from cdb.chaos.targets.embedded import Rule
 
 BUGS: Final[dict[str, dict[str, Any]]] = {

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from cdb.chaos.faults.base import Fault
-from cdb.chaos.journal import Effect
-from cdb.chaos.registry import FAULTS, P
+from cdb.chaos.run.recording import Effect
+from cdb.chaos.scenario.registry import FAULTS, P
 
 _SERVICE = P.string("ws, signal, risk, execution or db_writer",
                     enum=["ws", "signal", "risk", "execution", "db_writer"])

@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from cdb.chaos.clock import ScenarioClock
-from cdb.chaos.journal import Recording
-from cdb.chaos.model import Scenario
-from cdb.chaos.registry import Unavailable
+from cdb.chaos.run.clock import ScenarioClock
+from cdb.chaos.run.recording import Recording
+from cdb.chaos.scenario.model import Scenario
+from cdb.chaos.scenario.registry import Unavailable
 from cdb.events import AnyEvent
 from cdb.marketdata.synthetic import Shape
 from cdb.services.db_writer import DbWriterService

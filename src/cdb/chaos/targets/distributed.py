@@ -44,11 +44,11 @@ from redis.exceptions import RedisError, ResponseError
 
 from cdb.bus.keys import ALL_STREAMS, DEAD_LETTER_SUFFIX, MARKET_DATA, Namespace
 from cdb.bus.redis_streams import RedisStreamsBus, RedisStreamsSubscription
-from cdb.chaos.clock import WallClock
 from cdb.chaos.faults.exchange import FakeExchange
-from cdb.chaos.proxy import ProxyServer
-from cdb.chaos.reaper import DONE
-from cdb.chaos.registry import Unavailable
+from cdb.chaos.proxy.server import ProxyServer
+from cdb.chaos.run.clock import WallClock
+from cdb.chaos.run.reaper import DONE
+from cdb.chaos.scenario.registry import Unavailable
 from cdb.chaos.targets.base import GROUPS_OF, Plan, Target, scenario_env
 from cdb.chaos.targets.db import SqlReader, snapshot
 from cdb.config import Settings
@@ -172,7 +172,7 @@ class DistributedTarget(Target):
     def _start_reaper(self) -> None:
         # In a session of its own: whatever kills this process (or its group) spares it.
         self._reaper = subprocess.Popen(
-            [sys.executable, "-m", "cdb.chaos.reaper"], stdin=subprocess.PIPE,
+            [sys.executable, "-m", "cdb.chaos.run.reaper"], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self._reap({"remove": str(self._secrets)})
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import msgspec
 
-from cdb.chaos.journal import Recording
-from cdb.chaos.model import Scenario
+from cdb.chaos.run.recording import Recording
+from cdb.chaos.scenario.model import Scenario
+from cdb.chaos.scenario.timeline import Step
 from cdb.chaos.targets.base import Plan
-from cdb.chaos.timeline import Step
 from cdb.risk.limits import RiskLimits
 
 

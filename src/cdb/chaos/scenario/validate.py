@@ -29,10 +29,10 @@ import msgspec
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from cdb.chaos import model, schema, source
-from cdb.chaos.registry import ACTIONS, DURATION_PATTERN, FAULTS, INVARIANTS, PROBES
-from cdb.chaos.source import Located, Path, Position, json_path
-from cdb.chaos.timeline import TimelineError, expand, names, resolve
+from cdb.chaos.scenario import model, schema, source
+from cdb.chaos.scenario.registry import ACTIONS, DURATION_PATTERN, FAULTS, INVARIANTS, PROBES
+from cdb.chaos.scenario.source import Located, Path, Position, json_path
+from cdb.chaos.scenario.timeline import TimelineError, expand, names, resolve
 
 Severity = Literal["error", "warning"]
 _REF: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.-]*)\}")

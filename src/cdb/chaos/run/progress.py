@@ -14,8 +14,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from cdb.chaos.runner import Outcome
-from cdb.chaos.verdict import Assertion
+from cdb.chaos.checks.verdict import Assertion
+from cdb.chaos.run.runner import Outcome
 
 _STYLE = {"pass": "bold green", "fail": "bold red", "unknown": "bold yellow"}
 

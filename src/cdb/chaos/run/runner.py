@@ -33,21 +33,28 @@ from typing import Any, Literal, Protocol
 import msgspec
 import structlog
 
-from cdb.chaos import measure, tolerance
-from cdb.chaos.checks import CheckContext, shortfall
-from cdb.chaos.clock import ClockClosed
+from cdb.chaos.checks import measure, tolerance
+from cdb.chaos.checks.context import CheckContext, shortfall
+from cdb.chaos.checks.verdict import Assertion, Verdict, decide
 from cdb.chaos.faults.base import Fault, Params, StepContext
-from cdb.chaos.journal import Activity, Effect, now_iso
-from cdb.chaos.model import Provider, Scenario
-from cdb.chaos.registry import ACTIONS, CAPABILITIES, FAULTS, INVARIANTS, PROBES, Unavailable
+from cdb.chaos.run.clock import ClockClosed
+from cdb.chaos.run.recording import Activity, Effect, now_iso
+from cdb.chaos.run.undo import Undo, UndoStack
+from cdb.chaos.scenario.model import Provider, Scenario
+from cdb.chaos.scenario.registry import (
+    ACTIONS,
+    CAPABILITIES,
+    FAULTS,
+    INVARIANTS,
+    PROBES,
+    Unavailable,
+)
+from cdb.chaos.scenario.timeline import Step, end_of, expand
 from cdb.chaos.targets.base import Plan, Target, new_namespace, scenario_env
-from cdb.chaos.timeline import Step, end_of, expand
-from cdb.chaos.undo import Undo, UndoStack
-from cdb.chaos.verdict import Assertion, Verdict, decide
 from cdb.config import load_settings
 from cdb.errors import InputError
 
-_log = structlog.get_logger("cdb.chaos.runner")
+_log = structlog.get_logger("cdb.chaos.run.runner")
 _MARGIN_S = 60.0
 _PROBE_TIMEOUT_S = 30.0
 _CANCEL_S = 5.0
@@ -322,7 +329,7 @@ class Runner:
         self._builtin.bind(target)
         api = None
         if self.options.http_port is not None:
-            from cdb.chaos.observe import CoordinatorApi
+            from cdb.chaos.run.observe import CoordinatorApi
 
             api = self._api = CoordinatorApi(self.namespace, self.state, "127.0.0.1",
                                              self.options.http_port)
@@ -644,7 +651,7 @@ class Runner:
         return tasks
 
     async def _sample_builtin(self, target: Target, every: float) -> None:
-        from cdb.chaos.probes import health
+        from cdb.chaos.checks.probes import health
 
         use = _Use(key="__health__", provider=Provider(type="health", params={}), kind="probe",
                    ctx=self._builtin, impl=health)
@@ -779,7 +786,7 @@ class Runner:
             error=error, started=started, ended=now_iso(),
             duration_s=round(time.monotonic() - wall0, 3), http_url=self.http_url)
         if not self.options.dry_run:
-            from cdb.chaos import reports
+            from cdb.chaos.reports import outcome as reports
 
             try:
                 outcome.reports = reports.write_all(self, outcome)

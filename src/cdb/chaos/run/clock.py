@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 T = TypeVar("T")
-_log = structlog.get_logger("cdb.chaos.clock")
+_log = structlog.get_logger("cdb.chaos.run.clock")
 
 
 class ClockClosed(Exception):

@@ -26,11 +26,11 @@ from typing import Any
 import msgspec
 
 from cdb.bus.keys import MARKET_DATA
-from cdb.chaos.checks import FINAL, CheckContext, shortfall
+from cdb.chaos.checks.context import FINAL, CheckContext, shortfall
+from cdb.chaos.checks.verdict import Assertion
 from cdb.chaos.faults.base import Params
-from cdb.chaos.registry import INVARIANTS, P
-from cdb.chaos.timeline import TimelineError, resolve
-from cdb.chaos.verdict import Assertion
+from cdb.chaos.scenario.registry import INVARIANTS, P
+from cdb.chaos.scenario.timeline import TimelineError, resolve
 from cdb.events import SCALE, mul_e8
 
 _MAX_EVIDENCE = 10

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from cdb.chaos import tolerance as tol
-from cdb.chaos.checks import CheckContext
-from cdb.chaos.journal import Sample
-from cdb.chaos.model import Condition, Expectation, Measurement
-from cdb.chaos.probes import matches
-from cdb.chaos.timeline import TimelineError, resolve
-from cdb.chaos.verdict import Assertion
+from cdb.chaos.checks import tolerance as tol
+from cdb.chaos.checks.context import CheckContext
+from cdb.chaos.checks.probes import matches
+from cdb.chaos.checks.verdict import Assertion
+from cdb.chaos.run.recording import Sample
+from cdb.chaos.scenario.model import Condition, Expectation, Measurement
+from cdb.chaos.scenario.timeline import TimelineError, resolve
 
 HEALTH = "__health__"
 LAG = "__lag__"

@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cdb.bus.keys import ALL_STREAMS
 from cdb.chaos.faults.base import Params, StepContext
-from cdb.chaos.registry import ACTIONS, PROBES, P
-from cdb.chaos.schema import EVENT_KINDS, SERVICES
+from cdb.chaos.scenario.registry import ACTIONS, PROBES, P
+from cdb.chaos.scenario.schema import EVENT_KINDS, SERVICES
 
 _RANK: Final = {"healthy": 0, "degraded": 1, "unhealthy": 2, "unreachable": 3}
 

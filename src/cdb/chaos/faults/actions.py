@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from cdb.chaos.faults.base import Params, StepContext
-from cdb.chaos.registry import ACTIONS, P
+from cdb.chaos.scenario.registry import ACTIONS, P
 
 _ESS = {"reason": P.string("why (recorded with the change)"),
         "actor": P.string("who (default cdb-scenario)")}

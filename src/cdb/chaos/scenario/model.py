@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from cdb.chaos.registry import MODES, parse_duration
+from cdb.chaos.scenario.registry import MODES, parse_duration
 from cdb.urls import redact_url
 
 Mode = Literal["embedded", "distributed"]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from cdb.chaos.model import Activity, Provider, TimelineEntry, TimeRef
+from cdb.chaos.scenario.model import Activity, Provider, TimelineEntry, TimeRef
 
 StepKind = Literal["fault", "action", "probe"]
 

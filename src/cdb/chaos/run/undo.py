@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-_log = structlog.get_logger("cdb.chaos.undo")
+_log = structlog.get_logger("cdb.chaos.run.undo")
 
 UndoFn = Callable[[], Awaitable[object]]
 

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from cdb import __version__
-from cdb.chaos.html import render_html
-from cdb.chaos.journal import Activity
-from cdb.chaos.model import mask_secrets
+from cdb.chaos.reports.html import render_html
+from cdb.chaos.run.recording import Activity
+from cdb.chaos.scenario.model import mask_secrets
 
 if TYPE_CHECKING:
-    from cdb.chaos.runner import Outcome, Runner
+    from cdb.chaos.run.runner import Outcome, Runner
 
 _SECRET_HINTS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
 

@@ -18,8 +18,8 @@ from typing import Any, Final
 
 import msgspec
 
-from cdb.chaos.html import _CSS, _STATUS, _e
-from cdb.chaos.journal import now_iso
+from cdb.chaos.reports.html import _CSS, _STATUS, _e
+from cdb.chaos.run.recording import now_iso
 
 OWN_SERVERS: Final = frozenset({"redis_down", "postgres_down", "kill", "restart", "stop",
                                 "exchange"})
@@ -80,8 +80,8 @@ async def run_all(files: list[Path], out: Path, *, mode: str | None = None,
             fault (each run keeps to its own namespace and schema).
         on_result: called after each scenario (progress).
     """
-    from cdb.chaos.runner import Options, Runner
-    from cdb.chaos.validate import validate_file
+    from cdb.chaos.run.runner import Options, Runner
+    from cdb.chaos.scenario.validate import validate_file
     from cdb.errors import CdbError
 
     started, wall0 = now_iso(), time.monotonic()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from cdb.chaos.registry import (
+from cdb.chaos.scenario.registry import (
     ACTIONS,
     CAPABILITIES,
     DURATION_PATTERN,

@@ -1,0 +1,1 @@
+"""Reports of a run: the JSON journal, JUnit XML and the HTML page."""

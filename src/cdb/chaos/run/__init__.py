@@ -1,0 +1,1 @@
+"""One run of a scenario: runner, scenario time, recording, undos, progress, the reaper."""

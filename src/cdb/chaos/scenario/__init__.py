@@ -1,0 +1,1 @@
+"""The scenario format: YAML with positions, JSON Schema, validation, model, timeline."""
