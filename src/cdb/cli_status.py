@@ -14,7 +14,6 @@ import math
 import sys
 import time
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote
 
 import httpx
 import msgspec
@@ -32,7 +31,7 @@ from cdb.config import Settings, load_settings
 from cdb.errors import CdbError, ConfigError
 from cdb.observability.logging import mask_text
 from cdb.runtime.discovery import Registration, discover
-from cdb.urls import check_url
+from cdb.urls import redis_endpoint
 
 State = Literal["live", "gone"]
 _STYLE = {"healthy": "green", "degraded": "yellow", "unhealthy": "red", "gone": "red dim"}
@@ -66,15 +65,10 @@ def redis_from_url(url: str) -> aioredis.Redis:
     Raises:
         ConfigError: not a redis:// URL.
     """
-    parts = check_url("--redis", url, ("redis", "rediss"))
-    db = parts.path.strip("/") or "0"
-    if not db.isdigit() or len(db) > 6:
-        raise ConfigError([f"--redis: database {db[:20]!r} is not a number "
-                           "(redis://host:port/0)"])
+    at = redis_endpoint(url)
     return aioredis.Redis(
-        host=parts.hostname or "", port=parts.port or 6379, db=int(db),
-        password=unquote(parts.password) if parts.password else None,
-        ssl=parts.scheme == "rediss", socket_timeout=5.0, socket_connect_timeout=3.0,
+        host=at.host, port=at.port, db=int(at.db), password=at.password or None,
+        ssl=at.tls, socket_timeout=5.0, socket_connect_timeout=3.0,
     )
 
 

@@ -6,14 +6,16 @@ standard library's ``urlsplit``, which reads every scheme cdb meets (``redis://`
 ``rediss://``, ``postgresql+asyncpg://``, ``sqlite+aiosqlite:///``, ``http://``), and
 replaces only the password; a text that is not a URL comes back as it was.
 Also: ``parse_port`` and ``check_url``, the command line's checks of user-given ports
-and URLs, which fail with one ``ConfigError`` line naming the option.
+and URLs, which fail with one ``ConfigError`` line naming the option; and
+``redis_endpoint``/``postgres_endpoint``, the one way to take a Redis or PostgreSQL URL
+apart (redis-py's and SQLAlchemy's own parsers).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import SplitResult, urlsplit
 
 from cdb.errors import ConfigError
@@ -23,6 +25,8 @@ _CREDENTIALS: Final = re.compile(
     r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.IGNORECASE
 )
 """A fallback for text ``urlsplit`` cannot take apart (a URL inside a sentence)."""
+POSTGRES_SCHEMES: Final = ("postgresql", "postgres", "postgresql+asyncpg")
+"""The schemes of a PostgreSQL URL given on the command line."""
 
 
 def redact_url(url: str) -> str:
@@ -112,3 +116,67 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+class Endpoint(NamedTuple):
+    """A server as a URL names it, credentials decoded ("" when not given)."""
+
+    host: str
+    port: int
+    db: str
+    """The database: a number for Redis, a name for PostgreSQL."""
+    user: str
+    password: str
+    tls: bool = False
+
+
+def redis_endpoint(url: str, option: str = "--redis") -> Endpoint:
+    """``redis[s]://[[user]:password@]host[:port][/db]`` taken apart by redis-py's own
+    ``parse_url``: port 6379 and database 0 when left out.
+
+    Raises:
+        ConfigError: one line naming ``option``, the URL shown without its password.
+    """
+    from redis.connection import SSLConnection, parse_url
+
+    parts = check_url(option, url, ("redis", "rediss"))
+    try:
+        # check_url accepts the scheme in any case; redis-py only in lower case.
+        found: dict[str, Any] = parse_url(  # type: ignore[no-untyped-call]
+            f"{parts.scheme}:{url.partition(':')[2]}"
+        )
+    except ValueError as exc:
+        raise ConfigError([f"{option}: {redact_url(url)!r}: {exc}"]) from None
+    db_text = parts.path.strip("/") or "0"
+    db = found.get("db", None if parts.path.strip("/") else 0)
+    if db is None or not db_text.isdigit() or len(db_text) > 6:
+        raise ConfigError([f"{option}: database {db_text[:20]!r} is not a number "
+                           "(redis://host:port/0)"])
+    return Endpoint(
+        host=found.get("host", ""), port=found.get("port", 6379), db=str(db),
+        user=found.get("username", ""), password=found.get("password", ""),
+        tls=found.get("connection_class") is SSLConnection,
+    )
+
+
+def postgres_endpoint(url: str, option: str = "--postgres") -> Endpoint:
+    """``postgresql[+asyncpg]://[user[:password]@]host[:port][/db]`` taken apart by
+    SQLAlchemy's ``make_url``: port 5432, database ``cdb`` and user ``postgres`` when
+    left out.
+
+    Raises:
+        ConfigError: one line naming ``option``, the URL shown without its password.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    check_url(option, url, POSTGRES_SCHEMES)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigError([f"{option}: {redact_url(url)!r} is not a database URL (e.g. "
+                           "postgresql://user:pw@host:5432/db)"]) from None
+    return Endpoint(
+        host=parsed.host or "", port=parsed.port or 5432, db=parsed.database or "cdb",
+        user=parsed.username or "postgres", password=parsed.password or "",
+    )

@@ -15,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import httpx
 import msgspec
@@ -29,6 +28,7 @@ from rich.text import Text
 from cdb.config import SERVICE_PORTS, load_settings
 from cdb.errors import ConfigError
 from cdb.runtime.supervisor import Supervisor, child_env
+from cdb.urls import postgres_endpoint, redis_endpoint
 
 
 def env_from_urls(redis_url: str | None, postgres_url: str | None, secrets: Path) -> dict[str, str]:
@@ -43,24 +43,26 @@ def env_from_urls(redis_url: str | None, postgres_url: str | None, secrets: Path
         out[f"{name.upper()}_FILE"] = str(path)
 
     if redis_url:
-        parts = urlsplit(redis_url)
-        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-            problems.append(f"--redis: {parts.scheme or '?'}://... is not a redis:// URL")
+        try:
+            redis = redis_endpoint(redis_url)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
         else:
-            out["REDIS_HOST"] = parts.hostname
-            out["REDIS_PORT"] = str(parts.port or 6379)
-            out["REDIS_DB"] = parts.path.strip("/") or "0"
-            secret("redis_password", unquote(parts.password or ""))
+            out["REDIS_HOST"] = redis.host
+            out["REDIS_PORT"] = str(redis.port)
+            out["REDIS_DB"] = redis.db
+            secret("redis_password", redis.password)
     if postgres_url:
-        parts = urlsplit(postgres_url)
-        if not parts.scheme.startswith("postgres") or not parts.hostname:
-            problems.append("--postgres: not a postgresql:// URL")
+        try:
+            pg = postgres_endpoint(postgres_url)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
         else:
-            out["POSTGRES_HOST"] = parts.hostname
-            out["POSTGRES_PORT"] = str(parts.port or 5432)
-            out["POSTGRES_USER"] = unquote(parts.username or "postgres")
-            out["POSTGRES_DB"] = parts.path.strip("/") or "cdb"
-            secret("postgres_password", unquote(parts.password or ""))
+            out["POSTGRES_HOST"] = pg.host
+            out["POSTGRES_PORT"] = str(pg.port)
+            out["POSTGRES_USER"] = pg.user
+            out["POSTGRES_DB"] = pg.db
+            secret("postgres_password", pg.password)
     if problems:
         raise ConfigError(problems)
     return out
