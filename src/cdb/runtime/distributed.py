@@ -30,7 +30,7 @@ from cdb.marketdata.replay import ReplaySource
 from cdb.marketdata.synthetic import START_NS, SyntheticSource
 from cdb.observability.health import Health
 from cdb.risk.persistence import DatabaseEssStore, LayeredEssStore, RedisEssStore
-from cdb.runtime.http import HttpServer, build_app
+from cdb.runtime.http import HttpServer, build_app, service_routers
 from cdb.runtime.observer import ServiceObserver, prepare_process
 from cdb.runtime.service import Service, ServiceContext, ServiceHost
 from cdb.services.db_writer import DbWriterService
@@ -280,7 +280,7 @@ async def run_service(name: str, settings: Settings) -> None:
     pid = os.getpid()
     health.details = lambda: {"pid": pid, **service.status(), **bus.status()}
     host = ServiceHost(service, claim_idle=settings.cdb_claim_idle_s)
-    app = build_app(health, extra=service.routes())
+    app = build_app(health, extra=service_routers([service]))
     http = HttpServer(app, settings.bind_host, settings.port_of(name))
     observer = ServiceObserver(settings, health, bus, inputs=service.inputs,
                                http_port=settings.port_of(name))

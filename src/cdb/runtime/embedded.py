@@ -38,7 +38,7 @@ from cdb.report.series import SeriesRecorder
 from cdb.risk.ess import EssState
 from cdb.risk.limits import ESS_HALTED
 from cdb.risk.persistence import DatabaseEssStore
-from cdb.runtime.http import HttpServer, build_app
+from cdb.runtime.http import HttpServer, build_app, service_routers
 from cdb.runtime.service import Service, ServiceContext, ServiceHost
 from cdb.services.db_writer import DbWriterService
 from cdb.services.execution import ExecutionService, store_recall
@@ -400,7 +400,7 @@ class EmbeddedPipeline:
         health.ready = True
         for svc in services:
             metrics.prime(svc.name, svc.ctx.instance, topics=svc.inputs)
-        routes = [r for svc in services for r in svc.routes()]
+        routes = service_routers(services)
         return HttpServer(build_app(health, extra=routes), self.settings.bind_host, port)
 
     def _refresh_progress(self) -> None:

@@ -14,8 +14,9 @@ Every request carries an id: the ``X-Request-ID`` the NGINX gateway sets (or the
 client's), else a new one. It is bound to the log context while the request is
 handled, so every line it causes names it, and it is echoed in the response.
 
-Services add their own routes (risk's ``/ess``) through ``extra`` routers. Served by
-uvicorn inside the service's event loop, so probes see the live state.
+Services' control operations (risk's ``/ess``) become routes here (``service_routers``)
+and join through ``extra``. Served by uvicorn inside the service's event loop, so probes
+see the live state.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -37,6 +38,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdb.observability import metrics
 from cdb.observability.health import Health
+from cdb.runtime.control_http import ledger_router, risk_router
+from cdb.services.base import Service
+from cdb.services.execution import ExecutionService
+from cdb.services.risk import RiskService
+from cdb.services.risk_api import RiskApi
 
 _requests = Counter(
     "cdb_http_requests", "HTTP requests served", ("service", "instance", "path", "code"),
@@ -117,6 +123,18 @@ class RequestContext:
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(body), status, media_type="application/json")
+
+
+def service_routers(services: Iterable[Service]) -> list[APIRouter]:
+    """The routes of the services' control operations: risk's ESS and state, execution's
+    venue ledger."""
+    routers: list[APIRouter] = []
+    for service in services:
+        if isinstance(service, RiskService):
+            routers.append(risk_router(RiskApi(service)))
+        elif isinstance(service, ExecutionService):
+            routers.append(ledger_router(service))
+    return routers
 
 
 def build_app(health: Health, extra: list[APIRouter] | None = None) -> FastAPI:

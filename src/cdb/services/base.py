@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import structlog
-from fastapi import APIRouter
 
 from cdb.bus.base import Batch, Bus
 from cdb.bus.keys import ALERTS_STREAM, ORDERS
@@ -114,10 +113,6 @@ class Service:
     def status(self) -> dict[str, object]:
         """Service-specific state for health and summaries."""
         return {}
-
-    def routes(self) -> list[APIRouter]:
-        """HTTP routes of this service's API beyond health and metrics."""
-        return []
 
     @property
     def has_producer(self) -> bool:

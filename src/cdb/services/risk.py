@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, ClassVar, Final
 
 import msgspec
-from fastapi import APIRouter
 
 from cdb.bus.keys import ALERTS_STREAM, FILLS, MARKET_DATA, ORDERS, RISK_EVENTS, SIGNALS
 from cdb.events import (
@@ -398,11 +397,6 @@ class RiskService(Service):
             },
             "ess": self.ess_status(),
         }
-
-    def routes(self) -> list[APIRouter]:
-        from cdb.services.risk_api import build_router
-
-        return [build_router(self)]
 
     def status(self) -> dict[str, object]:
         return {

@@ -12,7 +12,7 @@ from tests.unit.services.risk_harness import T0, Harness, S
 from cdb.events import SCALE
 from cdb.observability.health import Health
 from cdb.risk.ess import EssConfig
-from cdb.runtime.http import build_app
+from cdb.runtime.http import build_app, service_routers
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -21,7 +21,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def client_for(h: Harness) -> httpx.AsyncClient:
     health = Health("risk", h.risk.ctx.instance, "test")
     health.details = h.risk.status
-    app = build_app(health, extra=h.risk.routes())
+    app = build_app(health, extra=service_routers([h.risk]))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://risk")
 
 
