@@ -250,7 +250,7 @@ async def _execution(
             slippage_bps=settings.paper_slippage_bps,
         )
     else:
-        from cdb.venues.binance.venue import venue_from_settings
+        from cdb.venues.binance.factory import venue_from_settings
 
         binance = venue_from_settings(settings, settings.execution_venue,
                                       exchange_url=settings.binance_url, alert=ctx.alert,

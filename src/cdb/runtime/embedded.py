@@ -379,7 +379,7 @@ class EmbeddedPipeline:
                 taker_fee_bps=s.paper_taker_fee_bps, maker_fee_bps=s.paper_maker_fee_bps,
                 slippage_bps=s.paper_slippage_bps,
             )
-        from cdb.venues.binance.venue import venue_from_settings
+        from cdb.venues.binance.factory import venue_from_settings
 
         venue = venue_from_settings(s, o.venue, exchange_url=o.exchange_url,
                                     alert=ctx.alert, instance=ctx.instance)

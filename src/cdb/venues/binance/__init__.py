@@ -34,14 +34,15 @@ Fees: Binance charges a buy's commission in the base asset and a sell's in the q
 asset; both are converted to quote at the fill price, exactly. Commissions in a third
 asset (BNB discounts) are recorded as 0.
 
-Layout: ``client`` (ccxt, weights, what each error means), ``records`` (configuration
-and the exact records handed out), ``venue`` (the order state machine and request loop).
+Layout: ``client`` (ccxt and the request policy: weights, limits, retries, bans),
+``errors`` (what each error means), ``records`` (configuration, symbol filters and the
+exact records handed out), ``venue`` (the order state machine and reconciliation),
+``factory`` (the venue from its name and settings).
 """
 
 from cdb.venues.base import ReconcileReport, VenueOrder, VenueUpdate
-from cdb.venues.binance.client import (
-    LIVE_URL,
-    TESTNET_URL,
+from cdb.venues.binance.client import LIVE_URL, TESTNET_URL, AlertHook, BinanceClient
+from cdb.venues.binance.errors import (
     OrderUnknownError,
     VenueAuthError,
     VenueBannedError,
@@ -50,13 +51,15 @@ from cdb.venues.binance.client import (
     VenueUnavailableError,
     classify,
 )
+from cdb.venues.binance.factory import make_binance_venue, venue_from_settings
 from cdb.venues.binance.records import BinanceVenueConfig, Mode
-from cdb.venues.binance.venue import AlertHook, BinanceVenue, make_binance_venue
+from cdb.venues.binance.venue import BinanceVenue
 
 __all__ = [
     "LIVE_URL",
     "TESTNET_URL",
     "AlertHook",
+    "BinanceClient",
     "BinanceVenue",
     "BinanceVenueConfig",
     "Mode",
@@ -71,4 +74,5 @@ __all__ = [
     "VenueUpdate",
     "classify",
     "make_binance_venue",
+    "venue_from_settings",
 ]

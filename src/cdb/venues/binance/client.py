@@ -1,21 +1,50 @@
-"""Talking to Binance through ccxt: the client class, request weights, and what each
-error means for cdb.
+"""Talking to Binance: ccxt for the transport, cdb's request policy on top.
 
 ccxt does the transport (signing, the aiohttp session, timeouts) and maps Binance's codes
 to its exception classes; ``CdbBinance`` adds what ccxt drops (the HTTP status, so a 418
 ban is told from a 429, and ``Retry-After``) and reports the venue's weight count.
-``classify`` turns an error into the decision cdb takes; Binance's code decides first,
-because ccxt maps some codes differently by URL (-1015 is a rate limit on one map and an
-invalid order on another).
+
+``BinanceClient.request`` is the one way to call Binance: request weight and order count
+stay under the venue's limits on the client side; a 429, -1003 or -1015 pauses every
+request for ``Retry-After`` (or an exponential backoff with jitter) and retries, a bounded
+number of times; a 418 ban stops every request until it ends, with a critical alert; 5xx,
+timeouts and dropped connections are retried on requests safe to repeat; a clock
+rejected by -1021 is re-synchronised once; what is left is raised as cdb's error
+(``errors``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import Callable
-from typing import Any, Final, Literal
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
-from cdb.errors import ConfigError, OrderNotPlacedError, VenueError
+import structlog
+from prometheus_client import Counter, Gauge
+
+from cdb.errors import ConfigError
+from cdb.events import Level
+from cdb.observability import metrics
+from cdb.resilience.backoff import Backoff
+from cdb.venues.binance.errors import (
+    Kind,
+    OutcomeUnknown,
+    VenueBannedError,
+    VenueRateLimitedError,
+    VenueUnavailableError,
+    classify,
+    mapped,
+)
+from cdb.venues.limiter import Sleep, WindowLimiter
+
+if TYPE_CHECKING:
+    from cdb.venues.binance.records import BinanceVenueConfig
+
+AlertHook = Callable[[Level, str, str], Awaitable[object]]
 
 TESTNET_URL: Final = "https://testnet.binance.vision"
 LIVE_URL: Final = "https://api.binance.com"
@@ -28,67 +57,22 @@ WEIGHTS: Final = {
 }
 PUBLIC: Final = frozenset({"ping", "time", "exchangeInfo"})
 
+_log = structlog.get_logger(component="binance_venue")
+_L = ("service", "instance")
+requests_total = Counter(
+    "cdb_venue_requests", "Requests to the exchange, by endpoint and outcome",
+    (*_L, "endpoint", "outcome"), registry=metrics.REGISTRY,
+)
+weight_used = Gauge(
+    "cdb_venue_weight_used", "Request weight used in the current window (client side)", _L,
+    registry=metrics.REGISTRY,
+)
+banned_gauge = Gauge(
+    "cdb_venue_banned", "1 while the exchange bans this client (HTTP 418)", _L,
+    registry=metrics.REGISTRY,
+)
 
-class VenueRateLimitedError(OrderNotPlacedError):
-    """The venue kept answering 429/-1003/-1015 after every backoff; nothing was placed."""
-
-    def __init__(self, message: str, *, code: int | None, retry_after_s: float | None) -> None:
-        super().__init__(message)
-        self.code, self.retry_after_s = code, retry_after_s
-
-
-class VenueBannedError(OrderNotPlacedError):
-    """The venue banned this client (HTTP 418); no request is sent until ``until``.
-
-    Args:
-        until: ``time.monotonic()`` at which the ban ends.
-    """
-
-    def __init__(self, message: str, *, until: float) -> None:
-        super().__init__(message)
-        self.until = until
-
-
-class VenueUnavailableError(OrderNotPlacedError):
-    """5xx, timeouts or connection failures outlasted the bounded retries."""
-
-
-class VenueAuthError(OrderNotPlacedError):
-    """Key, signature or permissions refused (-1022, -2014, -2015); check the API key."""
-
-
-class VenueRejectedError(OrderNotPlacedError):
-    """The venue refused the order (filters, balance, symbol); it was not placed.
-
-    Args:
-        client_order_id: the order's client id ("" for other requests).
-        code: Binance's error code (0 when cdb refused it before sending).
-    """
-
-    def __init__(self, message: str, *, client_order_id: str = "", code: int = 0) -> None:
-        super().__init__(message)
-        self.client_order_id, self.code = client_order_id, code
-
-
-class OrderUnknownError(VenueError):
-    """An order's submission outcome could not be established; it is not sent again
-    until ``reconcile`` or a later poll finds out."""
-
-    def __init__(self, message: str, *, client_order_id: str) -> None:
-        super().__init__(message)
-        self.client_order_id = client_order_id
-
-
-class OutcomeUnknown(Exception):
-    """A request may or may not have taken effect (timeout, 5xx, -1007, lost connection)."""
-
-
-class NotFound(Exception):
-    """-2013 / -2011: no such order."""
-
-
-class Duplicate(VenueRejectedError):
-    """-2010 "Duplicate order sent.": an open order already has this client id."""
+_MS: Final = 1_000_000
 
 
 @functools.cache
@@ -133,61 +117,203 @@ def _seconds(text: str | None) -> float | None:
         return None  # an HTTP date: Binance sends seconds
 
 
-Kind = Literal["ban", "rate_limit", "clock", "unknown", "not_found", "duplicate",
-               "rejected", "auth", "error"]
-_CODE_KINDS: Final[dict[int, Kind]] = {
-    -1003: "rate_limit", -1015: "rate_limit", -1021: "clock", -1022: "auth",
-    -2014: "auth", -2015: "auth", -1007: "unknown", -1001: "unknown", -1006: "unknown",
-    -2013: "not_found", -2011: "not_found",
-}
+@dataclass(slots=True)
+class _Tries:
+    retries: int
+    failures: int = 0
+    limited: int = 0
+    resynced: bool = False
 
 
-def classify(exc: BaseException) -> tuple[Kind, int | None, float | None]:
-    """What a ccxt error means for cdb: (kind, Binance code, Retry-After seconds).
+class BinanceClient:
+    """One account's connection to Binance, under the request policy (module docstring).
 
-    Binance's code decides first (ccxt maps some codes differently by URL: -1015 is a
-    rate limit on one map and an invalid order on another), then the HTTP status, then
-    ccxt's class.
+    Args:
+        config: connection and limits.
+        api_key, api_secret: the account's credentials.
+        name: the venue's name (messages).
+        alert: async ``(level, code, message)`` hook; a failing hook is logged.
+        labels: ``(service, instance)`` of the metrics.
+        clock: monotonic seconds; sleep: waits seconds (tests shorten time).
+        now_ns: wall time in ns (clock offset).
+        rng: jitter of backoffs.
     """
-    from ccxt.base import errors as ccxt
 
-    status: int | None = getattr(exc, "cdb_status", None)
-    code: int | None = getattr(exc, "cdb_code", None)
-    retry: float | None = getattr(exc, "cdb_retry_after", None)
-    text = str(exc)
-    if status == 418:
-        return "ban", code, retry
-    if code in _CODE_KINDS:
-        return _CODE_KINDS[code], code, retry
-    if code == -2010 and "Duplicate order" in text:
-        return "duplicate", code, retry
-    if status == 429 or isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
-        return "rate_limit", code, retry
-    if isinstance(exc, ccxt.InvalidNonce):
-        return "clock", code, retry
-    if isinstance(exc, ccxt.OrderNotFound):
-        return "not_found", code, retry
-    if isinstance(exc, ccxt.AuthenticationError):
-        return "auth", code, retry
-    if isinstance(exc, ccxt.InsufficientFunds | ccxt.InvalidOrder | ccxt.BadRequest
-                  | ccxt.OperationRejected):
-        return "rejected", code, retry
-    if (status is not None and status >= 500) or isinstance(
-        exc, ccxt.RequestTimeout | ccxt.ExchangeNotAvailable | ccxt.NetworkError
-        | ccxt.BadResponse
-    ):
-        return "unknown", code, retry
-    return "error", code, retry
+    def __init__(
+        self, config: BinanceVenueConfig, *, api_key: str, api_secret: str, name: str,
+        alert: AlertHook | None = None, labels: tuple[str, str] = ("execution", ""),
+        clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep,
+        now_ns: Callable[[], int] = time.time_ns, rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.name = name
+        self._alert_hook = alert
+        self._key, self._secret = api_key, api_secret
+        self._clock, self._sleep, self._now_ns = clock, sleep, now_ns
+        self._backoff = Backoff(config.backoff_base_s, config.backoff_cap_s, jitter=0.5, rng=rng)
+        self.weights = WindowLimiter(
+            config.weight_limit, config.weight_window_s, margin_s=config.weight_margin_s,
+            name="request weight", clock=clock, sleep=sleep,
+        )
+        self.orders = WindowLimiter(config.order_limit, config.order_window_s,
+                                    name="orders", clock=clock, sleep=sleep)
+        self._labels = labels
+        self._exchange: Any = None
+        self._banned_until = 0.0
 
+    @property
+    def connected(self) -> bool:
+        """Whether ``connect`` succeeded and ``aclose`` has not been called since."""
+        return self._exchange is not None
 
-def mapped(kind: Kind, code: int | None, exc: Exception, params: dict[str, str]) -> Exception:
-    cid = params.get("newClientOrderId") or params.get("origClientOrderId") or ""
-    if kind == "not_found":
-        return NotFound(str(exc))
-    if kind == "duplicate":
-        return Duplicate(str(exc), client_order_id=cid, code=code or 0)
-    if kind in ("rejected", "clock"):
-        return VenueRejectedError(f"refused: {exc}", client_order_id=cid, code=code or 0)
-    if kind == "auth":
-        return VenueAuthError(f"authentication refused (check BINANCE_API_KEY/SECRET): {exc}")
-    return VenueError(str(exc))
+    async def connect(self) -> Any:
+        """Open the session, take the venue's limits and clock offset; exchange info."""
+        self._exchange = self._make_exchange()
+        try:
+            info = await self.request("GET", "exchangeInfo", {})
+            self._take_limits(info)
+            await self._sync_time()
+        except BaseException:
+            exchange, self._exchange = self._exchange, None
+            await exchange.close()
+            raise
+        return info
+
+    def _make_exchange(self) -> Any:
+        cfg = self.config
+        exchange = exchange_class()({
+            "apiKey": self._key, "secret": self._secret, "enableRateLimit": False,
+            "timeout": int(cfg.timeout_s * 1000),
+            "options": {"defaultType": "spot", "recvWindow": cfg.recv_window_ms,
+                        "adjustForTimeDifference": False, "fetchCurrencies": False,
+                        "timeDifference": 0},
+        })
+        if cfg.mode == "testnet":
+            exchange.set_sandbox_mode(True)
+        if cfg.rest_url:
+            base = cfg.rest_url.rstrip("/")
+            exchange.urls["api"].update({"public": f"{base}/api/v3", "private": f"{base}/api/v3",
+                                         "v1": f"{base}/api/v1"})
+            if base.startswith("http://"):
+                exchange.timeout_on_exit = 0  # ccxt's wait on close lets TLS shut down cleanly
+        exchange.cdb_observe = self._observe
+        return exchange
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (idempotent)."""
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            await exchange.close()
+
+    def _take_limits(self, info: Any) -> None:
+        for limit in info.get("rateLimits", []):
+            if limit.get("rateLimitType") == "REQUEST_WEIGHT" and limit.get("interval") == "MINUTE":
+                per_window = int(limit["limit"] * self.config.weight_window_s / 60
+                                 / limit.get("intervalNum", 1))
+                self.weights.limit = max(1, min(self.weights.limit, per_window))
+
+    async def _sync_time(self) -> None:
+        before = self._now_ns() // _MS
+        body = await self.request("GET", "time", {})
+        after = self._now_ns() // _MS
+        self._exchange.options["timeDifference"] = (before + after) // 2 - int(body["serverTime"])
+
+    def _observe(self, headers: dict[str, str]) -> None:
+        used = headers.get("x-mbx-used-weight-1m")
+        if used is not None and used.isdigit():
+            self.weights.observe(int(used))
+        weight_used.labels(*self._labels).set(self.weights.used)
+
+    def _check_ban(self) -> None:
+        left = self._banned_until - self._clock()
+        if left > 0:
+            raise VenueBannedError(
+                f"{self.name}: banned by the exchange (HTTP 418) for {left:.0f} s more; no "
+                "request is sent until then", until=self._banned_until)
+
+    async def request(
+        self, method: str, path: str, params: dict[str, str], *, outcome_matters: bool = False,
+        retries: int | None = None,
+    ) -> Any:
+        """One Binance call under the limiters, with backoff and bounded retries.
+
+        Args:
+            outcome_matters: a failure that may have taken effect raises ``OutcomeUnknown``
+                instead of being retried (order placement).
+            retries: retries on 5xx/timeouts (default ``max_retries``).
+        """
+        weight = WEIGHTS[(method, path)]
+        if path == "openOrders" and "symbol" not in params:
+            weight = 80
+        elif path == "myTrades" and "orderId" in params:
+            weight = 5
+        api = ["public" if path in PUBLIC else "private"]
+        tries = _Tries(self.config.max_retries if retries is None else retries)
+        while True:
+            self._check_ban()
+            await self.weights.acquire(weight)
+            if method == "POST":
+                await self.orders.acquire(1)
+            try:
+                result = await self._exchange.request(path, api, method, dict(params))
+            except Exception as exc:
+                kind, code, retry_after = classify(exc)
+                requests_total.labels(*self._labels, path, kind).inc()
+                if kind == "unknown" and outcome_matters:
+                    raise OutcomeUnknown(str(exc)) from exc
+                await self._recover(f"{method} {path}", kind, code, retry_after, exc, tries)
+                if kind not in ("rate_limit", "clock", "unknown"):
+                    raise mapped(kind, code, exc, params) from exc
+            else:
+                requests_total.labels(*self._labels, path, "ok").inc()
+                return result
+
+    async def _recover(self, what: str, kind: Kind, code: int | None,
+                       retry_after: float | None, exc: Exception, tries: _Tries) -> None:
+        """Wait out a failure worth retrying, or raise when retrying cannot help."""
+        if kind == "ban":
+            await self._banned(retry_after, exc)
+        elif kind == "rate_limit":
+            tries.limited += 1
+            if tries.limited > self.config.max_rate_limit_retries:
+                await self.alert("warning", "venue_rate_limited",
+                                 f"{self.name} {what}: still rate limited after "
+                                 f"{tries.limited - 1} backoffs: {exc}")
+                raise VenueRateLimitedError(f"{self.name} {what}: rate limited: {exc}",
+                                            code=code, retry_after_s=retry_after) from exc
+            delay = retry_after if retry_after is not None else self._backoff.compute(
+                tries.limited)
+            _log.warning("rate limited; backing off", venue=self.name, request=what, code=code,
+                         delay_s=round(delay, 3))
+            self.weights.pause(delay)  # every caller waits, not just this one
+            if code == -1015:
+                self.orders.pause(delay)
+        elif kind == "clock":
+            if tries.resynced:
+                raise mapped(kind, code, exc, {}) from exc
+            tries.resynced = True
+            await self._sync_time()
+        elif kind == "unknown":
+            tries.failures += 1
+            if tries.failures > tries.retries:
+                raise VenueUnavailableError(
+                    f"{self.name} {what}: failed {tries.failures} times: {exc}") from exc
+            await self._sleep(self._backoff.compute(tries.failures))
+
+    async def _banned(self, retry_after: float | None, exc: Exception) -> None:
+        seconds = retry_after if retry_after is not None else 120.0
+        self._banned_until = max(self._banned_until, self._clock() + seconds)
+        banned_gauge.labels(*self._labels).set(1)
+        message = f"{self.name}: the exchange banned this client (HTTP 418) for {seconds:g} s"
+        _log.error("banned by the exchange", venue=self.name, seconds=seconds, error=str(exc))
+        await self.alert("critical", "venue_banned", message)
+        raise VenueBannedError(message, until=self._banned_until) from exc
+
+    async def alert(self, level: Level, code: str, message: str) -> None:
+        """Raise an alert through the hook; one that cannot be sent changes nothing else."""
+        if self._alert_hook is None:
+            return
+        try:
+            await self._alert_hook(level, code, message)
+        except Exception:  # an alert that cannot be sent must not change the order's fate
+            _log.exception("alert failed", code=code)

@@ -7,8 +7,9 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from cdb.events import OrderStatus, mul_e8, parse_e8
+from cdb.events import Order, OrderStatus, fmt_e8, mul_e8, parse_e8
 from cdb.venues.base import VenueOrder
+from cdb.venues.binance.errors import VenueRejectedError
 
 Mode = Literal["testnet", "live"]
 FINAL: Final = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
@@ -111,3 +112,45 @@ def venue_order(row: Any) -> VenueOrder:
         executed_qty_e8=parse_e8(str(row["executedQty"])),
         price_e8=parse_e8(str(row["price"])), time_ms=int(row.get("time") or 0),
     )
+
+
+def symbol_rules(info: Any) -> dict[str, SymbolRules]:
+    """Each symbol's assets and filters, from ``exchangeInfo``."""
+    rules: dict[str, SymbolRules] = {}
+    for row in info.get("symbols", []):
+        filters = {f["filterType"]: f for f in row.get("filters", [])}
+        lot, price = filters.get("LOT_SIZE", {}), filters.get("PRICE_FILTER", {})
+        notional = filters.get("NOTIONAL") or filters.get("MIN_NOTIONAL") or {}
+        rules[row["symbol"]] = SymbolRules(
+            base=row["baseAsset"], quote=row["quoteAsset"],
+            step_e8=parse_e8(lot.get("stepSize", "0.00000001")) or 1,
+            tick_e8=parse_e8(price.get("tickSize", "0.00000001")) or 1,
+            min_qty_e8=parse_e8(lot.get("minQty", "0")),
+            min_notional_e8=parse_e8(notional.get("minNotional", "0")),
+        )
+    return rules
+
+
+def order_params(order: Order, info: SymbolRules | None, venue: str) -> dict[str, str]:
+    """``POST order`` parameters of ``order`` rounded to its symbol's filters (never up).
+
+    Raises:
+        VenueRejectedError: unknown symbol, or below the venue's minimum once rounded.
+    """
+    cid = order.client_order_id
+    if info is None:
+        raise VenueRejectedError(f"{venue}: unknown symbol {order.symbol}", client_order_id=cid)
+    qty = order.qty_e8 // info.step_e8 * info.step_e8  # never more than risk approved
+    price = order.price_e8 if order.order_type == "LIMIT" else order.ref_price_e8
+    if order.order_type == "LIMIT":
+        price = price // info.tick_e8 * info.tick_e8
+    if qty < max(info.min_qty_e8, 1) or mul_e8(qty, price) < info.min_notional_e8:
+        raise VenueRejectedError(
+            f"{venue}: {cid} quantity {fmt_e8(order.qty_e8)} {order.symbol} is below the "
+            f"venue's minimum (step {fmt_e8(info.step_e8)}, min notional "
+            f"{fmt_e8(info.min_notional_e8)})", client_order_id=cid)
+    params = {"symbol": order.symbol, "side": order.side, "type": order.order_type,
+              "quantity": fmt_e8(qty), "newClientOrderId": cid, "newOrderRespType": "FULL"}
+    if order.order_type == "LIMIT":
+        params.update(timeInForce="GTC", price=fmt_e8(price))
+    return params

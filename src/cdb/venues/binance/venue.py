@@ -1,8 +1,8 @@
-"""The Binance venue: orders placed once, limits honoured, state reconciled.
+"""The Binance venue: orders placed once, state reconciled.
 
 See the package docstring for the guarantees; this module is the state machine of each
 order (PENDING, then UNKNOWN while its outcome is being resolved, then the venue's
-status) and the request loop with its limiters, backoffs and bounded retries.
+status) and reconciliation. Requests go through ``BinanceClient`` (limits, retries, bans).
 """
 
 from __future__ import annotations
@@ -10,25 +10,21 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
-import msgspec
 import structlog
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 from cdb.errors import ConfigError, VenueError
-from cdb.events import Level, Order, OrderStatus, Trade, fmt_e8, mul_e8, parse_e8
+from cdb.events import Order, OrderStatus, Trade, parse_e8
 from cdb.observability import metrics
 from cdb.recent import RecentIds
-from cdb.resilience.backoff import Backoff
 from cdb.venues.base import Execution, ReconcileReport, VenueUpdate
-from cdb.venues.binance.client import (
-    PUBLIC,
-    WEIGHTS,
+from cdb.venues.binance.client import AlertHook, BinanceClient
+from cdb.venues.binance.errors import (
     Duplicate,
-    Kind,
     NotFound,
     OrderUnknownError,
     OutcomeUnknown,
@@ -37,46 +33,26 @@ from cdb.venues.binance.client import (
     VenueRateLimitedError,
     VenueRejectedError,
     VenueUnavailableError,
-    classify,
-    exchange_class,
-    mapped,
 )
 from cdb.venues.binance.records import (
     FINAL,
     STATUS,
     BinanceVenueConfig,
-    Mode,
     SymbolRules,
     VenueFill,
     fee_of,
     fill_of,
+    order_params,
+    symbol_rules,
     trade_row,
     venue_order,
 )
 from cdb.venues.limiter import Sleep, WindowLimiter
 
-if TYPE_CHECKING:
-    from cdb.venues.settings import VenueSettings
-
-AlertHook = Callable[[Level, str, str], Awaitable[object]]
-
 _log = structlog.get_logger(component="binance_venue")
-_L = ("service", "instance")
-requests_total = Counter(
-    "cdb_venue_requests", "Requests to the exchange, by endpoint and outcome",
-    (*_L, "endpoint", "outcome"), registry=metrics.REGISTRY,
-)
 unknown_orders_total = Counter(
     "cdb_venue_unknown_orders", "Order submissions with an unknown outcome, by resolution",
-    (*_L, "resolution"), registry=metrics.REGISTRY,
-)
-weight_used = Gauge(
-    "cdb_venue_weight_used", "Request weight used in the current window (client side)", _L,
-    registry=metrics.REGISTRY,
-)
-banned_gauge = Gauge(
-    "cdb_venue_banned", "1 while the exchange bans this client (HTTP 418)", _L,
-    registry=metrics.REGISTRY,
+    ("service", "instance", "resolution"), registry=metrics.REGISTRY,
 )
 
 _MS: Final = 1_000_000
@@ -123,19 +99,12 @@ class BinanceVenue:
             ])
         self.config = config
         self.name = config.name or ("binance" if config.mode == "live" else "binance-testnet")
-        self.alert = alert
-        self._key, self._secret = api_key, api_secret
         self._clock, self._sleep, self._now_ns = clock, sleep, now_ns
-        self._backoff_policy = Backoff(config.backoff_base_s, config.backoff_cap_s, jitter=0.5,
-                                       rng=rng)
-        self._weights = WindowLimiter(
-            config.weight_limit, config.weight_window_s, margin_s=config.weight_margin_s,
-            name="request weight", clock=clock, sleep=sleep,
-        )
-        self._orders = WindowLimiter(config.order_limit, config.order_window_s,
-                                     name="orders", clock=clock, sleep=sleep)
         self._labels = (service, instance or self.name)
-        self._exchange: Any = None
+        self._client = BinanceClient(
+            config, api_key=api_key, api_secret=api_secret, name=self.name, alert=alert,
+            labels=self._labels, clock=clock, sleep=sleep, now_ns=now_ns, rng=rng,
+        )
         self._start_lock = asyncio.Lock()
         self._symbols: dict[str, SymbolRules] = {}
         self._by_cid: dict[str, _Tracked] = {}
@@ -146,7 +115,6 @@ class BinanceVenue:
         self._finished = RecentIds(FINISHED_KEPT)
         """Client ids of finished orders, oldest first; past ``FINISHED_KEPT`` the oldest
         is forgotten (a resend comes within minutes, not 100k orders later)."""
-        self._banned_until = 0.0
         self._last_poll = float("-inf")
         self._backlog: list[Execution] = []
         self.updates: list[VenueUpdate] = []
@@ -157,7 +125,7 @@ class BinanceVenue:
     @property
     def limiter(self) -> WindowLimiter:
         """The request-weight limiter (its ``history`` measures a burst)."""
-        return self._weights
+        return self._client.weights
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -173,184 +141,28 @@ class BinanceVenue:
         async with self._start_lock:
             if self.closed:
                 raise VenueError(f"{self.name} venue is closed; make a new one")
-            if self._exchange is not None:
+            if self._client.connected:
                 return
-            self._exchange = self._make_exchange()
-            try:
-                info = await self._request("GET", "exchangeInfo", {})
-                self._load_info(info)
-                await self._sync_time()
-            except BaseException:
-                exchange, self._exchange = self._exchange, None
-                await exchange.close()
-                raise
+            info = await self._client.connect()
+            self._symbols.update(symbol_rules(info))
             self.started_ns = self._now_ns()
-
-    def _make_exchange(self) -> Any:
-        cfg = self.config
-        exchange = exchange_class()({
-            "apiKey": self._key, "secret": self._secret, "enableRateLimit": False,
-            "timeout": int(cfg.timeout_s * 1000),
-            "options": {"defaultType": "spot", "recvWindow": cfg.recv_window_ms,
-                        "adjustForTimeDifference": False, "fetchCurrencies": False,
-                        "timeDifference": 0},
-        })
-        if cfg.mode == "testnet":
-            exchange.set_sandbox_mode(True)
-        if cfg.rest_url:
-            base = cfg.rest_url.rstrip("/")
-            exchange.urls["api"].update({"public": f"{base}/api/v3", "private": f"{base}/api/v3",
-                                         "v1": f"{base}/api/v1"})
-            if base.startswith("http://"):
-                exchange.timeout_on_exit = 0  # ccxt's wait on close lets TLS shut down cleanly
-        exchange.cdb_observe = self._observe
-        return exchange
 
     async def aclose(self) -> None:
         """Close the HTTP session (idempotent)."""
         self.closed = True
-        exchange, self._exchange = self._exchange, None
-        if exchange is not None:
-            await exchange.close()
-
-    def _load_info(self, info: Any) -> None:
-        for limit in info.get("rateLimits", []):
-            if limit.get("rateLimitType") == "REQUEST_WEIGHT" and limit.get("interval") == "MINUTE":
-                per_window = int(limit["limit"] * self.config.weight_window_s / 60
-                                 / limit.get("intervalNum", 1))
-                self._weights.limit = max(1, min(self._weights.limit, per_window))
-        for row in info.get("symbols", []):
-            filters = {f["filterType"]: f for f in row.get("filters", [])}
-            lot, price = filters.get("LOT_SIZE", {}), filters.get("PRICE_FILTER", {})
-            notional = filters.get("NOTIONAL") or filters.get("MIN_NOTIONAL") or {}
-            self._symbols[row["symbol"]] = SymbolRules(
-                base=row["baseAsset"], quote=row["quoteAsset"],
-                step_e8=parse_e8(lot.get("stepSize", "0.00000001")) or 1,
-                tick_e8=parse_e8(price.get("tickSize", "0.00000001")) or 1,
-                min_qty_e8=parse_e8(lot.get("minQty", "0")),
-                min_notional_e8=parse_e8(notional.get("minNotional", "0")),
-            )
-
-    async def _sync_time(self) -> None:
-        before = self._now_ns() // _MS
-        body = await self._request("GET", "time", {})
-        after = self._now_ns() // _MS
-        self._exchange.options["timeDifference"] = (before + after) // 2 - int(body["serverTime"])
+        await self._client.aclose()
 
     async def balances(self) -> dict[str, tuple[int, int]]:
         """``(free, locked)`` e8 of every asset of the account (weight 20)."""
         await self.start()
-        body = await self._request("GET", "account", {})
+        body = await self._client.request("GET", "account", {})
         return {str(b["asset"]): (parse_e8(str(b["free"])), parse_e8(str(b["locked"])))
                 for b in body.get("balances", [])}
 
     async def ping(self) -> None:
         """Health probe: one ``/api/v3/ping``; raises ``VenueError`` when unreachable."""
         await self.start()
-        await self._request("GET", "ping", {}, retries=0)
-
-    # requests ----------------------------------------------------------------------------
-
-    def _observe(self, headers: dict[str, str]) -> None:
-        used = headers.get("x-mbx-used-weight-1m")
-        if used is not None and used.isdigit():
-            self._weights.observe(int(used))
-        weight_used.labels(*self._labels).set(self._weights.used)
-
-    def _check_ban(self) -> None:
-        left = self._banned_until - self._clock()
-        if left > 0:
-            raise VenueBannedError(
-                f"{self.name}: banned by the exchange (HTTP 418) for {left:.0f} s more; no "
-                "request is sent until then", until=self._banned_until)
-
-    def _backoff(self, attempt: int) -> float:
-        return self._backoff_policy.compute(attempt)
-
-    async def _request(
-        self, method: str, path: str, params: dict[str, str], *, outcome_matters: bool = False,
-        retries: int | None = None,
-    ) -> Any:
-        """One Binance call under the limiters, with backoff and bounded retries.
-
-        Args:
-            outcome_matters: a failure that may have taken effect raises ``OutcomeUnknown``
-                instead of being retried (order placement).
-            retries: retries on 5xx/timeouts (default ``max_retries``).
-        """
-        weight = WEIGHTS[(method, path)]
-        if path == "openOrders" and "symbol" not in params:
-            weight = 80
-        elif path == "myTrades" and "orderId" in params:
-            weight = 5
-        api = ["public" if path in PUBLIC else "private"]
-        tries = _Tries(self.config.max_retries if retries is None else retries)
-        while True:
-            self._check_ban()
-            await self._weights.acquire(weight)
-            if method == "POST":
-                await self._orders.acquire(1)
-            try:
-                result = await self._exchange.request(path, api, method, dict(params))
-            except Exception as exc:
-                kind, code, retry_after = classify(exc)
-                requests_total.labels(*self._labels, path, kind).inc()
-                if kind == "unknown" and outcome_matters:
-                    raise OutcomeUnknown(str(exc)) from exc
-                await self._recover(f"{method} {path}", kind, code, retry_after, exc, tries)
-                if kind not in ("rate_limit", "clock", "unknown"):
-                    raise mapped(kind, code, exc, params) from exc
-            else:
-                requests_total.labels(*self._labels, path, "ok").inc()
-                return result
-
-    async def _recover(self, what: str, kind: Kind, code: int | None,
-                       retry_after: float | None, exc: Exception, tries: _Tries) -> None:
-        """Wait out a failure worth retrying, or raise when retrying cannot help."""
-        if kind == "ban":
-            await self._banned(retry_after, exc)
-        elif kind == "rate_limit":
-            tries.limited += 1
-            if tries.limited > self.config.max_rate_limit_retries:
-                await self._alert("warning", "venue_rate_limited",
-                                  f"{self.name} {what}: still rate limited after "
-                                  f"{tries.limited - 1} backoffs: {exc}")
-                raise VenueRateLimitedError(f"{self.name} {what}: rate limited: {exc}",
-                                            code=code, retry_after_s=retry_after) from exc
-            delay = retry_after if retry_after is not None else self._backoff(tries.limited)
-            _log.warning("rate limited; backing off", venue=self.name, request=what, code=code,
-                         delay_s=round(delay, 3))
-            self._weights.pause(delay)  # every caller waits, not just this one
-            if code == -1015:
-                self._orders.pause(delay)
-        elif kind == "clock":
-            if tries.resynced:
-                raise mapped(kind, code, exc, {}) from exc
-            tries.resynced = True
-            await self._sync_time()
-        elif kind == "unknown":
-            tries.failures += 1
-            if tries.failures > tries.retries:
-                raise VenueUnavailableError(
-                    f"{self.name} {what}: failed {tries.failures} times: {exc}") from exc
-            await self._sleep(self._backoff(tries.failures))
-
-    async def _banned(self, retry_after: float | None, exc: Exception) -> None:
-        seconds = retry_after if retry_after is not None else 120.0
-        self._banned_until = max(self._banned_until, self._clock() + seconds)
-        banned_gauge.labels(*self._labels).set(1)
-        message = f"{self.name}: the exchange banned this client (HTTP 418) for {seconds:g} s"
-        _log.error("banned by the exchange", venue=self.name, seconds=seconds, error=str(exc))
-        await self._alert("critical", "venue_banned", message)
-        raise VenueBannedError(message, until=self._banned_until) from exc
-
-    async def _alert(self, level: Level, code: str, message: str) -> None:
-        if self.alert is None:
-            return
-        try:
-            await self.alert(level, code, message)
-        except Exception:  # an alert that cannot be sent must not change the order's fate
-            _log.exception("alert failed", code=code)
+        await self._client.request("GET", "ping", {}, retries=0)
 
     # the Venue protocol --------------------------------------------------------------------
 
@@ -404,7 +216,7 @@ class BinanceVenue:
         params = {"symbol": tracked.order.symbol,
                   "origClientOrderId": tracked.order.client_order_id}
         try:
-            body = await self._request("DELETE", "order", params)
+            body = await self._client.request("DELETE", "order", params)
         except NotFound:
             try:
                 body = await self._query(tracked.order)  # filled or gone: learn which
@@ -464,30 +276,9 @@ class BinanceVenue:
 
     # placement and resolution --------------------------------------------------------------
 
-    def _order_params(self, order: Order) -> dict[str, str]:
-        info = self._symbols.get(order.symbol)
-        cid = order.client_order_id
-        if info is None:
-            raise VenueRejectedError(f"{self.name}: unknown symbol {order.symbol}",
-                                     client_order_id=cid)
-        qty = order.qty_e8 // info.step_e8 * info.step_e8  # never more than risk approved
-        price = order.price_e8 if order.order_type == "LIMIT" else order.ref_price_e8
-        if order.order_type == "LIMIT":
-            price = price // info.tick_e8 * info.tick_e8
-        if qty < max(info.min_qty_e8, 1) or mul_e8(qty, price) < info.min_notional_e8:
-            raise VenueRejectedError(
-                f"{self.name}: {cid} quantity {fmt_e8(order.qty_e8)} {order.symbol} is below the "
-                f"venue's minimum (step {fmt_e8(info.step_e8)}, min notional "
-                f"{fmt_e8(info.min_notional_e8)})", client_order_id=cid)
-        params = {"symbol": order.symbol, "side": order.side, "type": order.order_type,
-                  "quantity": fmt_e8(qty), "newClientOrderId": cid, "newOrderRespType": "FULL"}
-        if order.order_type == "LIMIT":
-            params.update(timeInForce="GTC", price=fmt_e8(price))
-        return params
-
     async def _place(self, tracked: _Tracked) -> Any:
         order = tracked.order
-        params = self._order_params(order)
+        params = order_params(order, self._symbols.get(order.symbol), self.name)
         while True:
             if tracked.sends >= self.config.max_sends:
                 raise OrderUnknownError(
@@ -496,7 +287,7 @@ class BinanceVenue:
             tracked.sends += 1
             tracked.sent_at = self._clock()
             try:
-                return await self._request("POST", "order", params, outcome_matters=True)
+                return await self._client.request("POST", "order", params, outcome_matters=True)
             except OutcomeUnknown as exc:
                 _log.warning("order outcome unknown; resolving by client order id",
                              venue=self.name, client_order_id=order.client_order_id,
@@ -511,7 +302,7 @@ class BinanceVenue:
                       client_order_id=order.client_order_id)
 
     async def _query(self, order: Order) -> Any:
-        return await self._request(
+        return await self._client.request(
             "GET", "order", {"symbol": order.symbol, "origClientOrderId": order.client_order_id}
         )
 
@@ -541,7 +332,7 @@ class BinanceVenue:
             except (VenueUnavailableError, VenueRateLimitedError) as exc:
                 if self._clock() - started >= cfg.resolve_give_up_s:
                     unknown_orders_total.labels(*self._labels, "unresolved").inc()
-                    await self._alert("warning", "venue_order_unknown",
+                    await self._client.alert("warning", "venue_order_unknown",
                                       f"{self.name}: cannot tell whether "
                                       f"{order.client_order_id} was placed: {exc}")
                     raise OrderUnknownError(
@@ -559,7 +350,7 @@ class BinanceVenue:
         stamp = int(body.get("transactTime") or body.get("updateTime") or 0)
         fills = [fill_of(f, stamp) for f in body.get("fills") or ()]
         if executed > sum(f.qty_e8 for f in fills):
-            rows = await self._request("GET", "myTrades", {
+            rows = await self._client.request("GET", "myTrades", {
                 "symbol": order.symbol, "orderId": str(tracked.venue_id)})
             fills = [trade_row(r) for r in rows]
         executions = self._executions(tracked, fills, status)
@@ -654,7 +445,7 @@ class BinanceVenue:
                 continue
             report.missing_fills.extend(await self._adopt(tracked, body))
             report.adopted.append(venue_order(body))
-        for row in await self._request("GET", "openOrders", {}):
+        for row in await self._client.request("GET", "openOrders", {}):
             if row.get("clientOrderId") not in known:
                 report.unknown_open.append(venue_order(row))
         if scan_since_ms is not None:
@@ -667,12 +458,12 @@ class BinanceVenue:
                         report.unknown_fills.append(
                             f"{fill_id} (venue order {row.get('orderId')})")
         if report.unknown_fills:
-            await self._alert(
+            await self._client.alert(
                 "warning", "venue_unknown_fills",
                 f"{self.name}: {len(report.unknown_fills)} recent execution(s) on the account "
                 "that cdb has no record of: " + ", ".join(report.unknown_fills[:10]))
         if report.unknown_open:
-            await self._alert(
+            await self._client.alert(
                 "warning", "venue_unknown_open_orders",
                 f"{self.name}: {len(report.unknown_open)} open order(s) unknown to cdb: "
                 + ", ".join(o.client_order_id for o in report.unknown_open[:10]))
@@ -687,58 +478,9 @@ class BinanceVenue:
         rows: list[Any] = []
         params = {"symbol": symbol, "startTime": str(since_ms), "limit": "1000"}
         while True:
-            page = await self._request("GET", "myTrades", params)
+            page = await self._client.request("GET", "myTrades", params)
             rows += page
             if len(page) < 1000:
                 return rows
             params = {"symbol": symbol, "fromId": str(int(page[-1]["id"]) + 1),
                       "limit": "1000"}
-
-
-@dataclass(slots=True)
-class _Tries:
-    retries: int
-    failures: int = 0
-    limited: int = 0
-    resynced: bool = False
-
-
-def make_binance_venue(
-    venue: str, *, api_key: str | None, api_secret: str | None, exchange_url: str | None = None,
-    alert: AlertHook | None = None, instance: str = "", **overrides: Any,
-) -> BinanceVenue:
-    """The venue named on the command line (``binance-testnet`` or ``binance-live``).
-
-    Args:
-        venue: ``binance-testnet`` (sandbox) or ``binance-live`` (real money: only
-            when named explicitly).
-        api_key, api_secret: from ``Settings.binance_api_key``/``binance_api_secret``.
-        exchange_url: REST base overriding the mode's (``--exchange-url``).
-        overrides: ``BinanceVenueConfig`` fields.
-    """
-    modes: dict[str, Mode] = {"binance-testnet": "testnet", "binance-live": "live",
-                              "binance": "testnet"}
-    if venue not in modes:
-        raise ConfigError([f"VENUE: unknown venue {venue!r}; one of paper, binance-testnet, "
-                           "binance-live"])
-    try:
-        config = msgspec.convert({"mode": modes[venue], "rest_url": exchange_url, **overrides},
-                                 BinanceVenueConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError([f"VENUE: {exc}"]) from exc
-    return BinanceVenue(config, api_key=api_key or "", api_secret=api_secret or "",
-                        alert=alert, instance=instance)
-
-
-def venue_from_settings(
-    settings: VenueSettings, venue: str, *, exchange_url: str | None, alert: AlertHook | None,
-    instance: str,
-) -> BinanceVenue:
-    """``make_binance_venue`` with the key, secret and resolve window of ``settings``."""
-    key, secret = settings.binance_api_key, settings.binance_api_secret
-    return make_binance_venue(
-        venue, api_key=key.get_secret_value() if key else None,
-        api_secret=secret.get_secret_value() if secret else None,
-        exchange_url=exchange_url, alert=alert, instance=instance,
-        resolve_window_s=settings.binance_resolve_window_s,
-    )
