@@ -1,4 +1,4 @@
-"""The lifecycle every long-lived observability component shares."""
+"""The one lifecycle of every long-lived component (bus, hosts, store, monitors)."""
 
 from __future__ import annotations
 
