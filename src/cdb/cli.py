@@ -236,13 +236,12 @@ def runs(
     json_out: Annotated[bool, typer.Option("--json", help="Print the runs as JSON lines.")] = False,
 ) -> None:
     """List the runs in the database, oldest first."""
-    from cdb.storage.store import Store, migrate
+    from cdb.storage.store import Store
 
     url = _sqlite_url(db)
 
     async def _runs() -> list[Any]:
-        await migrate(url)
-        async with Store(url) as store:
+        async with Store.open_migrated(url) as store:
             return await store.runs()
 
     found = asyncio.run(_runs())

@@ -16,7 +16,7 @@ from cdb.errors import CdbError
 from cdb.events import SCALE, EssChange, Fill, Order, RiskDecision, mul_e8
 from cdb.report.series import RunSeries
 from cdb.storage.runs import RunRecord
-from cdb.storage.store import Store, migrate
+from cdb.storage.store import Store
 
 NS_PER_S = 1_000_000_000
 
@@ -201,16 +201,18 @@ async def load_runs(url: str, run_ids: list[str]) -> list[RunView]:
     Raises:
         CdbError: a run id that names no run (or more than one).
     """
-    await migrate(url)
-    views = []
-    for wanted in run_ids:
-        async with Store(url) as store:
+    records = []
+    async with Store.open_migrated(url) as store:
+        for wanted in run_ids:
             record = await store.run(wanted)
-        if record is None:
-            raise CdbError(f"no run {wanted!r} in the database (or the prefix is ambiguous); "
-                           "`cdb runs` lists them")
-        async with Store(url, run_id=record.run_id) as store:
-            views.append(await load_run(store, record))
+            if record is None:
+                raise CdbError(f"no run {wanted!r} in the database (or the prefix is "
+                               "ambiguous); `cdb runs` lists them")
+            records.append(record)
+    views = []
+    for record in records:
+        async with Store(url, run_id=record.run_id) as scoped:
+            views.append(await load_run(scoped, record))
     return views
 
 

@@ -15,7 +15,7 @@ import msgspec
 import structlog
 
 from cdb.bus.keys import Namespace
-from cdb.errors import StoreError
+from cdb.errors import DataRejectedError, StoreError
 from cdb.events import EssChange
 from cdb.risk.ess import EssState
 
@@ -141,6 +141,6 @@ class LayeredEssStore:
         await self.primary.save(state, change)
         try:
             await self.record.save(state, change)
-        except (StoreError, OSError) as exc:
+        except (StoreError, DataRejectedError, OSError) as exc:
             _log.warning("ESS change not written to the database now; the db_writer "
                          "records it from the bus", error=str(exc), event_id=change.id)

@@ -12,8 +12,8 @@ hangs (a blackholed connection) is given up after ``write_timeout`` and retried 
 same way. Nothing is lost meanwhile: the events stay pending in their streams.
 
 What the database refuses for the data itself (a constraint, a value out of range) is
-not an outage and is not retried: it raises ``DataRejectedError`` and the service
-host parks the event that caused it.
+not an outage and is not retried: the store raises ``DataRejectedError``, which goes
+through, and the service host parks the event that caused it.
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar
 
-from sqlalchemy.exc import DataError, IntegrityError
-
 from cdb.bus.base import Batch
 from cdb.bus.keys import ALERTS_STREAM, FILLS, ORDERS, RISK_EVENTS, SIGNALS
-from cdb.errors import DataRejectedError, StoreError
+from cdb.errors import StoreError
 from cdb.events import AnyEvent
 from cdb.observability import metrics
 from cdb.resilience import metrics as resilience_metrics
@@ -38,16 +36,6 @@ from cdb.storage.store import Store
 from cdb.storage.tables import TABLE_OF
 
 Sleep = Callable[[float], Awaitable[None]]
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether the database refused the data (rather than being unavailable)."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, IntegrityError | DataError):
-            return True
-        cause = cause.__cause__
-    return False
 
 
 class DbWriterService(Service):
@@ -102,8 +90,6 @@ class DbWriterService(Service):
                 )
                 error.__cause__ = exc
             except StoreError as exc:
-                if _refused(exc):
-                    raise DataRejectedError(str(exc)) from exc
                 error = exc
             else:
                 self._recovered()

@@ -2,13 +2,13 @@
 
 ::
 
-    await migrate(url, schema)            # once per deployment or start; idempotent
-    async with Store(url, schema) as store:
+    async with Store.open_migrated(url, schema) as store:   # upgraded, then opened
         await store.write(events)         # one transaction, duplicates skipped
 """
 
 from cdb.storage.engine import migrate
-from cdb.storage.store import Store, StoreState, TraceStep
+from cdb.storage.store import Store
 from cdb.storage.tables import TABLE_NAMES
+from cdb.storage.trace import TraceStep
 
-__all__ = ["TABLE_NAMES", "Store", "StoreState", "TraceStep", "migrate"]
+__all__ = ["TABLE_NAMES", "Store", "TraceStep", "migrate"]

@@ -4,144 +4,44 @@ tests need (counts, audit trace, rows).
 A batch is written in one transaction, one bulk ``INSERT ... ON CONFLICT (id) DO
 NOTHING`` per table, so a redelivered event never makes a second row and a batch is
 either all durable or not at all: the db_writer acknowledges only after ``write``
-returns. A write cancelled half-way is simply rolled back; redoing it is harmless.
+returns. A write cancelled half-way is simply rolled back; redoing it is harmless. A
+write whose data the database refuses raises ``DataRejectedError``, not ``StoreError``:
+retrying it cannot help.
+
+A process opens its database with ``Store.open_migrated``: the schema upgraded first.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import msgspec
-from sqlalchemy import Dialect, Table, and_, func, literal, or_, select, true, union_all
+from sqlalchemy import Table, and_, func, literal, or_, select, true, union_all
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
-from cdb.errors import LifecycleError, StoreError
-from cdb.events import (
-    Alert,
-    AnyEvent,
-    CancelOrders,
-    EssChange,
-    Event,
-    Fill,
-    Order,
-    OrderUpdate,
-    RiskDecision,
-    Signal,
-    Trade,
-    fmt_e8,
-)
+from cdb.errors import DataRejectedError, LifecycleError, StoreError
+from cdb.events import AnyEvent, Event, Fill, Order, OrderUpdate, Trade
+from cdb.lifecycle import State
 from cdb.storage import engine as _engine
 from cdb.storage.engine import migrate
+from cdb.storage.insert import Insert
 from cdb.storage.runs import RunRecord
 from cdb.storage.tables import EVENT_OF, TABLE_NAMES, TABLE_OF, runs
+from cdb.storage.trace import TraceStep, steps_of
 
-__all__ = ["RunRecord", "Store", "StoreState", "TraceStep", "latest_run_id", "migrate"]
+__all__ = ["RunRecord", "Store", "TraceStep", "latest_run_id", "migrate"]
 
 E = TypeVar("E", bound=Event)
 
 _asdict: Final = msgspec.structs.asdict
 _astuple: Final = msgspec.structs.astuple
-
-
-class StoreState(enum.Enum):
-    """Where a Store is in its life; it runs once."""
-
-    CREATED = "created"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-StepKind = Literal[
-    "trade", "signal", "risk_decision", "order", "fill", "order_update", "alert", "ess_change",
-    "cancel_orders",
-]
-
-
-class TraceStep(msgspec.Struct, frozen=True, kw_only=True):
-    """One event of an audit chain, for people.
-
-    The latency from the previous step is ``step.ts - previous.ts``.
-    """
-
-    kind: StepKind
-    """``trade``, or the event's tag."""
-    id: str
-    ts: int
-    causation_id: str
-    """Empty for the trade, which starts the chain."""
-    source: str
-    """The service instance that published the event; empty for the trade."""
-    summary: str
-
-
-_KIND: Final[dict[type[Event], StepKind]] = {
-    Signal: "signal",
-    RiskDecision: "risk_decision",
-    Order: "order",
-    Fill: "fill",
-    OrderUpdate: "order_update",
-    Alert: "alert",
-    EssChange: "ess_change",
-    CancelOrders: "cancel_orders",
-}
-
-# Within one ts, cause before effect.
-_RANK: Final[dict[StepKind, int]] = {
-    "trade": 0,
-    "signal": 1,
-    "risk_decision": 2,
-    "order": 3,
-    "fill": 4,
-    "order_update": 5,
-    "alert": 6,
-    "ess_change": 7,
-    "cancel_orders": 8,
-}
-
-
-class _Insert:
-    """How rows of one event type are inserted: ``INSERT ... ON CONFLICT (id, run_id) DO
-    NOTHING``.
-
-    On SQLite the statement is compiled once and run through the driver's executemany
-    with tuples, whose rowcount is exact: three times the throughput of binding dicts
-    through SQLAlchemy on every row. asyncpg's executemany has no rowcount, so on
-    PostgreSQL SQLAlchemy sends multi-row VALUES with RETURNING, which counts the new
-    rows.
-    """
-
-    __slots__ = ("sql", "statement", "table")
-
-    def __init__(self, event_type: type[Event], table: Table, dialect: Dialect) -> None:
-        fields = [f.name for f in msgspec.structs.fields(event_type)]
-        columns = [c.name for c in table.columns][:-1]  # the last is run_id, not a field
-        # Rows are built positionally from the struct: a table that drifted from its
-        # event must stop the Store at start, not shift values into wrong columns.
-        if fields != columns:
-            raise StoreError(
-                f"table {table.name} has columns {columns} but {event_type.__name__} has "
-                f"fields {fields}: update cdb.storage.tables and add a migration"
-            )
-        insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-        statement = insert(table).on_conflict_do_nothing(
-            index_elements=[table.c.id, table.c.run_id])
-        self.table = table
-        self.statement = statement.returning(table.c.id)
-        self.sql: str | None = None
-        if dialect.name == "sqlite":
-            compiled = statement.compile(dialect=dialect)
-            if compiled.positiontup != [*fields, "run_id"]:
-                raise StoreError(f"unexpected parameter order inserting into {table.name}")
-            self.sql = str(compiled)
 
 
 def _unfinished(final: Sequence[str]) -> ColumnElement[bool]:
@@ -168,6 +68,8 @@ class Store:
     Raises:
         StoreError: the URL or schema cannot be used (at construction); any database
             failure later, naming the operation and the database.
+        DataRejectedError: ``write`` of data the database refuses (a constraint, a value
+            out of range).
     """
 
     def __init__(self, url: str, schema: str | None = None, *, run_id: str | None = None,
@@ -177,9 +79,9 @@ class Store:
         self._scope = run_id if scoped else None
         self._schema = _engine.check_schema(self._url, schema)
         self._where = _engine.describe(self._url, self._schema)
-        self._state = StoreState.CREATED
+        self._state = State.CREATED
         self._engine: AsyncEngine | None = None
-        self._inserts: dict[type[Event], _Insert] = {}
+        self._inserts: dict[type[Event], Insert] = {}
         self._positional = False
 
     def __repr__(self) -> str:
@@ -190,7 +92,7 @@ class Store:
         return true() if self._scope is None else table.c.run_id == self._scope
 
     @property
-    def state(self) -> StoreState:
+    def state(self) -> State:
         return self._state
 
     @property
@@ -199,16 +101,16 @@ class Store:
         return self._where
 
     async def __aenter__(self) -> Self:
-        if self._state is not StoreState.CREATED:
+        if self._state is not State.CREATED:
             raise LifecycleError(f"{self!r} cannot be started again; create a new Store")
         engine = _engine.make_engine(self._url, self._schema)
         self._inserts = {
-            event_type: _Insert(event_type, table, engine.dialect)
+            event_type: Insert(event_type, table, engine.dialect)
             for event_type, table in TABLE_OF.items()
         }
         self._positional = engine.dialect.name == "sqlite"
         self._engine = engine
-        self._state = StoreState.RUNNING
+        self._state = State.RUNNING
         return self
 
     async def __aexit__(
@@ -217,7 +119,7 @@ class Store:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._state = StoreState.STOPPING
+        self._state = State.STOPPING
         try:
             if self._engine is not None:
                 # Shielded: a cancelled stop must still close connections (aiosqlite
@@ -225,21 +127,38 @@ class Store:
                 await asyncio.shield(self._engine.dispose())
         finally:
             self._engine = None
-            self._state = StoreState.STOPPED
+            self._state = State.STOPPED
 
     def _running(self, action: str) -> AsyncEngine:
-        if self._engine is None or self._state is not StoreState.RUNNING:
+        if self._engine is None or self._state is not State.RUNNING:
             raise LifecycleError(f"{action} on {self!r}: use the Store inside `async with`")
         return self._engine
 
+    @classmethod
     @asynccontextmanager
-    async def _connect(self, action: str, *, begin: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def open_migrated(cls, url: str, schema: str | None = None, *,
+                            run_id: str | None = None, scoped: bool = True
+                            ) -> AsyncIterator[Self]:
+        """A running Store on ``url`` whose database was first upgraded to the newest
+        schema (``migrate``): the one way a process opens its database of record."""
+        await migrate(url, schema)
+        async with cls(url, schema, run_id=run_id, scoped=scoped) as store:
+            yield store
+
+    @asynccontextmanager
+    async def _connect(self, action: str, *, begin: bool = False,
+                       refusable: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection (a transaction with ``begin``); failures become ``StoreError``,
+        or ``DataRejectedError`` for data the database refuses when ``refusable``."""
         engine = self._running(action)
         try:
             async with engine.begin() if begin else engine.connect() as conn:
                 yield conn
         except (SQLAlchemyError, OSError) as exc:
-            raise _engine.store_error(action, self._where, exc) from exc
+            error = _engine.store_error(action, self._where, exc)
+            if refusable and isinstance(exc, IntegrityError | DataError):
+                raise DataRejectedError(str(error)) from exc
+            raise error from exc
 
     async def migrate(self) -> None:
         """Upgrade this Store's database to the newest schema (see ``migrate``)."""
@@ -259,6 +178,7 @@ class Store:
 
         Raises:
             StoreError: nothing of the batch was written.
+            DataRejectedError: the database refused the data (nothing was written).
             TypeError: an object that is not a cdb event.
         """
         self._running("write")
@@ -290,7 +210,7 @@ class Store:
         action = "write of " + ", ".join(
             f"{len(rows)} {inserts[kind].table.name}" for kind, rows in groups.items()
         )
-        async with self._connect(action, begin=True) as conn:
+        async with self._connect(action, begin=True, refusable=True) as conn:
             for kind, rows in groups.items():
                 insert = inserts[kind]
                 if insert.sql is None:
@@ -482,11 +402,7 @@ class Store:
                 )
         if not events:
             return []
-        steps = [_step(event) for event in events]
-        if all(event.id != correlation_id for event in events):
-            steps.append(_trade_step(correlation_id, events))
-        steps.sort(key=lambda s: (s.ts, _RANK[s.kind], s.id))
-        return steps
+        return steps_of(correlation_id, events)
 
 
 def _run_record(row: dict[str, Any]) -> RunRecord:
@@ -503,66 +419,3 @@ async def latest_run_id(url: str, schema: str | None = None) -> str | None:
         except StoreError:
             return None
     return None if latest is None else latest.run_id
-
-
-def _trade_step(trade_id: str, events: list[Event]) -> TraceStep:
-    """The trade that started a chain, known only from what its effects recorded."""
-    caused = [e for e in events if e.causation_id == trade_id] or events
-    signal = next((e for e in caused if isinstance(e, Signal)), None)
-    if signal is not None:
-        ts = signal.ts
-        summary = f"{signal.symbol} at {fmt_e8(signal.price_e8)} (as signal {signal.id} saw it)"
-    else:
-        first = min(caused, key=lambda e: e.ts)
-        ts = first.ts
-        summary = f"not stored; started {first.id}"
-    return TraceStep(kind="trade", id=trade_id, ts=ts, causation_id="", source="", summary=summary)
-
-
-def _step(event: Event) -> TraceStep:
-    return TraceStep(
-        kind=_KIND[type(event)],
-        id=event.id,
-        ts=event.ts,
-        causation_id=event.causation_id,
-        source=event.source,
-        summary=_summary(event),
-    )
-
-
-def _summary(event: Event) -> str:
-    match event:
-        case Signal():
-            return (
-                f"{event.strategy_id}: {event.side} {event.symbol} at {fmt_e8(event.price_e8)}"
-                f", move {event.move_bp} bp, volume {fmt_e8(event.volume_e8)}"
-            )
-        case RiskDecision():
-            verdict = "approved" if event.approved else "rejected"
-            detail = f" ({event.detail})" if event.detail else ""
-            return f"{verdict} {event.side} {event.symbol}: {event.reason}{detail}"
-        case Order():
-            price = f" at {fmt_e8(event.price_e8)}" if event.price_e8 else ""
-            reduce = " reduce-only" if event.reduce_only else ""
-            return (
-                f"{event.order_type} {event.side} {fmt_e8(event.qty_e8)} {event.symbol}{price}"
-                f" (ref {fmt_e8(event.ref_price_e8)}){reduce}, client id {event.client_order_id}"
-            )
-        case Fill():
-            return (
-                f"{event.side} {fmt_e8(event.qty_e8)} {event.symbol} at {fmt_e8(event.price_e8)}"
-                f" fee {fmt_e8(event.fee_e8)} on {event.venue}, order {event.order_status}"
-                f" (cum {fmt_e8(event.cum_qty_e8)})"
-            )
-        case OrderUpdate():
-            reason = f": {event.reason}" if event.reason else ""
-            return f"{event.status} {event.symbol}, filled {fmt_e8(event.filled_qty_e8)}{reason}"
-        case Alert():
-            return f"{event.level} {event.code}: {event.message}"
-        case EssChange():
-            detail = f" ({event.detail})" if event.detail else ""
-            return f"{event.state} by {event.actor}: {event.reason}{detail}"
-        case CancelOrders():
-            scope = event.symbol or "every symbol"
-            return f"cancel open orders of {scope}: {event.reason}"
-    return type(event).__name__

@@ -52,7 +52,8 @@ class FakeStore:
             )
         if any(e.id in self.refuse for e in events):
             orig = Exception("value too long")
-            raise StoreError("write failed: constraint") from IntegrityError("insert", {}, orig)
+            raise DataRejectedError("write failed: constraint") from IntegrityError(
+                "insert", {}, orig)
         new = [e for e in events if e.id not in self.rows]
         self.rows.update((e.id, e) for e in new)
         return len(new)

@@ -14,9 +14,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
 
-from cdb.errors import LifecycleError, StoreError
+from cdb.errors import DataRejectedError, LifecycleError, StoreError
 from cdb.events import Alert, EssChange, Fill, Order, OrderUpdate, RiskDecision, Signal
-from cdb.storage import TABLE_NAMES, Store, StoreState, migrate
+from cdb.lifecycle import State
+from cdb.storage import TABLE_NAMES, Store, migrate
 from cdb.storage.engine import make_engine, parse_url
 from cdb.storage.tables import TABLE_OF, metadata
 
@@ -230,6 +231,22 @@ async def test_write_refuses_objects_that_are_not_events(store: Store) -> None:
         await store.write(["fill-1"])  # type: ignore[list-item]
 
 
+async def test_data_the_database_refuses_is_a_data_rejected_error(
+    store: Store, make_chain: Any
+) -> None:
+    alert = msgspec.structs.replace(make_chain(1).alert(), message=None)
+    with pytest.raises(DataRejectedError, match="NOT NULL constraint failed"):
+        await store.write([make_chain(2).signal, alert])
+    assert (await store.counts())["signals"] == 0, "nothing of the batch is written"
+
+
+async def test_open_migrated_upgrades_then_opens(db_url: str, make_chain: Any) -> None:
+    async with Store.open_migrated(db_url, run_id="r1") as store:
+        assert store.state is State.RUNNING
+        assert await store.write(make_chain(1).events) > 0
+    assert store.state is State.STOPPED
+
+
 # --- reads and trace ----------------------------------------------------------------
 
 
@@ -379,13 +396,13 @@ async def test_an_unmigrated_database_says_to_migrate(db_url: str, make_chain: A
 
 async def test_a_store_runs_once(db_url: str, make_chain: Any) -> None:
     store = Store(db_url)
-    assert store.state is StoreState.CREATED
+    assert store.state is State.CREATED
     with pytest.raises(LifecycleError, match="inside `async with`"):
         await store.counts()
 
     async with store:
-        assert store.state is StoreState.RUNNING
-    assert store.state is StoreState.STOPPED
+        assert store.state is State.RUNNING
+    assert store.state is State.STOPPED
 
     with pytest.raises(LifecycleError, match="cannot be started again"):
         await store.__aenter__()
