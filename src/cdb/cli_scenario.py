@@ -161,6 +161,15 @@ def run(
                                                        "API (http://host:8474) for the "
                                                        "network faults, instead of cdb's own "
                                                        "proxy.")] = None,
+    attach: Annotated[bool, typer.Option(
+        "--attach", help="Run against the pipeline `cdb up` runs (found in --redis or "
+        "REDIS_URL, namespace --namespace or SERVICE_INSTANCE_NAME); faults it cannot "
+        "inject there end unknown.")] = False,
+    namespace: Annotated[str | None, typer.Option(help="--attach: the pipeline's "
+                                                       "SERVICE_INSTANCE_NAME.")] = None,
+    proxy: Annotated[str | None, typer.Option(help="--attach: the API of the proxy placed "
+                                                   "in front of Redis/PostgreSQL (network "
+                                                   "faults).")] = None,
     quiet: Annotated[bool, typer.Option(help="No live progress.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
     allow_exec: Annotated[bool, typer.Option(
@@ -168,7 +177,8 @@ def run(
         "(process, python, http providers) and read the environment (env configuration): "
         "a scenario file deserves the trust of a script.")] = False,
 ) -> None:
-    """Run a scenario against a pipeline it starts; exit 0 pass, 1 fail, 2 unknown."""
+    """Run a scenario against a pipeline it starts (or, --attach, one running); exit 0
+    pass, 1 fail, 2 unknown."""
     from cdb.chaos.run.progress import LiveProgress, print_summary
     from cdb.chaos.run.runner import Options, Runner
     from cdb.chaos.scenario.model import mask_secrets
@@ -183,12 +193,24 @@ def run(
     scenario = result.scenario
     cdb_logging.register_secrets(scenario.secrets)
     try:
-        _check_options(mode, http_port, redis, postgres, toxiproxy)
-        runner = Runner(scenario, Options(mode=mode, seed=seed, dry_run=dry_run,
-                                          report_dir=report_dir, run_anyway=run_anyway,
-                                          http_port=None if http_port < 0 else http_port,
-                                          redis_url=redis, postgres_url=postgres,
-                                          toxiproxy_url=toxiproxy, allow_exec=allow_exec))
+        _check_options(mode, http_port, None if attach else redis, None if attach else
+                       postgres, toxiproxy)
+        if attach:
+            from cdb.cli_scenario_attach import attach_config, attach_runner, find_pipeline
+
+            config = attach_config(redis, postgres, proxy or toxiproxy, namespace, mode)
+            if not dry_run:
+                find_pipeline(config)
+            runner = attach_runner(scenario, Options(
+                mode="distributed", seed=seed, dry_run=dry_run, report_dir=report_dir,
+                run_anyway=run_anyway, http_port=None if http_port < 0 else http_port,
+                allow_exec=allow_exec), config)
+        else:
+            runner = Runner(scenario, Options(
+                mode=mode, seed=seed, dry_run=dry_run, report_dir=report_dir,
+                run_anyway=run_anyway, http_port=None if http_port < 0 else http_port,
+                redis_url=redis, postgres_url=postgres, toxiproxy_url=toxiproxy,
+                allow_exec=allow_exec))
     except CdbError as exc:
         _err.print(f"error: {mask_secrets(str(exc), scenario.secrets)}", style="red",
                    highlight=False, markup=False, soft_wrap=True)
@@ -280,46 +302,6 @@ def run_all(
     sys.exit(summary.exit_code)
 
 
-def _print_soak(result: Any) -> None:
-    _out.print(f"soak verdict {result.status} (exit {result.exit_code}): seed "
-               f"{result.seed}, {result.mode}, {result.faults} fault(s) "
-               f"{result.faults_by_kind}, {result.wall_s:.1f}s", highlight=False,
-               markup=False)
-    for reason in result.reasons:
-        _out.print(f"  - {reason}", highlight=False, markup=False, soft_wrap=True)
-    for r in result.recovery:
-        if r.measured:
-            _out.print(f"  recovery {r.kind}: p50 {r.p50_s:g}s p99 {r.p99_s:g}s "
-                       f"({r.measured} of {r.faults})", highlight=False, markup=False)
-    for s in result.series:
-        if s.flagged:
-            what = "leak" if s.decides else "growing (a note, not judged)"
-            _out.print(f"  {what}: {s.subject} {s.metric} +{s.growth:.0f} over the second "
-                       "half", highlight=False, markup=False)
-    if result.shrunk is not None:
-        sh = result.shrunk
-        _out.print(f"  shrunk: {sh.check} fails with {len(sh.faults)} fault(s) "
-                   f"({', '.join(sh.faults) or 'none'}): {sh.file}"
-                   f"{'' if sh.reproduced else ' (did not reproduce)'}",
-                   highlight=False, markup=False)
-    for kind, path in result.reports.items():
-        _out.print(f"  {kind:<8} {path}", highlight=False, markup=False)
-
-
-def _pairs(option: str, items: list[str]) -> dict[str, float]:
-    """``--weight kill=3`` (repeatable) as {kind: weight}."""
-    from cdb.errors import CdbError
-
-    out: dict[str, float] = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise CdbError(f"{option}: {item!r} is not NAME=NUMBER (e.g. kill=3)") from None
-    return out
-
-
 @scenario_app.command("soak")
 def soak(
     duration: Annotated[str, typer.Option(help="How long faults are injected (scenario "
@@ -360,11 +342,12 @@ def soak(
     from cdb.chaos.scenario.registry import parse_duration
     from cdb.chaos.soak import Infra
     from cdb.chaos.soak import soak as run_soak
+    from cdb.cli_scenario_soak import pairs, print_soak
     from cdb.errors import CdbError
 
     try:
         _check_options(mode, -1, redis, postgres, None)
-        weights = _pairs("--weight", weight or [])
+        weights = pairs("--weight", weight or [])
         if redis:
             weights["redis_down"] = 0
         if postgres:
@@ -372,7 +355,7 @@ def soak(
         spec = SoakSpec(duration=parse_duration(duration), seed=seed, mode=mode,  # type: ignore[arg-type]
                         weights=weights, mean_gap=parse_duration(mean_gap),
                         max_overlap=max_overlap, recover_within=parse_duration(recover_within),
-                        sabotage=_pairs("--sabotage", sabotage or []))
+                        sabotage=pairs("--sabotage", sabotage or []))
     except (CdbError, ValueError) as exc:
         _err.print(f"error: {exc}", style="red", highlight=False, markup=False)
         sys.exit(2)
@@ -390,7 +373,7 @@ def soak(
     if as_json:
         sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
     else:
-        _print_soak(result)
+        print_soak(_out, result)
     sys.exit(result.exit_code)
 
 
