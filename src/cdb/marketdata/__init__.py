@@ -9,7 +9,7 @@ to the wall clock.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from cdb.events import Trade
 from cdb.marketdata.replay import ReplayFile, ReplaySource, ReplayStats, RowError
@@ -27,12 +27,24 @@ from cdb.marketdata.synthetic import (
     stale,
 )
 
+if TYPE_CHECKING:
+    from cdb.marketdata.binance import AlertFn
+
 
 class MarketSource(Protocol):
     """A source of trades."""
 
     def batches(self) -> Iterator[list[Trade]]:
         """Yield non-empty lists of trades in event-time order."""
+        ...
+
+
+@runtime_checkable
+class ReportsFeedHealth(Protocol):
+    """A source that reports gaps and a stale feed as alerts once told where to."""
+
+    def attach_alerts(self, alert: AlertFn) -> None:
+        """Send its alerts to ``alert`` (``ServiceContext.alert``)."""
         ...
 
 
@@ -43,6 +55,7 @@ __all__ = [
     "ReplayFile",
     "ReplaySource",
     "ReplayStats",
+    "ReportsFeedHealth",
     "RowError",
     "Shape",
     "ShapeKind",

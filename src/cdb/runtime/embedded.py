@@ -30,6 +30,7 @@ from cdb.bus.memory import MemoryBus
 from cdb.clock import NS_PER_S, SimClock, WallClock
 from cdb.config import Settings
 from cdb.events import SCALE, Trade
+from cdb.marketdata import ReportsFeedHealth
 from cdb.marketdata.replay import ReplaySource
 from cdb.marketdata.synthetic import Shape, SyntheticSource
 from cdb.observability import metrics
@@ -168,8 +169,10 @@ class EmbeddedPipeline:
         self.resumed = False
         self.legs = 1
         self._ess_start = EssState()
-        self._risk: RiskService | None = None  # set by run (self.services too)
-        self.venue: Venue | None = None  # set by run
+        # Set by run, once its services exist.
+        self._risk: RiskService | None = None
+        self.services: dict[str, Service] = {}
+        self.venue: Venue | None = None
         # Fail on a bad strategy id or unreadable file now, before anything starts.
         self._strategy_params = settings.strategy_params(default_id="momentum")
         self._strategy = load_strategy(self._strategy_params)
@@ -337,9 +340,9 @@ class EmbeddedPipeline:
                     await host.start()
                     if svc is risk:  # restored (a resumed run) before any trade
                         self._ess_start = risk.ess.state
-                attach = getattr(self._source, "attach_alerts", None)
-                if attach is not None:
-                    attach(ws.ctx.alert)  # gaps and stale feeds reach risk's ESS
+                if isinstance(self._source, ReportsFeedHealth):
+                    # Gaps and stale feeds reach risk's ESS.
+                    self._source.attach_alerts(ws.ctx.alert)
                 if self.live:
                     # A live feed never ends by itself: listen for duration_s.
                     with contextlib.suppress(TimeoutError):

@@ -33,6 +33,7 @@ from cdb.marketdata.synthetic import START_NS, SyntheticSource
 from cdb.observability import metrics
 from cdb.runtime.embedded import EmbeddedPipeline, RunOptions
 from cdb.services.risk import client_order_id
+from cdb.services.ws import WsService
 from cdb.venues.base import KeepsLedger
 
 RECORDER_GROUP = "chaos.recorder"
@@ -291,7 +292,7 @@ class EmbeddedTarget(Target):
         sub = bus.subscribe(topics, RECORDER_GROUP, "recorder")
         self._recorder = asyncio.create_task(self._record(sub), name="chaos.recorder")
         self._run = asyncio.create_task(pipeline.run(), name="chaos.embedded")
-        while not hasattr(pipeline, "services"):
+        while not pipeline.services:
             if self._run.done():
                 self._run.result()
                 raise RuntimeError("the embedded pipeline ended before it started")
@@ -369,7 +370,7 @@ class EmbeddedTarget(Target):
     # -- observation -------------------------------------------------------------------
 
     def _service(self, service: str) -> Any:
-        if self.pipeline is None or service not in getattr(self.pipeline, "services", {}):
+        if self.pipeline is None or service not in self.pipeline.services:
             raise Unavailable(f"service {service!r} is not running in this pipeline")
         return self.pipeline.services[service]
 
@@ -407,6 +408,7 @@ class EmbeddedTarget(Target):
         holds unacknowledged (the in-memory bus counts undelivered and pending events
         together, as pending); ``producer``: what ws says it published to the market
         data stream."""
+        assert self.pipeline is not None
         assert self.chaos_bus is not None
         bus = self.chaos_bus
         added = bus.published.get(stream, 0)
@@ -415,9 +417,9 @@ class EmbeddedTarget(Target):
         info: dict[str, Any] = {"stream": stream, "entries_added": added, "length": added,
                                 "groups": groups,
                                 "dead_lettered": self.recording.dead_letters.get(stream, 0)}
-        ws = getattr(self.pipeline, "services", {}).get("ws")
-        if stream == MARKET_DATA and ws is not None:
-            info["producer"] = {"service": "ws", "published": int(ws.status()["trades"])}
+        ws = self.pipeline.services.get("ws")
+        if stream == MARKET_DATA and isinstance(ws, WsService):
+            info["producer"] = {"service": "ws", "published": ws.trades}
         return info
 
     async def publish(self, topic: str, events: list[AnyEvent]) -> None:
