@@ -108,7 +108,6 @@ def list_(
     directory: Annotated[Path | None, typer.Option("--dir", help="Where to look.")] = None,
 ) -> None:
     """Show the shipped scenarios: title, modes, what they need, whether they are valid."""
-    from cdb.chaos.scenario.registry import CAPABILITIES
     from cdb.chaos.scenario.validate import validate_file
 
     dirs = scenario_dirs(directory)
@@ -124,9 +123,7 @@ def list_(
             _out.print(f"  {escape(f.name)}  [red]invalid[/] (cdb scenario validate "
                        f"{escape(str(f))})", highlight=False)
             continue
-        needs = ", ".join(
-            f"{n}" + ("" if CAPABILITIES.present(n) else " [yellow](missing)[/]")
-            for n in sc.pipeline.requires) or "nothing more"
+        needs = ", ".join(sc.pipeline.requires) or "nothing more"
         runs = "; [yellow]runs code: needs --allow-exec[/]" if sc.executes else ""
         # One scenario per block, readable at any width (a table folds every column).
         _out.print(f"  [bold]{escape(f.name)}[/]  [green]valid[/]{runs}", highlight=False)

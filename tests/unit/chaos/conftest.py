@@ -18,7 +18,7 @@ from cdb.chaos.run.recording import Effect
 from cdb.chaos.run.runner import Options, Outcome, Runner
 from cdb.chaos.scenario import validate
 from cdb.chaos.scenario.model import Scenario
-from cdb.chaos.scenario.registry import CAPABILITIES, FAULTS, PROBES, Capability, P, Unavailable
+from cdb.chaos.scenario.registry import FAULTS, PROBES, P, Unavailable
 from cdb.chaos.targets.base import Plan, Target
 from cdb.events import AnyEvent
 
@@ -71,9 +71,6 @@ async def value_probe(ctx: StepContext, p: Params) -> Any:
             return "late"
     return p.get("value", "ok")
 
-
-CAPABILITIES.add(Capability(name="test_absent", summary="a feature that is never there",
-                            issue="none", check=lambda: False))
 
 validate._validator.cache_clear()  # the schema now knows the test providers
 

@@ -84,7 +84,7 @@ def context(events: list[AnyEvent], *, db: list[AnyEvent] | None = None,
     return CheckContext(scenario=doc, plan=plan, recording=rec, steps=[], ended={},
                         t_end=10, finished=True,
                         limits=RiskLimits(max_exposure_e8=int(max_exposure * SCALE)),
-                        missing=[], fault_windows=[("f", 1.0, 2.0)])
+                        fault_windows=[("f", 1.0, 2.0)])
 
 
 def trade(tid: int) -> Trade:

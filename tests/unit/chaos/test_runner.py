@@ -256,21 +256,6 @@ timeline:
     assert "the undo failed" in details
 
 
-async def test_missing_required_feature_ends_unknown_without_starting(
-    scenario: Callable[[str], Scenario], runner: RunFactory, log: list[str]
-) -> None:
-    """Taken in every run: the test capability ``test_absent`` is never there."""
-    missing = ["test_absent"]
-    sc = scenario(spec("""
-timeline:
-  - {name: a, at: 0s, fault: {type: test_switch, name: a}}
-""").replace("market: {warmup: 0s}}", f"market: {{warmup: 0s}}, requires: [{missing[0]}]}}"))
-    outcome = await runner(sc).run()
-    assert log == []
-    assert outcome.verdict.status == "unknown"
-    assert missing[0] in outcome.verdict.reasons[0]
-
-
 async def test_method_runs_in_sequence_with_pauses_and_rollbacks_after(
     scenario: Callable[[str], Scenario], runner: RunFactory, log: list[str]
 ) -> None:

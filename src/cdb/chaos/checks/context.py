@@ -22,13 +22,12 @@ class CheckContext:
         t_end: scenario time when the timeline (and its undos) ended.
         finished: whether the run reached its end (the database was recorded).
         limits: the risk limits the pipeline ran with.
-        missing: capabilities the run lacked (names).
     """
 
     def __init__(
         self, *, scenario: Scenario, plan: Plan, recording: Recording, steps: list[Step],
         ended: dict[str, float], t_end: float, finished: bool, limits: RiskLimits,
-        missing: list[str], fault_windows: list[tuple[str, float, float]],
+        fault_windows: list[tuple[str, float, float]],
     ) -> None:
         self.scenario = scenario
         self.plan = plan
@@ -38,7 +37,6 @@ class CheckContext:
         self.t_end = t_end
         self.finished = finished
         self.limits = limits
-        self.missing = missing
         self.fault_windows = fault_windows
         """(key, start, end) of every fault that was applied."""
 

@@ -21,10 +21,10 @@ from typing import Any, Final
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from cdb.bus.keys import ALL_STREAMS
+from cdb.bus.keys import ALL_STREAMS, SERVICES
 from cdb.chaos.faults.base import Params, StepContext
 from cdb.chaos.scenario.registry import ACTIONS, PROBES, P
-from cdb.chaos.scenario.schema import EVENT_KINDS, SERVICES
+from cdb.chaos.scenario.schema import EVENT_KINDS
 
 _RANK: Final = {"healthy": 0, "degraded": 1, "unhealthy": 2, "unreachable": 3}
 
@@ -48,7 +48,7 @@ async def health(ctx: StepContext, p: Params) -> Any:
 
 @PROBES.register("metric", summary="the value of a Prometheus metric of a service (summed "
                  "over matching samples)",
-                 params={"service": P.string(enum=SERVICES), "name": P.string(
+                 params={"service": P.string(enum=list(SERVICES)), "name": P.string(
                      "metric or sample name, e.g. cdb_risk_rejections_total"),
                      "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                      "agg": P.string(enum=["sum", "max", "min", "count"]),
@@ -135,7 +135,7 @@ async def stream(ctx: StepContext, p: Params) -> Any:
 @PROBES.register("lag", summary="events not yet acknowledged (pending and undelivered), "
                  "summed over streams and consumer groups",
                  params={"stream": P.string(enum=list(ALL_STREAMS)),
-                         "group": P.string(enum=SERVICES)})
+                         "group": P.string(enum=list(SERVICES))})
 async def lag(ctx: StepContext, p: Params) -> Any:
     by_stream = await ctx.target.lag()
     want_stream, want_group = p.get("stream"), p.get("group")
@@ -145,8 +145,7 @@ async def lag(ctx: StepContext, p: Params) -> Any:
     )
 
 
-@PROBES.register("ess", summary="the emergency stop's state (ACTIVE or HALTED) and reason",
-                 requires=("ess",))
+@PROBES.register("ess", summary="the emergency stop's state (ACTIVE or HALTED) and reason")
 async def ess(ctx: StepContext, p: Params) -> Any:
     return await ctx.target.ess()
 

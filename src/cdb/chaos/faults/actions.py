@@ -25,7 +25,7 @@ async def _state(ctx: StepContext) -> str:
 
 
 @ACTIONS.register("ess_trip", summary="trip the emergency stop by hand (fails unless the ESS "
-                  "is HALTED afterwards)", params=_ESS, requires=("ess",))
+                  "is HALTED afterwards)", params=_ESS)
 async def ess_trip(ctx: StepContext, p: Params) -> Any:
     result = await ctx.target.ess_command("trip", p.text("reason", "scenario"),
                                           p.text("actor", "cdb-scenario"))
@@ -41,8 +41,7 @@ async def ess_trip(ctx: StepContext, p: Params) -> Any:
                   params={**_ESS, "expect": P.string("applied (default) or refused",
                                                      enum=["applied", "refused"]),
                           "because": P.string("the reason a refusal must give (cooldown, "
-                                              "not_halted, ...)")},
-                  requires=("ess",))
+                                              "not_halted, ...)")})
 async def ess_reset(ctx: StepContext, p: Params) -> Any:
     result = await ctx.target.ess_command("reset", p.text("reason", "scenario"),
                                           p.text("actor", "cdb-scenario"))

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from cdb.chaos.run.clock import ScenarioClock
 from cdb.chaos.run.recording import Effect, Recording
-from cdb.chaos.scenario.registry import Unavailable, parse_duration
+from cdb.chaos.scenario.registry import parse_duration
 from cdb.chaos.targets.base import Plan, Target
 
 
@@ -129,7 +129,3 @@ class Fault:
         """Whether the fault took effect; the default trusts a clean ``apply``."""
         return Effect(took_effect=True, evidence="; ".join(self.evidence) or "applied")
 
-
-def require_mode(ctx: StepContext, mode: str, what: str) -> None:
-    if ctx.mode != mode:
-        raise Unavailable(f"{what} needs {mode} mode (this run is {ctx.mode})")

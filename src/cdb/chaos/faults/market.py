@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from cdb.chaos.faults.base import Fault
 from cdb.chaos.run.recording import Effect, PricePoint
-from cdb.chaos.scenario.registry import CAPABILITIES, FAULTS, P, Unavailable
+from cdb.chaos.scenario.registry import FAULTS, P, Unavailable
 from cdb.chaos.targets.base import Plan
 from cdb.marketdata.synthetic import Shape, ShapeKind
 
@@ -24,6 +24,8 @@ class _ShapeFault(Fault):
     kind: ClassVar[ShapeKind]
     magnitude_key: ClassVar[str | None] = None
     sign: ClassVar[float] = 1.0
+    unavailable: str = ""
+    """Why it cannot be injected in this run (a running pipeline's market is its own)."""
 
     def _over(self) -> float:
         return self.p.duration("over")
@@ -33,11 +35,6 @@ class _ShapeFault(Fault):
         return over + max(_HOLD_MIN_S, 0.2 * over) / 2
 
     def plan(self, plan: Plan) -> None:
-        self.unavailable = ""
-        if plan.mode == "distributed" and not CAPABILITIES.present("ws_shapes"):
-            self.unavailable = ("market shapes in distributed mode need the ws service to "
-                                "take shapes from its settings (WS_SHAPES), not available yet")
-            return
         magnitude = self.sign * self.p.number(self.magnitude_key) if self.magnitude_key else 0.0
         plan.shapes.append(Shape(
             kind=self.kind, symbol=self.p.text("symbol"), at_s=plan.warmup + self.ctx.at,
@@ -45,7 +42,7 @@ class _ShapeFault(Fault):
         ))
 
     async def apply(self) -> Any:
-        if getattr(self, "unavailable", ""):
+        if self.unavailable:
             raise Unavailable(self.unavailable)
         return f"{self.kind} of {self.p.text('symbol')} at t={self.ctx.at:g}s (in the market)"
 

@@ -2,9 +2,8 @@
 
 Each scenario runs as ``cdb scenario run`` would run it (its own report directory
 under the output directory), one after the other. A scenario that cannot run (invalid,
-a mode it does not support, a missing capability) is listed as ``unknown`` with the
-reason, never left out. The exit code is the worst verdict: any fail gives 1, else any
-unknown gives 2, else 0.
+a mode it does not support) is listed as ``unknown`` with the reason, never left out.
+The exit code is the worst verdict: any fail gives 1, else any unknown gives 2, else 0.
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 import msgspec
 
+from cdb.bus.keys import SERVICES
 from cdb.chaos.scenario.registry import MODES, parse_duration
 from cdb.urls import redact_url
 
 Mode = Literal["embedded", "distributed"]
-ALL_SERVICES = ("ws", "signal", "risk", "execution", "db_writer")
 
 
 class Provider(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,7 +157,7 @@ class Strategy(msgspec.Struct, frozen=True, kw_only=True):
 class Pipeline(msgspec.Struct, frozen=True, kw_only=True):
     mode: Mode = "embedded"
     modes: tuple[Mode, ...] = ("embedded", "distributed")
-    services: tuple[str, ...] = ALL_SERVICES
+    services: tuple[str, ...] = SERVICES
     market: Market = msgspec.field(default_factory=Market)
     venue: Literal["paper", "fake-binance"] = "paper"
     strategy: Strategy = msgspec.field(default_factory=Strategy)
@@ -366,7 +366,7 @@ def _pipeline(data: dict[str, Any]) -> Pipeline:
     return Pipeline(
         mode=mode,
         modes=modes,
-        services=tuple(data.get("services") or ALL_SERVICES),
+        services=tuple(data.get("services") or SERVICES),
         market=Market(
             source=market.get("source", "synthetic"),
             symbols=tuple(market.get("symbols") or ("BTCUSDT",)),

@@ -1,20 +1,15 @@
-"""Registries of what a scenario can name: faults, actions, probes, invariants and the
-capabilities of the system under test.
+"""Registries of what a scenario can name: faults, actions, probes and invariants.
 
 Each entry carries the JSON Schema of its parameters, so the published scenario
-schema is built from the registries: a feature that lands later (the ESS API, the
-fake exchange, the disk buffer) registers its fault, probe or capability in one
+schema is built from the registries: a fault, probe or invariant registers in one
 place and becomes usable and validated without touching the runner::
 
     @FAULTS.register("exchange", summary="...", params={"error": P.enum(...)})
     class ExchangeFault(Fault): ...
-
-    CAPABILITIES.add(Capability(name="ess", summary="...", issue="5", check=...))
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Any, Final, Generic, Literal, TypeVar
 
@@ -25,6 +20,8 @@ from cdb.errors import CdbError
 Kind = Literal["fault", "action", "probe", "invariant"]
 MODES: Final = ("embedded", "distributed")
 DURATION_PATTERN: Final = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"
+FEATURES: Final = ("binance_venue", "disk_buffer", "ess", "fake_binance", "ws_shapes")
+"""What a scenario may say it relies on (``pipeline.requires``); every one is built in."""
 
 F = TypeVar("F")
 
@@ -49,7 +46,7 @@ REQUIRES: Final[dict[str, Any]] = {
 
 
 class Unavailable(CdbError):
-    """What a step needs is not there (a feature not landed, a mode without processes).
+    """What a step needs is not there (a mode without processes, a pipeline without it).
 
     A scenario that meets one ends ``unknown``, never ``pass``: the coordinator does
     not claim what it could not check.
@@ -74,8 +71,6 @@ class Entry(msgspec.Struct, Generic[F], frozen=True, kw_only=True):
     required: tuple[str, ...]
     modes: tuple[str, ...]
     """Pipeline modes it works in."""
-    requires: tuple[str, ...]
-    """Capabilities of the system under test it needs."""
     impl: F
 
     def schema(self) -> dict[str, Any]:
@@ -102,7 +97,6 @@ class Registry(Generic[F]):
     def register(
         self, name: str, *, summary: str, params: dict[str, Any] | None = None,
         required: tuple[str, ...] = (), modes: tuple[str, ...] = MODES,
-        requires: tuple[str, ...] = (),
     ) -> Callable[[F], F]:
         """Register ``impl`` under ``name`` (decorator); a second one replaces the first,
         which is how a landed feature overrides a stub."""
@@ -110,7 +104,7 @@ class Registry(Generic[F]):
         def add(impl: F) -> F:
             self._entries[name] = Entry(
                 name=name, kind=self.kind, summary=summary, params=dict(params or {}),
-                required=required, modes=modes, requires=requires, impl=impl,
+                required=required, modes=modes, impl=impl,
             )
             return impl
 
@@ -134,79 +128,10 @@ class Registry(Generic[F]):
         return sorted(self._entries)
 
 
-class Capability(msgspec.Struct, frozen=True, kw_only=True):
-    """A feature of cdb that some scenarios need, and how to tell it is there."""
-
-    name: str
-    summary: str
-    issue: str
-    """Where it is built (issue number), for the reason of an unknown verdict."""
-    check: Callable[[], bool]
-
-
-class Capabilities:
-    """The known capabilities; ``missing`` says which of a list are not there."""
-
-    def __init__(self) -> None:
-        self._caps: dict[str, Capability] = {}
-
-    def add(self, cap: Capability) -> None:
-        self._caps[cap.name] = cap
-
-    def names(self) -> list[str]:
-        return sorted(self._caps)
-
-    def get(self, name: str) -> Capability:
-        return self._caps[name]
-
-    def present(self, name: str) -> bool:
-        cap = self._caps.get(name)
-        try:
-            return cap is not None and cap.check()
-        except Exception:  # a broken half-landed module counts as absent
-            return False
-
-    def missing(self, names: tuple[str, ...] | list[str]) -> list[str]:
-        """Reasons, one per capability in ``names`` that is absent."""
-        out = []
-        for name in names:
-            if not self.present(name):
-                cap = self._caps.get(name)
-                out.append(
-                    f"{name}: {cap.summary} is not available yet (issue {cap.issue})"
-                    if cap else f"{name}: unknown capability"
-                )
-        return out
-
-
-def module_exists(name: str) -> Callable[[], bool]:
-    """A check that module ``name`` can be imported."""
-
-    def check() -> bool:
-        try:
-            return importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):
-            return False
-
-    return check
-
-
-def setting_exists(field: str) -> Callable[[], bool]:
-    """A check that ``cdb.config.Settings`` has ``field`` (an environment variable)."""
-
-    def check() -> bool:
-        from cdb.config import Settings
-
-        return field in Settings.model_fields
-
-    return check
-
-
 FAULTS: Final[Registry[Any]] = Registry("fault")
 ACTIONS: Final[Registry[Any]] = Registry("action")
 PROBES: Final[Registry[Any]] = Registry("probe")
 INVARIANTS: Final[Registry[Any]] = Registry("invariant")
-CAPABILITIES: Final = Capabilities()
 
 
 class P:

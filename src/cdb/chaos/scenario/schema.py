@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from cdb.bus.keys import SERVICES
 from cdb.chaos.scenario.registry import (
     ACTIONS,
-    CAPABILITIES,
     DURATION_PATTERN,
     FAULTS,
+    FEATURES,
     INVARIANTS,
     MODES,
     PROBES,
@@ -27,7 +28,6 @@ from cdb.chaos.scenario.registry import (
 )
 
 SCHEMA_ID: Final = "https://cdb.dev/schemas/scenario-1.json"
-SERVICES: Final = ["ws", "signal", "risk", "execution", "db_writer"]
 EVENT_KINDS: Final = [
     "signal", "order", "fill", "risk_decision", "order_update", "alert", "ess_change",
     "cancel_orders",
@@ -214,7 +214,8 @@ def _pipeline() -> dict[str, Any]:
             "mode": {"enum": list(MODES)},
             "modes": {"type": "array", "items": {"enum": list(MODES)}, "minItems": 1,
                       "uniqueItems": True, "description": "modes the scenario can run in"},
-            "services": {"type": "array", "items": {"enum": SERVICES}, "uniqueItems": True},
+            "services": {"type": "array", "items": {"enum": list(SERVICES)},
+                         "uniqueItems": True},
             "market": {"type": "object", "additionalProperties": False, "properties": {
                 "source": {"enum": ["synthetic", "fake-binance"], "description":
                            "synthetic: ws generates the market; fake-binance: it prints on "
@@ -253,7 +254,7 @@ def _pipeline() -> dict[str, Any]:
                          "additionalProperties": {"type": ["string", "number", "boolean"]},
                          "description": "environment variables of the services"},
             "requires": {"type": "array", "uniqueItems": True,
-                         "items": {"enum": CAPABILITIES.names()}},
+                         "items": {"enum": list(FEATURES)}},
         },
     }
 

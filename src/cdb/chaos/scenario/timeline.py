@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from cdb.chaos.scenario.model import Activity, Provider, TimelineEntry, TimeRef
+from cdb.chaos.scenario.model import Provider, TimelineEntry, TimeRef
 
 StepKind = Literal["fault", "action", "probe"]
 
@@ -90,11 +90,6 @@ def expand(entries: Iterable[TimelineEntry]) -> list[Step]:
         visit(entry, 0.0, "", "")
     steps.sort(key=lambda s: (s.at, s.order, s.repetition))
     return steps
-
-
-def method_steps(activities: Iterable[Activity]) -> list[Activity]:
-    """The method's activities in order (they run one after the other from t=0)."""
-    return list(activities)
 
 
 def end_of(steps: Iterable[Step]) -> float:
