@@ -189,7 +189,7 @@ async def test_a_malformed_message_is_counted_and_skipped(
 ) -> None:
     source, got = make_source(fake.ws_url)
     await connected(fake, eventually)
-    for conn in fake._conns:
+    for conn in fake.streams.conns:
         conn.queue.put_nowait('{"stream":"btcusdt@trade","data":{"e":"trade","p":"x"}}')
     await fake.publish([fake.trade("BTCUSDT", "42000")])
     await eventually(lambda: len(got) == 1)

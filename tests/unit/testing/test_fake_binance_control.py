@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdb.testing.fake_binance.server import _WS_QUEUE, FakeBinance, _WsConn
+from cdb.testing.fake_binance.server import FakeBinance
+from cdb.testing.fake_binance.streams import WS_QUEUE, WsConn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,12 +48,12 @@ async def test_bodies_and_numbers_are_bounded() -> None:
 
 async def test_a_stream_client_that_does_not_read_is_dropped_not_buffered() -> None:
     fake = FakeBinance()
-    conn = _WsConn(ws=None, streams={"btcusdt@trade"}, combined=False, opened=0.0)  # type: ignore[arg-type]
-    fake._conns.add(conn)
+    conn = WsConn(ws=None, streams={"btcusdt@trade"}, combined=False, opened=0.0)  # type: ignore[arg-type]
+    fake.streams.conns.add(conn)
     trade = fake.trade("BTCUSDT", "42000.5")
-    for _ in range(_WS_QUEUE + 10):
-        fake._broadcast(trade)
-    assert conn.queue.qsize() == _WS_QUEUE
+    for _ in range(WS_QUEUE + 10):
+        fake.streams.broadcast(trade)
+    assert conn.queue.qsize() == WS_QUEUE
     assert conn.closing.is_set()
     assert conn.close_code == 1008
     assert fake.stats.ws_slow_dropped == 1

@@ -23,12 +23,15 @@ compare cdb's records against.
         await fake.publish([fake.trade("BTCUSDT", "42000.5")])  # streams, prices, fills
         ...  # clients use fake.url (REST) and fake.ws_url (streams)
 
-Layout: ``faults`` (what can go wrong), ``exchange`` (the matching engine and ledger,
-pure), ``server`` (HTTP, websockets, limits, signatures, control API).
+Layout: ``faults`` (what can go wrong), ``records`` (symbols, orders, fills and their
+JSON shapes), ``exchange`` (the matching engine and ledger, pure), ``rest`` (limits, bans,
+signatures and REST faults before the engine), ``streams`` (websocket trade streams),
+``control`` (the ``/_fake`` API), ``server`` (``FakeBinance``: one port, the lifecycle).
 """
 
-from cdb.testing.fake_binance.exchange import ApiError, Exchange, FakeFill, FakeOrder, SymbolInfo
+from cdb.testing.fake_binance.exchange import Exchange
 from cdb.testing.fake_binance.faults import Apply, Fault, FaultBook, FaultKind, FaultState
+from cdb.testing.fake_binance.records import ApiError, FakeFill, FakeOrder, SymbolInfo
 from cdb.testing.fake_binance.server import FakeBinance, FakeStats, main
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The fake exchange itself: symbols, balances, orders, fills, and Binance's JSON shapes.
+"""The fake exchange itself: the matching engine, balances and the ledger of orders and fills.
 
 Pure (no I/O; the server time comes from a callable): the server hands it the
 parameters of each REST call, and it answers a JSON-ready object or raises
@@ -14,102 +14,36 @@ Binance's behaviour where a client depends on it:
   the rest expiring, on a ``partial_fill`` fault); a limit order locks its funds and
   fills at its price against the trades fed to ``match``;
 - commission is charged in the asset received (base on a buy, quote on a sell);
-- filters (LOT_SIZE, PRICE_FILTER, NOTIONAL) and balances are checked (-1013, -2010);
-- decimals are answered with eight places, as Binance does.
+- filters (LOT_SIZE, PRICE_FILTER, NOTIONAL) and balances are checked (-1013, -2010).
+
+The records and their JSON shapes are in ``records``.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import re
 from collections.abc import Callable, Iterator
 from typing import Final
 
-import msgspec
-
 from cdb.events import SCALE, Trade, mul_e8, parse_e8
 from cdb.testing.fake_binance.faults import Fault
+from cdb.testing.fake_binance.records import (
+    CID,
+    ApiError,
+    FakeFill,
+    FakeOrder,
+    SymbolInfo,
+    decimal,
+    f8,
+    fill_json,
+    order_json,
+    order_response,
+    required,
+    symbol_json,
+)
 
-_CID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
-QUOTES: Final = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
-_DEFAULT_PRICES: Final = {"BTCUSDT": "42000", "ETHUSDT": "2300", "SOLUSDT": "100",
-                          "BNBUSDT": "310", "XRPUSDT": "0.62"}
 _OPEN: Final = ("NEW", "PARTIALLY_FILLED")
-
-
-def f8(value_e8: int) -> str:
-    """Binance's decimal format: always eight decimals."""
-    sign = "-" if value_e8 < 0 else ""
-    whole, frac = divmod(abs(value_e8), SCALE)
-    return f"{sign}{whole}.{frac:08d}"
-
-
-class ApiError(Exception):
-    """A Binance error answer: HTTP status, error code, message, extra headers."""
-
-    def __init__(self, status: int, code: int, msg: str,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(msg)
-        self.status, self.code, self.msg, self.headers = status, code, msg, headers or {}
-
-
-class SymbolInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """A tradable symbol of the fake (filters as in ``exchangeInfo``)."""
-
-    symbol: str
-    base: str
-    quote: str
-    price: str = "100"
-    step: str = "0.00001"
-    tick: str = "0.01"
-    min_qty: str = "0.00001"
-    max_qty: str = "9000"
-    min_notional: str = "5"
-
-    @classmethod
-    def of(cls, symbol: str, price: str | None = None) -> SymbolInfo:
-        """A symbol with its base and quote split off a known quote asset."""
-        quote = next((q for q in QUOTES if symbol.endswith(q) and symbol != q), symbol[-4:])
-        return cls(symbol=symbol, base=symbol[: -len(quote)], quote=quote,
-                   price=price or _DEFAULT_PRICES.get(symbol, "100"))
-
-
-class FakeFill(msgspec.Struct, frozen=True, kw_only=True):
-    """One execution in the fake's ledger (a row of ``myTrades``)."""
-
-    trade_id: int
-    order_id: int
-    client_order_id: str
-    symbol: str
-    side: str
-    price_e8: int
-    qty_e8: int
-    quote_e8: int
-    commission_e8: int
-    commission_asset: str
-    time_ms: int
-    maker: bool
-
-
-class FakeOrder(msgspec.Struct, kw_only=True):
-    """One order in the fake's ledger."""
-
-    order_id: int
-    symbol: str
-    client_order_id: str
-    side: str
-    type: str
-    time_in_force: str
-    orig_qty_e8: int
-    price_e8: int
-    status: str
-    time_ms: int
-    update_ms: int
-    executed_e8: int = 0
-    quote_e8: int = 0
-    locked_e8: int = 0
-    """Funds held for a resting order (quote for a buy, base for a sell)."""
 
 
 class Exchange:
@@ -168,12 +102,12 @@ class Exchange:
             "serverTime": self.now_ms(),
             "rateLimits": self._rate_limits(),
             "exchangeFilters": [],
-            "symbols": [_symbol_json(s) for s in self.symbols.values()
+            "symbols": [symbol_json(s) for s in self.symbols.values()
                         if wanted in (None, s.symbol)],
         }
 
     def _symbol(self, params: dict[str, str]) -> SymbolInfo:
-        name = _required(params, "symbol")
+        name = required(params, "symbol")
         info = self.symbols.get(name)
         if info is None:
             raise ApiError(400, -1121, "Invalid symbol.")
@@ -181,23 +115,23 @@ class Exchange:
 
     def new_order(self, params: dict[str, str], fault: Fault | None) -> object:
         info = self._symbol(params)
-        side = _required(params, "side")
-        kind = _required(params, "type")
+        side = required(params, "side")
+        kind = required(params, "type")
         if side not in ("BUY", "SELL"):
             raise ApiError(400, -1117, "Invalid side.")
         if kind not in ("MARKET", "LIMIT"):
             raise ApiError(400, -1116, "Invalid orderType.")
-        qty = _decimal(params, "quantity")
+        qty = decimal(params, "quantity")
         cid = params.get("newClientOrderId") or f"fake-{next(self._anon_ids)}"
-        if not _CID.match(cid):
+        if not CID.match(cid):
             raise ApiError(400, -1100, "Illegal characters found in parameter "
                                         "'newClientOrderId'; legal range is "
                                         "'^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.")
         price = 0
         tif = "GTC"
         if kind == "LIMIT":
-            price = _decimal(params, "price")
-            tif = _required(params, "timeInForce")
+            price = decimal(params, "price")
+            tif = required(params, "timeInForce")
             if price % parse_e8(info.tick) or price <= 0:
                 raise ApiError(400, -1013, "Filter failure: PRICE_FILTER")
         self._check_lot(info, qty, price or self.prices[info.symbol])
@@ -215,7 +149,7 @@ class Exchange:
                  else self._rest_limit(info, order))
         self.orders[order.order_id] = order
         self.order_requests.append((cid, "placed"))
-        return self._order_response(order, fills, params.get("newOrderRespType", "FULL"))
+        return order_response(order, fills, params.get("newOrderRespType", "FULL"))
 
     def _check_lot(self, info: SymbolInfo, qty: int, price: int) -> None:
         step = parse_e8(info.step)
@@ -342,7 +276,7 @@ class Exchange:
         raise ApiError(400, -2013, "Order does not exist.")
 
     def query_order(self, params: dict[str, str], fault: Fault | None) -> object:
-        return _order_json(self._find(params))
+        return order_json(self._find(params))
 
     def cancel_order(self, params: dict[str, str], fault: Fault | None) -> object:
         try:
@@ -355,7 +289,7 @@ class Exchange:
         order.update_ms = self.now_ms()
         if order.locked_e8:
             self._unlock(self.symbols[order.symbol], order)
-        body = _order_json(order)
+        body = order_json(order)
         body["origClientOrderId"] = order.client_order_id
         body["clientOrderId"] = params.get("newClientOrderId") or f"cancel-{order.order_id}"
         body["transactTime"] = order.update_ms
@@ -367,7 +301,7 @@ class Exchange:
         symbol = params.get("symbol")
         if symbol is not None:
             self._symbol(params)
-        return [_order_json(o) for o in self.orders.values()
+        return [order_json(o) for o in self.orders.values()
                 if o.status in _OPEN and symbol in (None, o.symbol)]
 
     def account(self, params: dict[str, str], fault: Fault | None) -> object:
@@ -397,49 +331,7 @@ class Exchange:
             if f.symbol == info.symbol and (order_id is None or str(f.order_id) == order_id)
             and start <= f.time_ms <= end and f.trade_id >= from_id
         ]
-        return [_fill_json(f) for f in rows[:limit]]
-
-    def _order_response(self, order: FakeOrder, fills: list[FakeFill], kind: str) -> object:
-        ack = {"symbol": order.symbol, "orderId": order.order_id, "orderListId": -1,
-               "clientOrderId": order.client_order_id, "transactTime": order.update_ms}
-        if kind == "ACK":
-            return ack
-        result = {
-            **ack, "price": f8(order.price_e8), "origQty": f8(order.orig_qty_e8),
-            "executedQty": f8(order.executed_e8), "origQuoteOrderQty": "0.00000000",
-            "cummulativeQuoteQty": f8(order.quote_e8), "status": order.status,
-            "timeInForce": order.time_in_force, "type": order.type, "side": order.side,
-            "workingTime": order.time_ms, "selfTradePreventionMode": "EXPIRE_MAKER",
-        }
-        if kind == "RESULT":
-            return result
-        result["fills"] = [
-            {"price": f8(f.price_e8), "qty": f8(f.qty_e8),
-             "commission": f8(f.commission_e8), "commissionAsset": f.commission_asset,
-             "tradeId": f.trade_id}
-            for f in fills
-        ]
-        return result
-
-
-def _required(params: dict[str, str], name: str) -> str:
-    value = params.get(name)
-    if not value:
-        raise ApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was "
-                                    "empty/null, or malformed.")
-    return value
-
-
-def _decimal(params: dict[str, str], name: str) -> int:
-    text = _required(params, name)
-    if not re.fullmatch(r"[0-9]{1,20}(\.[0-9]{1,20})?", text):
-        raise ApiError(400, -1100, f"Illegal characters found in parameter '{name}'; legal "
-                                    "range is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'.")
-    try:
-        return parse_e8(text)
-    except ValueError as exc:
-        raise ApiError(400, -1111, f"Parameter '{name}' has too much precision.") from exc
-
+        return [fill_json(f) for f in rows[:limit]]
 
 def _split(total: int, parts: int, step: int) -> list[int]:
     """``total`` in up to ``parts`` positive multiples of ``step``."""
@@ -449,53 +341,3 @@ def _split(total: int, parts: int, step: int) -> list[int]:
     parts = min(parts, lots)
     base, extra = divmod(lots, parts)
     return [(base + (1 if i < extra else 0)) * step for i in range(parts)]
-
-
-def _symbol_json(s: SymbolInfo) -> dict[str, object]:
-    return {
-        "symbol": s.symbol, "status": "TRADING", "baseAsset": s.base, "baseAssetPrecision": 8,
-        "quoteAsset": s.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
-        "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
-        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT",
-                       "TAKE_PROFIT_LIMIT"],
-        "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True,
-        "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True,
-        "cancelReplaceAllowed": True, "isSpotTradingAllowed": True,
-        "isMarginTradingAllowed": False,
-        "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": f8(parse_e8(s.tick)),
-             "maxPrice": "1000000.00000000", "tickSize": f8(parse_e8(s.tick))},
-            {"filterType": "LOT_SIZE", "minQty": f8(parse_e8(s.min_qty)),
-             "maxQty": f8(parse_e8(s.max_qty)), "stepSize": f8(parse_e8(s.step))},
-            {"filterType": "NOTIONAL", "minNotional": f8(parse_e8(s.min_notional)),
-             "applyMinToMarket": True, "maxNotional": "9000000.00000000",
-             "applyMaxToMarket": False, "avgPriceMins": 5},
-        ],
-        "permissions": [], "permissionSets": [["SPOT"]],
-        "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
-        "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
-    }
-
-
-def _order_json(o: FakeOrder) -> dict[str, object]:
-    return {
-        "symbol": o.symbol, "orderId": o.order_id, "orderListId": -1,
-        "clientOrderId": o.client_order_id, "price": f8(o.price_e8),
-        "origQty": f8(o.orig_qty_e8), "executedQty": f8(o.executed_e8),
-        "cummulativeQuoteQty": f8(o.quote_e8), "status": o.status,
-        "timeInForce": o.time_in_force, "type": o.type, "side": o.side,
-        "stopPrice": "0.00000000", "icebergQty": "0.00000000", "time": o.time_ms,
-        "updateTime": o.update_ms, "isWorking": o.type == "LIMIT",
-        "workingTime": o.time_ms, "origQuoteOrderQty": "0.00000000",
-        "selfTradePreventionMode": "EXPIRE_MAKER",
-    }
-
-
-def _fill_json(f: FakeFill) -> dict[str, object]:
-    return {
-        "symbol": f.symbol, "id": f.trade_id, "orderId": f.order_id, "orderListId": -1,
-        "price": f8(f.price_e8), "qty": f8(f.qty_e8), "quoteQty": f8(f.quote_e8),
-        "commission": f8(f.commission_e8), "commissionAsset": f.commission_asset,
-        "time": f.time_ms, "isBuyer": f.side == "BUY", "isMaker": f.maker,
-        "isBestMatch": True,
-    }

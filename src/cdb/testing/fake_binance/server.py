@@ -1,21 +1,11 @@
 """The fake Binance's server: REST and trade streams on one local port, and a control API.
 
 Starlette on uvicorn serves both faces, so one URL (``--exchange-url``) points a REST
-client and a stream client at it. The server does what sits in front of Binance's
-matching engine: weight accounting per fixed window (``X-MBX-USED-WEIGHT-1M``), 429 with
-``Retry-After`` over the limit and a 418 ban for a client that keeps going, order-rate
-limits (``X-MBX-ORDER-COUNT-10S``, -1015), API-key and HMAC-SHA256 signature checks
-(-2014/-2015, -1022), ``timestamp``/``recvWindow`` (-1021), and the injected faults;
-the engine (``exchange.Exchange``) answers the rest.
-
-The control API under ``/_fake`` lets a process that did not start the fake drive it:
-``POST/GET/DELETE /_fake/faults``, ``GET /_fake/ledger``, ``GET /_fake/stats``,
-``POST /_fake/trades``, ``POST /_fake/ws/drop``. It listens on loopback unless told
-otherwise, takes ``Authorization: Bearer <control_token>`` when a token is configured,
-refuses bodies over ``_MAX_BODY`` bytes and numbers that are not finite or out of
-range. Each stream connection queues at most ``_WS_QUEUE`` messages: a client that
-does not read is disconnected (1008), as Binance drops slow consumers, rather than
-growing the fake's memory.
+client and a stream client at it. ``FakeBinance`` owns the engine (``exchange``), the
+faults (``faults``) and the lifecycle, and composes the jobs in front of them: the REST
+front (``rest``: limits, bans, signatures, REST faults), the trade streams
+(``streams``) and the control API under ``/_fake`` (``control``). The control API
+listens on loopback unless told otherwise.
 """
 
 from __future__ import annotations
@@ -23,50 +13,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import itertools
-import math
 import os
-import re
 import socket
 import time
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, Final, Literal
-from urllib.parse import parse_qsl
 
 import msgspec
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
 
 from cdb.errors import LifecycleError
 from cdb.events import Trade, parse_e8
-from cdb.testing.fake_binance.exchange import (
-    ApiError,
-    Exchange,
-    FakeFill,
-    FakeOrder,
-    SymbolInfo,
-    f8,
-)
+from cdb.testing.fake_binance.control import Control
+from cdb.testing.fake_binance.exchange import Exchange
 from cdb.testing.fake_binance.faults import Fault, FaultBook, FaultState
+from cdb.testing.fake_binance.records import FakeFill, FakeOrder, SymbolInfo
+from cdb.testing.fake_binance.rest import RestFront
+from cdb.testing.fake_binance.streams import Streams
 
 State = Literal["created", "running", "stopping", "stopped"]
 _MS_NS: Final = 1_000_000
-_CONTROL: Final = "/_fake"
-_WS_QUEUE: Final = 10_000
-"""Messages queued per stream connection before a client that does not read is dropped."""
-_MAX_BODY: Final = 1024 * 1024
-_MAX_TRADES: Final = 10_000
-_MAX_E8: Final = 2**63 - 1
-_MAX_SECONDS: Final = 86_400.0 * 365
-_SYMBOL: Final = re.compile(r"^[A-Z0-9]{1,20}$")
 CONTROL_TOKEN_ENV: Final = "FAKE_BINANCE_CONTROL_TOKEN"  # noqa: S105 - a variable's name
 
 
@@ -92,56 +61,6 @@ class FakeStats(msgspec.Struct, kw_only=True):
     ws_messages: int = 0
     ws_slow_dropped: int = 0
     """Stream connections closed because their queue was full (a client not reading)."""
-
-
-class _WsTrade(msgspec.Struct, frozen=True):
-    """The trade stream payload, fields in Binance's order (and Binance's names)."""
-
-    e: str
-    E: int
-    s: str
-    t: int
-    p: str
-    q: str
-    T: int
-    m: bool
-    M: bool
-
-
-@dataclass(eq=False)
-class _WsConn:
-    ws: WebSocket
-    streams: set[str]
-    combined: bool
-    opened: float
-    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(_WS_QUEUE))
-    close_code: int | None = None
-    closing: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass(frozen=True)
-class _Endpoint:
-    weight: int
-    signed: bool
-    handler: str
-    order: bool = False
-
-
-_ENDPOINTS: Final = {
-    ("GET", "/api/v3/ping"): _Endpoint(1, False, "ping"),
-    ("GET", "/api/v3/time"): _Endpoint(1, False, "time"),
-    ("GET", "/api/v3/exchangeInfo"): _Endpoint(20, False, "exchange_info"),
-    ("POST", "/api/v3/order"): _Endpoint(1, True, "new_order", order=True),
-    ("GET", "/api/v3/order"): _Endpoint(4, True, "query_order"),
-    ("DELETE", "/api/v3/order"): _Endpoint(1, True, "cancel_order"),
-    ("GET", "/api/v3/openOrders"): _Endpoint(6, True, "open_orders"),
-    ("GET", "/api/v3/account"): _Endpoint(20, True, "account"),
-    ("GET", "/api/v3/myTrades"): _Endpoint(20, True, "my_trades"),
-}
-_REST_FAULTS: Final = ("rate_limit", "order_rate_limit", "ban", "server_error", "timeout",
-                       "delay", "unknown_status", "reject")
-_ORDER_FAULTS: Final = (*_REST_FAULTS, "partial_fill")
-_json = msgspec.json.Encoder()
 
 
 class _Server(uvicorn.Server):
@@ -201,18 +120,14 @@ class FakeBinance:
         self.state: State = "created"
 
         self.exchange = Exchange(infos, balances=balances, commission_bps=commission_bps,
-                                 now_ms=self._server_ms, rate_limits=self._rate_limits)
+                                 now_ms=self.server_ms, rate_limits=self._rate_limits)
         self.faults = FaultBook()
         self.stats = FakeStats()
         self.order_arrivals: list[str] = []
         """``newClientOrderId`` of every order request received, whatever became of it."""
+        self.rest = RestFront(self)
+        self.streams = Streams(self)
         self._trade_ids: dict[str, Iterator[int]] = {}
-        self._conns: set[_WsConn] = set()
-        self._held: Trade | None = None
-        self._window = (-1, 0)  # (window index, weight used)
-        self._violations = (-1, 0)
-        self._banned_until = 0.0
-        self._order_times: deque[float] = deque()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: _Server | None = None
@@ -298,8 +213,7 @@ class FakeBinance:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for conn in list(self._conns):
-            self._close_conn(conn, 1001)
+        self.streams.drop(1001)
         if self._server is not None and self._serve_task is not None:
             self._server.should_exit = True
             await self._serve_task
@@ -317,18 +231,12 @@ class FakeBinance:
     def app(self) -> Starlette:
         """The ASGI app (REST, streams and the control API)."""
         methods = ["GET", "POST", "DELETE", "PUT"]
-        guard = self._guarded
         return Starlette(routes=[
-            Route(f"{_CONTROL}/faults", guard(self._ctl_faults),
-                  methods=["GET", "POST", "DELETE"]),
-            Route(f"{_CONTROL}/ledger", guard(self._ctl_ledger), methods=["GET"]),
-            Route(f"{_CONTROL}/stats", guard(self._ctl_stats), methods=["GET"]),
-            Route(f"{_CONTROL}/trades", guard(self._ctl_trades), methods=["POST"]),
-            Route(f"{_CONTROL}/ws/drop", guard(self._ctl_drop), methods=["POST"]),
-            Route("/api/{rest:path}", self._rest, methods=methods),
-            WebSocketRoute("/ws", self._ws),
-            WebSocketRoute("/ws/{streams:path}", self._ws),
-            WebSocketRoute("/stream", self._ws),
+            *Control(self).routes(),
+            Route("/api/{rest:path}", self.rest.serve, methods=methods),
+            WebSocketRoute("/ws", self.streams.serve),
+            WebSocketRoute("/ws/{streams:path}", self.streams.serve),
+            WebSocketRoute("/stream", self.streams.serve),
         ])
 
     # faults ----------------------------------------------------------------------------
@@ -346,8 +254,10 @@ class FakeBinance:
         """Remove every live fault."""
         self.faults.clear()
 
-    def _take(self, kinds: tuple[str, ...], method: str = "", path: str = "") -> Fault | None:
-        return self.faults.take(kinds, method, path)
+    async def hold(self, seconds: float) -> None:
+        """Wait ``seconds`` (0: until the fake stops), released early by ``stop``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds or None)
 
     # market data -----------------------------------------------------------------------
 
@@ -355,8 +265,8 @@ class FakeBinance:
         """Trades print: prices move, resting orders fill, stream subscribers are told."""
         for trade in trades:
             self.exchange.match(trade)
-            for out in self._ws_filter(trade):
-                self._broadcast(out)
+            for out in self.streams.filter(trade):
+                self.streams.broadcast(out)
         await asyncio.sleep(0)
 
     def trade(self, symbol: str, price: str, qty: str = "0.01", trade_id: int | None = None,
@@ -364,7 +274,7 @@ class FakeBinance:
         """A market trade for ``publish`` (ids count up per symbol from 1)."""
         if trade_id is None:
             trade_id = next(self._trade_ids.setdefault(symbol, itertools.count(1)))
-        ts = (ts_ms if ts_ms is not None else self._server_ms()) * _MS_NS
+        ts = (ts_ms if ts_ms is not None else self.server_ms()) * _MS_NS
         tid = f"binance:{symbol}:{trade_id}"
         return Trade(id=tid, ts=ts, correlation_id=tid, causation_id=tid, source="fake",
                      venue="binance", symbol=symbol, trade_id=trade_id,
@@ -407,121 +317,12 @@ class FakeBinance:
 
     def drop_streams(self, code: int = 1011) -> int:
         """Close every stream connection now (``code`` 1006 is sent as 1011); how many."""
-        conns = list(self._conns)
-        for conn in conns:
-            self._close_conn(conn, code)
-        return len(conns)
+        return self.streams.drop(code)
 
-    def _close_conn(self, conn: _WsConn, code: int) -> None:
-        conn.close_code = code if code not in (1005, 1006, 1015) else 1011
-        conn.closing.set()
+    # the server's clock and limits ------------------------------------------------------
 
-    def _ws_filter(self, trade: Trade) -> list[Trade]:
-        """What the stream sends for one trade, after websocket faults."""
-        if self._take(("ws_skip", "ws_silence")) is not None:
-            return []
-        if self._take(("ws_duplicate",)) is not None:
-            return [trade, trade]
-        if self._held is not None:
-            held, self._held = self._held, None
-            return [trade, held]
-        if self._take(("ws_reorder",)) is not None:
-            self._held = trade
-            return []
-        return [trade]
-
-    def _broadcast(self, trade: Trade) -> None:
-        stream = f"{trade.symbol.lower()}@trade"
-        t_ms = trade.ts // _MS_NS
-        data = _json.encode(_WsTrade(
-            e="trade", E=max(t_ms, self._server_ms()), s=trade.symbol, t=trade.trade_id,
-            p=f8(trade.price_e8), q=f8(trade.qty_e8), T=t_ms, m=trade.buyer_maker, M=True,
-        )).decode()
-        combined = f'{{"stream":"{stream}","data":{data}}}'
-        for conn in list(self._conns):
-            if stream in conn.streams and not conn.closing.is_set():
-                self._send(conn, combined if conn.combined else data)
-
-    def _send(self, conn: _WsConn, message: str) -> None:
-        """Queue ``message``; a connection whose queue is full is dropped (1008)."""
-        try:
-            conn.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            if not conn.closing.is_set():
-                self.stats.ws_slow_dropped += 1
-                self._close_conn(conn, 1008)
-
-    async def _ws(self, ws: WebSocket) -> None:
-        path = ws.url.path
-        combined = path == "/stream"
-        raw = ws.query_params.get("streams", "") if combined else path[len("/ws"):].strip("/")
-        streams = {s for s in raw.split("/") if s}
-        if self._take(("ws_refuse",)) is not None:
-            await ws.close(code=1013)
-            return
-        await ws.accept()
-        conn = _WsConn(ws=ws, streams=streams, combined=combined, opened=time.monotonic())
-        self._conns.add(conn)
-        self.stats.ws_connects += 1
-        self.stats.ws_open = len(self._conns)
-        tasks = [
-            asyncio.create_task(self._ws_send(conn), name="fake_binance.ws_send"),
-            asyncio.create_task(self._ws_receive(conn), name="fake_binance.ws_receive"),
-            asyncio.create_task(conn.closing.wait(), name="fake_binance.ws_closing"),
-        ]
-        try:
-            done, _ = await asyncio.wait(
-                tasks, timeout=self.ws_max_lifetime_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done:  # the 24 h disconnect
-                conn.close_code = 1001
-            if tasks[1] not in done:
-                with contextlib.suppress(Exception):
-                    await ws.close(code=conn.close_code or 1000)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self._conns.discard(conn)
-            self.stats.ws_open = len(self._conns)
-
-    async def _ws_send(self, conn: _WsConn) -> None:
-        while True:
-            message = await conn.queue.get()
-            await conn.ws.send_text(message)
-            self.stats.ws_messages += 1
-
-    async def _ws_receive(self, conn: _WsConn) -> None:
-        while True:
-            message = await conn.ws.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            text = message.get("text")
-            if text is None:
-                continue
-            try:
-                request = msgspec.json.decode(text, type=dict[str, Any])
-                method, params, rid = request["method"], request.get("params", []), request["id"]
-            except (msgspec.DecodeError, KeyError, TypeError):
-                self._send(conn, '{"error":{"code":2,"msg":"Invalid request"},"id":null}')
-                continue
-            result: object = None
-            if method == "SUBSCRIBE":
-                conn.streams.update(params)
-            elif method == "UNSUBSCRIBE":
-                conn.streams.difference_update(params)
-            elif method == "LIST_SUBSCRIPTIONS":
-                result = sorted(conn.streams)
-            else:
-                self._send(conn, _json.encode(
-                    {"error": {"code": 1, "msg": f"Unknown method {str(method)[:50]}"},
-                     "id": rid}).decode())
-                continue
-            self._send(conn, _json.encode({"result": result, "id": rid}).decode())
-
-    # REST ------------------------------------------------------------------------------
-
-    def _server_ms(self) -> int:
+    def server_ms(self) -> int:
+        """The server time in ms (``clock_ms`` moved by ``skew_ms``)."""
         return self.clock_ms() + self.skew_ms
 
     def _rate_limits(self) -> list[dict[str, object]]:
@@ -534,291 +335,6 @@ class FakeBinance:
             {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5,
              "limit": 61_000},
         ]
-
-    async def _rest(self, request: Request) -> Response:
-        method, path = request.method, request.url.path
-        endpoint = _ENDPOINTS.get((method, path))
-        if endpoint is None:
-            return Response(status_code=404)
-        self.stats.requests += 1
-        query = request.url.query
-        body = (await request.body()).decode()
-        params = dict(parse_qsl(query, keep_blank_values=True)
-                      + parse_qsl(body, keep_blank_values=True))
-        if endpoint.order:
-            self.order_arrivals.append(params.get("newClientOrderId", ""))
-        try:
-            headers = self._admit(endpoint)
-            kinds = _ORDER_FAULTS if endpoint.order else _REST_FAULTS
-            fault = self._take(kinds, method, path)
-            if fault is not None and fault.apply == "never":
-                early = await self._fault_response(fault, headers)
-                if early is not None:
-                    return early
-            if endpoint.signed:
-                self._check_signature(request, query, body, params)
-            if endpoint.order:
-                headers.update(self._count_order())
-            if fault is not None and fault.apply == "after":
-                await self._hold(fault.delay_s)
-                result = self._call(endpoint, params, fault)
-                return self._ok(result, headers)
-            result = self._call(endpoint, params, fault)
-            if endpoint.order:
-                self.stats.orders_placed = len(self.orders)
-            if fault is not None and fault.apply == "before":
-                late = await self._fault_response(fault, headers)
-                if late is not None:
-                    return late
-            return self._ok(result, headers)
-        except ApiError as exc:
-            return Response(
-                _json.encode({"code": exc.code, "msg": exc.msg}), exc.status,
-                headers={**self._weight_headers(), **exc.headers},
-                media_type="application/json",
-            )
-
-    def _call(self, endpoint: _Endpoint, params: dict[str, str], fault: Fault | None) -> object:
-        handler: Callable[[dict[str, str], Fault | None], object] = getattr(
-            self.exchange, endpoint.handler
-        )
-        return handler(params, fault)
-
-    def _ok(self, result: object, headers: dict[str, str]) -> Response:
-        return Response(_json.encode(result), 200, headers=headers, media_type="application/json")
-
-    def _weight_headers(self) -> dict[str, str]:
-        used = self._window[1]
-        return {"X-MBX-USED-WEIGHT-1M": str(used), "X-MBX-USED-WEIGHT": str(used)}
-
-    def _admit(self, endpoint: _Endpoint) -> dict[str, str]:
-        """Ban check and weight accounting; raises 418/429 like Binance."""
-        now = time.monotonic()
-        if now < self._banned_until:
-            self.stats.banned += 1
-            raise self._ban_error(self._banned_until - now)
-        index = int(now // self.weight_window_s)
-        used = (self._window[1] if self._window[0] == index else 0) + endpoint.weight
-        self._window = (index, used)
-        self.stats.weight_used = used
-        self.stats.max_weight_in_window = max(self.stats.max_weight_in_window, used)
-        if used > self.weight_limit:
-            self.stats.rate_limited += 1
-            strikes = (self._violations[1] if self._violations[0] == index else 0) + 1
-            self._violations = (index, strikes)
-            if self.ban_after and strikes >= self.ban_after:
-                self._banned_until = now + self.ban_s
-                raise self._ban_error(self.ban_s)
-            retry = (index + 1) * self.weight_window_s - now
-            raise ApiError(
-                429, -1003,
-                f"Too much request weight used; current limit is {self.weight_limit} request "
-                "weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid "
-                "polling the API.",
-                {"Retry-After": _retry_after(retry)},
-            )
-        return self._weight_headers()
-
-    def _ban_error(self, seconds: float) -> ApiError:
-        until = self._server_ms() + int(seconds * 1000)
-        return ApiError(
-            418, -1003,
-            f"Way too much request weight used; IP banned until {until}. Please use WebSocket "
-            "Streams for live updates to avoid bans.",
-            {"Retry-After": _retry_after(seconds)},
-        )
-
-    def _count_order(self) -> dict[str, str]:
-        now = time.monotonic()
-        times = self._order_times
-        while times and times[0] <= now - self.order_window_s:
-            times.popleft()
-        if len(times) >= self.order_limit:
-            self.stats.rate_limited += 1
-            raise ApiError(
-                429, -1015,
-                f"Too many new orders; current limit is {self.order_limit} orders per "
-                f"{self.order_window_s:g} SECOND.",
-                {"Retry-After": _retry_after(times[0] + self.order_window_s - now)},
-            )
-        times.append(now)
-        return {"X-MBX-ORDER-COUNT-10S": str(len(times))}
-
-    async def _fault_response(self, fault: Fault, headers: dict[str, str]) -> Response | None:
-        kind = fault.kind
-        if kind in ("rate_limit", "order_rate_limit"):
-            code = -1003 if kind == "rate_limit" else -1015
-            msg = ("Too many requests; please use the websocket for live updates."
-                   if kind == "rate_limit" else "Too many new orders.")
-            raise ApiError(fault.status or 429, code, msg,
-                            {"Retry-After": _retry_after(fault.retry_after_s)})
-        if kind == "ban":
-            self._banned_until = time.monotonic() + fault.retry_after_s
-            self.stats.banned += 1
-            raise self._ban_error(fault.retry_after_s)
-        if kind == "server_error":
-            status = fault.status or 503
-            return Response(f"<html><body><h1>{status} Service Unavailable</h1></body></html>",
-                            status, headers=headers, media_type="text/html")
-        if kind == "unknown_status":
-            raise ApiError(fault.status or 503, -1007,
-                            "Timeout waiting for response from backend server. Send status "
-                            "unknown; execution status unknown.")
-        if kind == "timeout":
-            await self._hold(fault.delay_s)
-            return Response("", 504, headers=headers)
-        if kind == "delay":
-            await self._hold(fault.delay_s)
-            return None
-        if kind == "reject":
-            raise ApiError(fault.status or 400, fault.code, fault.msg)
-        return None  # partial_fill acts inside matching
-
-    async def _hold(self, seconds: float) -> None:
-        """Wait ``seconds`` (0: until the fake stops), released early by ``stop``."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds or None)
-
-    def _check_signature(self, request: Request, query: str, body: str,
-                         params: dict[str, str]) -> None:
-        key = request.headers.get("X-MBX-APIKEY")
-        if not key:
-            raise ApiError(401, -2014, "API-key format invalid.")
-        if key != self.api_key:
-            raise ApiError(401, -2015, "Invalid API-key, IP, or permissions for action.")
-        signature = params.get("signature")
-        if not signature:
-            raise ApiError(400, -1102, "Mandatory parameter 'signature' was not sent, was "
-                                        "empty/null, or malformed.")
-        total = _strip_signature(query) + _strip_signature(body)
-        expected = hmac.new(self.api_secret.encode(), total.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, signature.lower()):
-            raise ApiError(400, -1022, "Signature for this request is not valid.")
-        stamp = params.get("timestamp", "")
-        if not stamp.isdigit():
-            raise ApiError(400, -1102, "Mandatory parameter 'timestamp' was not sent, was "
-                                        "empty/null, or malformed.")
-        window = params.get("recvWindow", "5000")
-        if not window.isdigit() or int(window) > 60_000:
-            raise ApiError(400, -1131, "recvWindow must be less than 60000")
-        server = self._server_ms()
-        if int(stamp) >= server + 1000:
-            raise ApiError(400, -1021, "Timestamp for this request was 1000ms ahead of the "
-                                        "server's time.")
-        if server - int(stamp) > int(window):
-            raise ApiError(400, -1021, "Timestamp for this request is outside of the "
-                                        "recvWindow.")
-
-    # control API -------------------------------------------------------------------------
-
-    def _guarded(self, handler: Callable[[Request], Awaitable[Response]]
-                 ) -> Callable[[Request], Awaitable[Response]]:
-        """``handler`` behind the control token (when configured) and the body bound."""
-
-        async def guarded(request: Request) -> Response:
-            if self.control_token is not None:
-                scheme, _, value = request.headers.get("authorization", "").partition(" ")
-                if scheme.lower() != "bearer" or not hmac.compare_digest(
-                        value.strip().encode(), self.control_token.encode()):
-                    return _detail("send Authorization: Bearer <control token>", 401)
-            length = request.headers.get("content-length", "0")
-            if not length.isdigit() or int(length) > _MAX_BODY:
-                return _detail(f"body over {_MAX_BODY} bytes", 413)
-            return await handler(request)
-
-        return guarded
-
-    async def _ctl_faults(self, request: Request) -> Response:
-        if request.method == "DELETE":
-            self.clear_faults()
-            return Response(b"[]", media_type="application/json")
-        if request.method == "POST":
-            try:
-                fault = _checked_fault(msgspec.json.decode(await _body(request), type=Fault))
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-                return _detail(str(exc)[:300], 422)
-            return Response(_json.encode(self.inject(fault)), 201,
-                            media_type="application/json")
-        return Response(_json.encode(self.faults.history), media_type="application/json")
-
-    async def _ctl_ledger(self, request: Request) -> Response:
-        body = {"orders": list(self.orders.values()), "fills": self.fills,
-                "balances": {a: {"free": f8(f), "locked": f8(lk)}
-                             for a, (f, lk) in sorted(self.exchange.balances.items())}}
-        return Response(_json.encode(body), media_type="application/json")
-
-    async def _ctl_stats(self, request: Request) -> Response:
-        return Response(_json.encode(self.stats), media_type="application/json")
-
-    async def _ctl_trades(self, request: Request) -> Response:
-        """``[{"symbol": "BTCUSDT", "price": "42000.5", "qty": "0.01"}, ...]``."""
-        try:
-            rows = msgspec.json.decode(await _body(request), type=list[dict[str, str]])
-            if len(rows) > _MAX_TRADES:
-                raise ValueError(f"at most {_MAX_TRADES} trades per request")
-            trades = [self._control_trade(r) for r in rows]
-        except (msgspec.DecodeError, msgspec.ValidationError, KeyError, ValueError) as exc:
-            return _detail(str(exc)[:300], 422)
-        await self.publish(trades)
-        return Response(_json.encode({"published": len(trades)}), 201,
-                        media_type="application/json")
-
-    def _control_trade(self, row: dict[str, str]) -> Trade:
-        symbol = row["symbol"]
-        if not _SYMBOL.fullmatch(symbol):
-            raise ValueError(f"symbol {symbol[:30]!r} is not like BTCUSDT")
-        trade = self.trade(symbol, row["price"][:40], row.get("qty", "0.01")[:40])
-        for what, value in (("price", trade.price_e8), ("qty", trade.qty_e8)):
-            if not 0 < value <= _MAX_E8:
-                raise ValueError(f"{what} must be positive and fit 64 bits in e8")
-        return trade
-
-    async def _ctl_drop(self, request: Request) -> Response:
-        return Response(_json.encode({"dropped": self.drop_streams()}),
-                        media_type="application/json")
-
-
-# helpers -----------------------------------------------------------------------------------
-
-
-def _detail(text: str, status: int) -> Response:
-    return Response(_json.encode({"detail": text}), status, media_type="application/json")
-
-
-async def _body(request: Request) -> bytes:
-    """The request body, at most ``_MAX_BODY`` bytes (even without a content-length)."""
-    raw = b""
-    async for part in request.stream():
-        raw += part
-        if len(raw) > _MAX_BODY:
-            raise ValueError(f"body over {_MAX_BODY} bytes")
-    return raw
-
-
-def _checked_fault(fault: Fault) -> Fault:
-    """``fault`` if its numbers are finite and in range; ValueError says which is not."""
-    for name in ("duration_s", "retry_after_s", "delay_s", "fill_ratio"):
-        value = getattr(fault, name)
-        if value is not None and not (math.isfinite(value) and 0 <= value <= _MAX_SECONDS):
-            raise ValueError(f"{name} must be a finite number from 0 to {_MAX_SECONDS:g}")
-    if fault.times is not None and not 0 < fault.times <= 10**9:
-        raise ValueError("times must be from 1 to 10^9 (or null: while it lasts)")
-    if not 0 <= fault.status <= 4999 or not 1 <= fault.parts <= 1000:
-        raise ValueError("status must be an HTTP status or close code, parts 1 to 1000")
-    if fault.fill_ratio > 1:
-        raise ValueError("fill_ratio must be from 0 to 1")
-    return fault
-
-
-def _retry_after(seconds: float) -> str:
-    """Whole seconds as Binance sends them; below 1 s kept fractional so tests run fast."""
-    if seconds >= 1:
-        return str(math.ceil(seconds))
-    return f"{max(seconds, 0.0):.3f}"
-
-
-def _strip_signature(text: str) -> str:
-    return "&".join(p for p in text.split("&") if p and not p.startswith("signature="))
 
 
 async def _aiter(
