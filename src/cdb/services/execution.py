@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar, Final
 
 import msgspec
-from fastapi import APIRouter, Response
 from prometheus_client import Counter
 
 from cdb.bus.keys import FILLS, MARKET_DATA, ORDERS
@@ -38,7 +37,6 @@ from cdb.services.base import Service, ServiceContext
 from cdb.venues.base import (
     Closes,
     Execution,
-    KeepsLedger,
     Reconciles,
     ReportsUpdates,
     Venue,
@@ -268,26 +266,6 @@ class ExecutionService(Service):
             await self.ctx.publish(FILLS, updates)
             self.cancelled += len(updates)
             self._unreported = []
-
-    def routes(self) -> list[APIRouter]:
-        router = APIRouter()
-
-        @router.get("/venue/ledger")
-        async def ledger() -> Response:
-            """Every execution the venue made (its own record, to audit the database)."""
-            if not isinstance(self.venue, KeepsLedger):
-                return Response(b'{"detail":"this venue keeps no local ledger"}', 404,
-                                media_type="application/json")
-            rows = self.venue.ledger
-            body = [
-                {"order_id": x.order.id, "client_order_id": x.order.client_order_id,
-                 "venue_fill_id": x.venue_fill_id, "price_e8": x.price_e8, "qty_e8": x.qty_e8,
-                 "fee_e8": x.fee_e8, "ts": x.ts}
-                for x in rows
-            ]
-            return Response(msgspec.json.encode(body), media_type="application/json")
-
-        return [router]
 
     def status(self) -> dict[str, object]:
         return {"venue": self.venue.name, "orders": self.orders, "fills": self.fills,

@@ -12,6 +12,7 @@ from tests.unit.services.test_execution_cancel import order, trade
 
 from cdb.clock import SimClock
 from cdb.events import Order, Trade
+from cdb.runtime.control_http import ledger_router
 from cdb.services.base import ServiceContext
 from cdb.services.execution import ExecutionService
 from cdb.venues.base import Execution, Venue
@@ -40,8 +41,7 @@ async def get_ledger(venue: Venue) -> httpx.Response:
     ctx = ServiceContext(name="execution", instance="ex-1", bus=RecordingBus(),  # type: ignore[arg-type]
                          clock=SimClock(T0))
     app = FastAPI()
-    for router in ExecutionService(ctx, venue).routes():
-        app.include_router(router)
+    app.include_router(ledger_router(ExecutionService(ctx, venue)))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://execution") as client:
         return await client.get("/venue/ledger")
