@@ -16,6 +16,7 @@ from cdb.chaos.scenario.model import Scenario
 from cdb.chaos.scenario.registry import Unavailable
 from cdb.chaos.targets.attach import AttachConfig, AttachTarget, supervised
 from cdb.cli_scenario_attach import attach_config, attach_runner, market_faults
+from cdb.config import Settings
 from cdb.errors import CdbError
 from cdb.runtime.discovery import InstanceRecord
 
@@ -148,3 +149,36 @@ def test_only_a_supervised_process_is_killed(
         for p in (lone, kept):
             p.kill()
             p.wait()
+
+
+def test_checks_judge_against_the_limits_the_running_risk_service_has(
+    scenario: Callable[[str], Scenario], tmp_path: Path,
+) -> None:
+    text = SCENARIO.replace("market: {symbols: [BTCUSDT]}}",
+                            "market: {symbols: [BTCUSDT]},\n                "
+                            "limits: {max_exposure: 5, max_position: 7}}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RISK_")}
+    risk = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                            env={**env, "RISK_MAX_EXPOSURE": "123"})
+    try:
+        target = _target(tmp_path, scenario(text))
+        target.records = {"risk": _record("risk", risk.pid, target.hostname)}
+        target._limits_of_the_pipeline()
+    finally:
+        risk.kill()
+        risk.wait()
+    # Its own value where it has one; the default where the scenario's would mislead.
+    assert target.plan.env["RISK_MAX_EXPOSURE"] == "123"
+    default = Settings.model_fields["risk_max_position"].default
+    assert target.plan.env["RISK_MAX_POSITION"] == str(default)
+    assert target.summary["limits"] == "the running risk service's"
+
+
+def test_the_ess_is_not_commanded_without_an_api_token(
+    scenario: Callable[[str], Scenario], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CDB_API_TOKEN", raising=False)
+    monkeypatch.delenv("CDB_API_TOKEN_FILE", raising=False)
+    target = _target(tmp_path, scenario(SCENARIO))
+    with pytest.raises(Unavailable, match="no API token"):
+        asyncio.run(target.ess_command("trip", "test", "me"))

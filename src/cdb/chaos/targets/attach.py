@@ -36,11 +36,11 @@ from redis.exceptions import RedisError, ResponseError
 from cdb.bus.keys import ALL_STREAMS, DEAD_LETTER_SUFFIX, SERVICES, Namespace
 from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.chaos.scenario.registry import Unavailable
-from cdb.chaos.targets.base import Plan
+from cdb.chaos.targets.base import Plan, scenario_env
 from cdb.chaos.targets.db import SqlReader, snapshot
 from cdb.chaos.targets.distributed import RECORDER_GROUP, DistributedTarget
-from cdb.config import Settings
-from cdb.errors import InputError
+from cdb.config import Settings, load_settings
+from cdb.errors import CdbError, InputError
 from cdb.runtime.discovery import InstanceRecord, discover
 from cdb.runtime.supervisor import RESTARTS_ENV
 
@@ -79,6 +79,26 @@ def _same_host(address: str, host: str) -> bool:
     return (address in _LOOPBACK and host in _LOOPBACK) or address == host
 
 
+def process_env(pid: int) -> dict[str, str] | None:
+    """The environment ``pid`` was started with (None: it cannot be read)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {k: v for k, _, v in pairs}
+
+
+def _api_token() -> str:
+    """The API token of the pipeline's control endpoints, from this process's settings
+    (``CDB_API_TOKEN`` or ``CDB_API_TOKEN_FILE``); empty when none is set."""
+    try:
+        token = load_settings().cdb_api_token
+    except CdbError:
+        return ""
+    return token.get_secret_value() if token is not None else ""
+
+
 def supervised(pid: int) -> bool | None:
     """Whether a supervisor restarts ``pid`` when it exits (``cdb up`` sets
     ``CDB_RESTARTS`` for each child); None: its environment cannot be read."""
@@ -107,6 +127,7 @@ class AttachTarget(DistributedTarget):
         self._proxies: dict[str, tuple[str, str]] = {}
         """Proxies of the user's proxy: name -> (listen, upstream)."""
         self._first_read = True
+        self.token = _api_token()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -125,6 +146,7 @@ class AttachTarget(DistributedTarget):
             "namespace": cfg.namespace,
             "services": {s: {"pid": r.pid, "host": r.host, "address": r.address,
                              "restarts": r.restarts} for s, r in self.records.items()}}
+        self._limits_of_the_pipeline()
         if cfg.postgres_url:
             self.schema = Settings.model_validate(
                 {"service_instance_name": cfg.namespace}).postgres_schema()
@@ -143,6 +165,23 @@ class AttachTarget(DistributedTarget):
         self._t0_ns = self.market_start_ns + int(self.plan.warmup * 1e9)
         self.clock.set_origin(time.monotonic() + self.plan.warmup)
         self.recording.env = {"SERVICE_INSTANCE_NAME": cfg.namespace}
+
+    def _limits_of_the_pipeline(self) -> None:
+        """The checks judge against the risk limits the running risk service has (read
+        from its environment), not the scenario's: those cannot be applied to it."""
+        risk = self.records.get("risk")
+        env = (process_env(risk.pid) if risk is not None and risk.pid and
+               risk.host in ("", self.hostname) else None)
+        if env is None:
+            self.summary["limits"] = "the scenario's (risk's environment cannot be read)"
+            return
+        limits = {k: v for k, v in env.items() if k.startswith("RISK_")}
+        for key in scenario_env(self.plan.scenario, self.plan.seed):
+            field = Settings.model_fields.get(key.lower())
+            if key.startswith("RISK_") and key not in limits and field is not None:
+                limits[key] = str(field.default)  # risk runs with the default
+        self.plan.env.update(limits)
+        self.summary["limits"] = "the running risk service's"
 
     async def _groups_from_now(self, topics: list[str]) -> None:
         """The recorder's group on every stream, reading what comes after the attach
@@ -303,6 +342,18 @@ class AttachTarget(DistributedTarget):
                                 f"{time.monotonic() - started:.2f}s")
             await asyncio.sleep(0.1)
         raise RuntimeError(f"{service} not back within {timeout:g}s (still pid {since_pid})")
+
+    async def ess_command(self, command: str, reason: str, actor: str) -> dict[str, Any]:
+        if not self.token:
+            raise Unavailable("no API token (CDB_API_TOKEN or CDB_API_TOKEN_FILE) to command "
+                              "the running pipeline's ESS")
+        try:
+            return await super().ess_command(command, reason, actor)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in (401, 403):
+                raise Unavailable(f"the risk service refused the API token "
+                                  f"({exc.response.status_code})") from exc
+            raise
 
     def infra(self, name: str) -> Any:
         raise Unavailable(f"attach mode never takes the user's {name} down")
