@@ -72,3 +72,9 @@ def test_attach_kills_by_pid_checks_real_activity_and_reports_what_it_cannot_inj
         with pipe.redis_client() as client:
             groups = client.xinfo_groups(f"{pipe.namespace}:stream.market_data")
         assert all(g["name"] != b"chaos.recorder" for g in groups)
+        # Another namespace has no pipeline: refused in one line, nothing run.
+        refused = cdb("scenario", "run", str(scenario), "--attach", "--redis", redis,
+                      "--namespace", "nobody-here", "--quiet", timeout=60)
+        assert refused.returncode == 2
+        assert "no running pipeline in namespace 'nobody-here'" in refused.stderr
+        assert REDIS_PASSWORD not in refused.stderr
