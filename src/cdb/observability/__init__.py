@@ -1,1 +1,1 @@
-"""Metrics, health and logs."""
+"""Metrics, health, logs and the monitor that samples them; no knowledge of the bus."""

@@ -1,1 +1,1 @@
-"""Surviving infrastructure failures: Redis connections, backoff, breaker, buffers."""
+"""Riding out a failing dependency: backoff schedules, the circuit breaker and its probe."""

@@ -1,1 +1,1 @@
-"""Hosting services: lifecycle, the consume loop, embedded and distributed runners."""
+"""Hosting services: consume loop, HTTP, discovery; the embedded, distributed, up runners."""
