@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from cdb.chaos.run.runner import Options
@@ -182,3 +183,24 @@ def test_the_ess_is_not_commanded_without_an_api_token(
     target = _target(tmp_path, scenario(SCENARIO))
     with pytest.raises(Unavailable, match="no API token"):
         asyncio.run(target.ess_command("trip", "test", "me"))
+
+
+def test_of_several_registered_instances_the_newest_alive_one_is_the_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cdb.chaos.targets import attach
+    from cdb.runtime.discovery import Registration
+
+    def reg(instance: str, pid: int, started: int, alive: bool = True) -> Registration:
+        record = msgspec.structs.replace(_record("risk", pid, "h"), instance=instance,
+                                         started_ns=started)
+        return Registration(record=record, alive=alive, ttl_left_s=None)
+
+    async def fake(client: object, namespace: object) -> list[Registration]:
+        return [reg("a", 1, 10), reg("b", 2, 30), reg("c", 3, 50, alive=False),
+                msgspec.structs.replace(reg("x", 4, 60), record=msgspec.structs.replace(
+                    _record("console", 4, "h"), started_ns=60))]
+
+    monkeypatch.setattr(attach, "discover", fake)
+    found = asyncio.run(attach.find_services(object(), "blue"))  # type: ignore[arg-type]
+    assert {s: r.pid for s, r in found.items()} == {"risk": 2}

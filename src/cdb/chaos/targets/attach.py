@@ -67,11 +67,14 @@ def redis_client(url: str) -> aioredis.Redis:
 
 
 async def find_services(client: aioredis.Redis, namespace: str) -> dict[str, InstanceRecord]:
-    """The alive instance of each service of ``namespace`` (first by instance name)."""
+    """The alive instance of each service of ``namespace``; of several, the newest (a
+    dead one stays alive in the registry until its heartbeat expires)."""
     out: dict[str, InstanceRecord] = {}
     for reg in await discover(client, Namespace(namespace)):
-        if reg.alive and reg.record.service in SERVICES:
-            out.setdefault(reg.record.service, reg.record)
+        record = reg.record
+        if reg.alive and record.service in SERVICES and (
+                record.service not in out or record.started_ns > out[record.service].started_ns):
+            out[record.service] = record
     return out
 
 
