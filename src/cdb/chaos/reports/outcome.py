@@ -14,17 +14,15 @@ import json
 import platform
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from cdb import __version__
 from cdb.chaos.reports.html import render_html
+from cdb.chaos.run.record import Outcome, RunRecord
 from cdb.chaos.run.recording import Activity
 from cdb.chaos.scenario.model import mask_secrets
-
-if TYPE_CHECKING:
-    from cdb.chaos.run.runner import Outcome, Runner
 
 _SECRET_HINTS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
 
@@ -49,10 +47,9 @@ def _scrub(env: dict[str, str]) -> dict[str, str]:
                 else v) for k, v in env.items()}
 
 
-def journal(runner: Runner, outcome: Outcome) -> dict[str, Any]:
+def journal(record: RunRecord, outcome: Outcome) -> dict[str, Any]:
     """The journal document of a run."""
-    target = runner.target
-    rec = target.recording if target is not None else None
+    rec = record.recording
     activities = rec.activities if rec else []
     steady = {p: [a for a in activities if a.phase == f"steady-state-{p}"]
               for p in ("before", "after")}
@@ -71,7 +68,7 @@ def journal(runner: Runner, outcome: Outcome) -> dict[str, Any]:
         "chaoslib-version": None,
         "platform": platform.platform(),
         "node": platform.node(),
-        "experiment": runner.scenario.document,
+        "experiment": record.scenario.document,
         "start": outcome.started,
         "end": outcome.ended,
         "duration": outcome.duration_s,
@@ -89,7 +86,7 @@ def journal(runner: Runner, outcome: Outcome) -> dict[str, Any]:
         "rollbacks": [_ctk_activity(a) for a in activities if a.phase == "rollback"],
         "cdb": {
             "version": __version__,
-            "scenario_file": runner.scenario.file,
+            "scenario_file": record.scenario.file,
             "verdict": outcome.verdict.status,
             "exit_code": outcome.verdict.exit_code,
             "reasons": list(outcome.verdict.reasons),
@@ -101,41 +98,41 @@ def journal(runner: Runner, outcome: Outcome) -> dict[str, Any]:
             "measurements": {a.name: a.measured for a in outcome.assertions
                              if a.category == "measurement"},
             "plan": {
-                "warmup": runner.plan.warmup, "timeline_end": runner.t_end,
-                "settle": runner.scenario.settle, "market_duration": runner.plan.market_duration,
-                "shapes": msgspec.to_builtins(runner.plan.shapes),
-                "proxies": sorted(f"{s}->{d}" for s, d in runner.plan.proxies),
+                "warmup": record.plan.warmup, "timeline_end": record.t_end,
+                "settle": record.scenario.settle, "market_duration": record.plan.market_duration,
+                "shapes": msgspec.to_builtins(record.plan.shapes),
+                "proxies": sorted(f"{s}->{d}" for s, d in record.plan.proxies),
                 "steps": [{"key": s.key, "kind": s.kind, "type": s.provider.type, "at": s.at,
                            "duration": s.duration, "params": s.provider.params}
-                          for s in runner.steps],
+                          for s in record.steps],
             },
-            "phases_wall_s": runner.phases,
-            "left_behind": runner.left_behind,
-            "applied": runner.applied,
-            "undone": runner.ended,
+            "phases_wall_s": record.phases,
+            "left_behind": list(record.left_behind),
+            "applied": record.applied,
+            "undone": record.undone,
             "activities": msgspec.to_builtins(activities),
-            "summary": target.summary if target is not None else {},
+            "summary": record.summary,
             "env": _scrub(rec.env) if rec else {},
             "recording": rec.to_builtins() if rec else None,
         },
     }
 
 
-def junit(runner: Runner, outcome: Outcome) -> bytes:
+def junit(record: RunRecord, outcome: Outcome) -> bytes:
     """JUnit XML: one test case per assertion."""
-    stem = Path(runner.scenario.file).stem
+    stem = Path(record.scenario.file).stem
     failures = sum(1 for a in outcome.assertions if a.status == "fail")
     skipped = sum(1 for a in outcome.assertions if a.status == "unknown")
     attrs = {"tests": str(len(outcome.assertions)), "failures": str(failures),
              "errors": "0", "skipped": str(skipped), "time": f"{outcome.duration_s:.3f}"}
     suites = ET.Element("testsuites", {"name": "cdb scenarios", **attrs})
     suite = ET.SubElement(suites, "testsuite", {
-        "name": runner.scenario.title, **attrs, "timestamp": outcome.started,
+        "name": record.scenario.title, **attrs, "timestamp": outcome.started,
         "hostname": platform.node()})
     props = ET.SubElement(suite, "properties")
     for name, value in (("verdict", outcome.verdict.status), ("seed", str(outcome.seed)),
                         ("mode", outcome.mode), ("namespace", outcome.namespace),
-                        ("scenario", runner.scenario.file)):
+                        ("scenario", record.scenario.file)):
         ET.SubElement(props, "property", {"name": name, "value": value})
     for a in outcome.assertions:
         case = ET.SubElement(suite, "testcase", {
@@ -154,21 +151,21 @@ def junit(runner: Runner, outcome: Outcome) -> bytes:
     return data
 
 
-def write_all(runner: Runner, outcome: Outcome) -> dict[str, str]:
+def write_all(record: RunRecord, outcome: Outcome) -> dict[str, str]:
     """Write the three reports into the run's report directory; returns their paths."""
-    directory = Path(runner.report_dir)
+    directory = Path(record.report_dir)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"json": directory / "journal.json", "junit": directory / "junit.xml",
              "html": directory / "report.html"}
     outcome.reports = {k: str(v) for k, v in paths.items()}
-    secrets = runner.scenario.secrets
+    secrets = record.scenario.secrets
     # Values the scenario read from the environment never reach a report.
-    doc = mask_secrets(journal(runner, outcome), secrets)
+    doc = mask_secrets(journal(record, outcome), secrets)
     paths["json"].write_text(json.dumps(doc, indent=1, default=str))
     shown = outcome
     if secrets:
         shown = msgspec.convert(mask_secrets(msgspec.to_builtins(outcome), secrets),
                                 type(outcome))
-    paths["junit"].write_bytes(junit(runner, shown))
+    paths["junit"].write_bytes(junit(record, shown))
     paths["html"].write_text(render_html(doc))
     return outcome.reports
