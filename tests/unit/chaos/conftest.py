@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from cdb.chaos.faults.base import Fault, Params, StepContext
-from cdb.chaos.run.clock import ClockClosed, WallClock
+from cdb.chaos.faults.base import Params, ScenarioFault, StepContext
+from cdb.chaos.run.clock import ClockClosed, WallScenarioClock
 from cdb.chaos.run.recording import Effect
 from cdb.chaos.run.runner import Options, Outcome, Runner
 from cdb.chaos.scenario import validate
@@ -31,7 +31,7 @@ LOG: list[str] = []
                          "undo_fails": P.boolean(), "missing": P.boolean(),
                          "ends_market": P.boolean(), "hangs": P.boolean()},
                  required=("name",))
-class SwitchFault(Fault):
+class SwitchFault(ScenarioFault):
     async def apply(self) -> Any:
         name = self.p.text("name")
         if self.p.flag("missing"):
@@ -82,7 +82,7 @@ class FakeTarget(Target):
 
     def __init__(self, plan: Plan, hang_at_start: float = 0.0) -> None:
         super().__init__(plan)
-        self.clock = WallClock()
+        self.clock = WallScenarioClock()
         self.hang_at_start = hang_at_start
         self.stopped = False
         self.published: list[tuple[str, AnyEvent]] = []

@@ -1,6 +1,6 @@
 """What a fault, an action and a probe look like to the runner.
 
-A ``Fault`` is made for each use in the scenario before anything starts, so it can
+A ``ScenarioFault`` is made for each use in the scenario before anything starts, so it can
 add to the ``Plan`` (a market shape is baked into the market; a network fault needs
 its link routed through the proxy). At its time it is ``apply``-ed; its ``undo`` is
 registered at once and runs when its duration ends or at the end of the run, always.
@@ -99,7 +99,7 @@ class Params:
         return self.raw.get(key, default)
 
 
-class Fault:
+class ScenarioFault:
     """Base of faults. Subclasses implement ``apply`` and usually ``undo``/``effect``.
 
     ``effect_after``: seconds after ``apply`` at which ``effect`` is judged when the

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from cdb.chaos.faults.base import Fault
+from cdb.chaos.faults.base import ScenarioFault
 from cdb.chaos.run.recording import Effect
 from cdb.chaos.scenario.registry import FAULTS, P, Unavailable
 
@@ -127,7 +127,7 @@ ERRORS: Final[dict[str, dict[str, Any]]] = {
                          "fill_ratio": P.number("share of the quantity a partial fill fills",
                                                 exclusive_minimum=0, maximum=1)},
                  required=("error",), modes=("distributed",))
-class ExchangeFault(Fault):
+class ExchangeFault(ScenarioFault):
     def _fault(self) -> dict[str, Any]:
         body: dict[str, Any] = {**ERRORS[self.p.text("error")], "times": None,
                                 "endpoint": self.p.text("endpoint", "*")}

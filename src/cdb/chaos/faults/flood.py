@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from cdb.bus.keys import SIGNALS
-from cdb.chaos.faults.base import Fault
+from cdb.chaos.faults.base import ScenarioFault
 from cdb.chaos.run.recording import Effect
 from cdb.chaos.scenario.registry import FAULTS, P, Unavailable
 from cdb.events import AnyEvent, IdGen, Signal
@@ -27,7 +27,7 @@ FLOOD_STRATEGY = "chaos-flood"
                                           enum=["BUY", "SELL", "alternate"]),
                          "strategy_id": P.string()},
                  required=("count", "over"))
-class SignalFlood(Fault):
+class SignalFlood(ScenarioFault):
     def effect_delay(self) -> float:
         return self.p.duration("over")
 

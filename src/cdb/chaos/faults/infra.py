@@ -14,7 +14,7 @@ import asyncio
 import time
 from typing import Any
 
-from cdb.chaos.faults.base import Fault
+from cdb.chaos.faults.base import ScenarioFault
 from cdb.chaos.run.recording import Effect
 from cdb.chaos.scenario.registry import FAULTS, P
 from cdb.testing.redis import RedisServerError
@@ -59,7 +59,7 @@ async def redis_answers(host: str, port: int, timeout: float = 1.0) -> bool:
                  params={"mode": P.string("stop (SIGTERM), kill (crash) or pause (SIGSTOP)",
                                           enum=["stop", "kill", "pause"])},
                  modes=("distributed",))
-class RedisDown(Fault):
+class RedisDown(ScenarioFault):
     async def apply(self) -> Any:
         server = self.ctx.target.infra("redis")
         mode = self.p.text("mode", "stop")
@@ -102,7 +102,7 @@ class RedisDown(Fault):
                  params={"mode": P.string("stop (fast shutdown) or kill (immediate)",
                                           enum=["stop", "kill"])},
                  modes=("distributed",))
-class PostgresDown(Fault):
+class PostgresDown(ScenarioFault):
     async def apply(self) -> Any:
         server = self.ctx.target.infra("postgres")
         await asyncio.to_thread(server.stop, kill=self.p.text("mode", "stop") == "kill")

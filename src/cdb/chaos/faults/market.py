@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from cdb.chaos.faults.base import Fault
+from cdb.chaos.faults.base import ScenarioFault
 from cdb.chaos.run.recording import Effect, PricePoint
 from cdb.chaos.scenario.registry import FAULTS, P, Unavailable
 from cdb.chaos.targets.base import Plan
@@ -20,7 +20,7 @@ _SYMBOL = P.string("the symbol (or * for every symbol)")
 _HOLD_MIN_S = 1.0
 
 
-class _ShapeFault(Fault):
+class _ShapeFault(ScenarioFault):
     kind: ClassVar[ShapeKind]
     magnitude_key: ClassVar[str | None] = None
     sign: ClassVar[float] = 1.0

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import httpx
 
-from cdb.chaos.faults.base import Fault
+from cdb.chaos.faults.base import ScenarioFault
 from cdb.chaos.run.recording import Effect
 from cdb.chaos.scenario.registry import FAULTS, P
 from cdb.chaos.targets.base import Plan
@@ -27,7 +27,7 @@ _LINK = {
 }
 
 
-class _Link(Fault):
+class _Link(ScenarioFault):
     def plan(self, plan: Plan) -> None:
         plan.proxies.add((self.p.text("service", "*"), self.p.text("target")))
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from cdb.bus.keys import FILLS, MARKET_DATA, ORDERS, RISK_EVENTS, SIGNALS
-from cdb.chaos.faults.base import Fault
+from cdb.chaos.faults.base import ScenarioFault
 from cdb.chaos.run.recording import Effect
 from cdb.chaos.scenario.registry import FAULTS, P
 from cdb.chaos.targets.embedded import Rule
@@ -57,7 +57,7 @@ BUGS: Final[dict[str, dict[str, Any]]] = {
                          "factor": P.integer("inflate_orders: by how much (default 10)",
                                              minimum=2)},
                  required=("bug",), modes=("embedded",))
-class SabotageFault(Fault):
+class SabotageFault(ScenarioFault):
     async def apply(self) -> Any:
         bug = self.p.text("bug")
         switches = self.ctx.target.sabotage()

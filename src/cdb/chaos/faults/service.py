@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cdb.chaos.faults.base import Fault
+from cdb.chaos.faults.base import ScenarioFault
 from cdb.chaos.run.recording import Effect
 from cdb.chaos.scenario.registry import FAULTS, P
 
@@ -33,7 +33,7 @@ def process_state(pid: int) -> str | None:
 
 @FAULTS.register("stop", summary="freeze a service (SIGSTOP; SIGCONT on undo). Embedded: "
                  "its consumption stops", params={"service": _SERVICE}, required=("service",))
-class StopService(Fault):
+class StopService(ScenarioFault):
     effect_after = 1.0  # without a duration: long enough for events to pile up
 
     async def apply(self) -> Any:
@@ -69,7 +69,7 @@ class StopService(Fault):
                          "hold": P.duration("freeze the process (SIGSTOP) this long first, "
                                             "so events are in flight when it dies")},
                  required=("service",), modes=("distributed",))
-class KillService(Fault):
+class KillService(ScenarioFault):
     signame = "SIGKILL"
 
     async def apply(self) -> Any:

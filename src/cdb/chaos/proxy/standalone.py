@@ -35,8 +35,9 @@ async def serve(api: str, seed: int = 0, *, token: str | None = None, public: bo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m cdb.chaos.proxy", description="cdb's fault-injecting TCP proxy "
-                                                 "(Toxiproxy API)")
+    parser = argparse.ArgumentParser(
+        prog="python -m cdb.chaos.proxy",
+        description="cdb's fault-injecting TCP proxy (Toxiproxy API)")
     parser.add_argument("--api", default="127.0.0.1:8474", help="host:port of the HTTP API")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--token-file", help=f"file holding the API token (else ${TOKEN_ENV})")

@@ -21,13 +21,13 @@ import msgspec
 from cdb import __version__
 from cdb.chaos.reports.html import render_html
 from cdb.chaos.run.record import Outcome, RunRecord
-from cdb.chaos.run.recording import Activity
+from cdb.chaos.run.recording import ActivityRecord
 from cdb.chaos.scenario.model import mask_secrets
 
 _SECRET_HINTS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
 
 
-def _ctk_activity(act: Activity) -> dict[str, Any]:
+def _ctk_activity(act: ActivityRecord) -> dict[str, Any]:
     duration = (act.t_end - act.t_start) if act.t_end is not None else 0.0
     out: dict[str, Any] = {
         "activity": {"type": "probe" if act.kind == "probe" else "action", "name": act.name,

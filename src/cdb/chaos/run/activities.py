@@ -12,13 +12,14 @@ from typing import Any, Literal
 
 from cdb.chaos.checks import tolerance
 from cdb.chaos.checks.verdict import Assertion
-from cdb.chaos.faults.base import Fault, Params
+from cdb.chaos.faults.base import Params, ScenarioFault
 from cdb.chaos.run.clock import ClockClosed
 from cdb.chaos.run.plan import RunPlan, Use
-from cdb.chaos.run.recording import Activity, Effect, now_iso
+from cdb.chaos.run.recording import ActivityRecord, Effect, now_iso
 from cdb.chaos.run.sampling import probe_value
 from cdb.chaos.run.undo import Undo, UndoStack
 from cdb.chaos.scenario.registry import Unavailable
+from cdb.chaos.scenario.timeline import Step
 from cdb.chaos.targets.base import Target
 
 
@@ -57,14 +58,37 @@ class Activities:
         self.current = ""
         """The activity last started, for people."""
 
-    def open(self, use: Use, phase: str, name: str) -> Activity:
+    async def step(self, planned: RunPlan, step: Step) -> None:
+        """One step of the timeline, at its time."""
+        use = planned.step_uses[step.key]
+        await use.ctx.clock.sleep_until(step.at)
+        await self.run(use, "timeline", step.name, step.duration, step.tolerance)
+
+    async def method(self, planned: RunPlan, background: list[asyncio.Task[Any]]) -> None:
+        """The method's activities in sequence, with their pauses; those run in the
+        background are added to ``background``."""
         assert self.target is not None
-        return self.target.recording.add(Activity(
+        clock = self.target.clock
+        for i, act in enumerate(planned.scenario.method):
+            use = planned.find(f"{act.name}@{i}")
+            await clock.sleep_until(clock.now() + act.pause_before)
+            use.ctx.at = clock.now()
+            run = self.run(use, "method", act.name, act.duration,
+                           act.tolerance if act.has_tolerance else None)
+            if act.background:
+                background.append(clock.spawn(run, name=f"method.{act.name}"))
+            else:
+                await run
+            await clock.sleep_until(clock.now() + act.pause_after)
+
+    def open(self, use: Use, phase: str, name: str) -> ActivityRecord:
+        assert self.target is not None
+        return self.target.recording.add(ActivityRecord(
             key=use.key, name=name, phase=phase, kind=use.kind, type=use.provider.type,
             params=dict(use.provider.params), t_start=round(self.target.clock.now(), 6),
             started=now_iso()))
 
-    def close(self, act: Activity) -> None:
+    def close(self, act: ActivityRecord) -> None:
         assert self.target is not None
         act.t_end = round(self.target.clock.now(), 6)
         act.ended = now_iso()
@@ -78,7 +102,7 @@ class Activities:
         self.current = f"{use.kind} {use.key} ({use.provider.type})"
         self._log(f"t={clock.now():7.2f}s {use.kind} {use.key}: {use.provider.type}")
         try:
-            if isinstance(use.impl, Fault):
+            if isinstance(use.impl, ScenarioFault):
                 await self._fault(use, act, phase, duration)
                 return
             act.output = await use.impl(use.ctx, Params(dict(use.provider.params)))
@@ -111,9 +135,10 @@ class Activities:
             if act.t_end is None:
                 self.close(act)
 
-    async def _fault(self, use: Use, act: Activity, phase: str, duration: float | None) -> None:
+    async def _fault(self, use: Use, act: ActivityRecord, phase: str,
+                     duration: float | None) -> None:
         assert self.target is not None
-        assert isinstance(use.impl, Fault)
+        assert isinstance(use.impl, ScenarioFault)
         clock, fault = self.target.clock, use.impl
         start = clock.now()
         try:
@@ -146,7 +171,7 @@ class Activities:
         self.active.pop(undo.key, None)
         status: Literal["failed", "succeeded"] = (
             "failed" if undo.error is not None else "succeeded")
-        self.target.recording.add(Activity(
+        self.target.recording.add(ActivityRecord(
             key=undo.key, name=f"undo {undo.key}", phase="undo", kind="undo", type="undo",
             params={}, t_start=t, t_end=t, started=now_iso(), ended=now_iso(), status=status,
             output=repr(undo.output) if undo.output is not None else None,

@@ -1,6 +1,6 @@
 """Scenario time: seconds from the start of the timeline (negative during warm-up).
 
-Two clocks with one interface. ``WallClock`` follows the wall (distributed mode).
+Two clocks with one interface. ``WallScenarioClock`` follows the wall (distributed mode).
 ``LockstepClock`` follows the simulated market of the embedded mode: the market
 source calls ``advance`` after each batch, which wakes the tasks whose time has come
 and waits until every one of them has either gone back to sleep on the clock or
@@ -53,7 +53,7 @@ class ScenarioClock(Protocol):
         ...
 
 
-class WallClock:
+class WallScenarioClock:
     """Scenario time on the wall: ``origin`` is the monotonic time of t = 0."""
 
     def __init__(self, origin: float | None = None) -> None:

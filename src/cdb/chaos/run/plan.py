@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from cdb.chaos.faults.base import Fault, StepContext
+from cdb.chaos.faults.base import ScenarioFault, StepContext
 from cdb.chaos.scenario.model import Provider, Scenario
 from cdb.chaos.scenario.registry import ACTIONS, FAULTS, PROBES, Unavailable
 from cdb.chaos.scenario.timeline import Step, end_of
@@ -56,7 +56,7 @@ class RunPlan:
                                    rng=random.Random(self.seed), plan=draft)
         """The context of the built-in samplers (health, lag)."""
         for use in self.uses:
-            if isinstance(use.impl, Fault):
+            if isinstance(use.impl, ScenarioFault):
                 try:
                     use.impl.plan(draft)
                 except Unavailable as exc:
@@ -132,7 +132,7 @@ class RunPlan:
 
 def effect_delay(use: Use) -> float:
     """How long after applying a fault its effect is checked (0 for anything else)."""
-    return use.impl.effect_delay() if isinstance(use.impl, Fault) else 0.0
+    return use.impl.effect_delay() if isinstance(use.impl, ScenarioFault) else 0.0
 
 
 def draft_plan(scenario: Scenario, mode: str, seed: int, namespace: str, report_dir: Path,

@@ -64,7 +64,7 @@ class Sample(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
 
 
-class Activity(msgspec.Struct, kw_only=True):
+class ActivityRecord(msgspec.Struct, kw_only=True):
     """One thing the runner did (a fault applied or undone, an action, a probe)."""
 
     key: str
@@ -126,7 +126,7 @@ class Recording:
         self.trade_ids: dict[str, set[int]] = {}
         """Exchange trade ids seen per symbol: a gap is a lost trade."""
         self.samples: dict[str, list[Sample]] = {}
-        self.activities: list[Activity] = []
+        self.activities: list[ActivityRecord] = []
         self.notes: list[str] = []
         self.db: dict[str, list[dict[str, Any]]] | None = None
         self.ledger: list[dict[str, Any]] | None = None
@@ -194,7 +194,7 @@ class Recording:
         """No sample is recorded from now on: the observation window has ended."""
         self.sampling_closed = True
 
-    def add(self, activity: Activity) -> Activity:
+    def add(self, activity: ActivityRecord) -> ActivityRecord:
         self.activities.append(activity)
         return activity
 

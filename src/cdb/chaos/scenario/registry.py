@@ -5,7 +5,7 @@ schema is built from the registries: a fault, probe or invariant registers in on
 place and becomes usable and validated without touching the runner::
 
     @FAULTS.register("exchange", summary="...", params={"error": P.enum(...)})
-    class ExchangeFault(Fault): ...
+    class ExchangeFault(ScenarioFault): ...
 """
 
 from __future__ import annotations

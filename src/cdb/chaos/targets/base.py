@@ -42,7 +42,7 @@ def new_namespace(prefix: str = "test-coordinator") -> str:
 
 
 class Plan(msgspec.Struct, kw_only=True):
-    """What the target must know before it starts; faults add to it (``Fault.plan``)."""
+    """What the target must know before it starts; faults add to it (``ScenarioFault.plan``)."""
 
     scenario: Scenario
     mode: str

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from cdb.bus.keys import ALL_STREAMS, DEAD_LETTER_SUFFIX, MARKET_DATA, Namespace
 from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.chaos.faults.exchange import FakeExchange
-from cdb.chaos.run.clock import WallClock
+from cdb.chaos.run.clock import WallScenarioClock
 from cdb.chaos.targets.base import Plan, scenario_env
 from cdb.chaos.targets.db import SqlReader, snapshot
 from cdb.chaos.targets.distributed_reads import RECORDER_GROUP, ReadsTarget
@@ -56,7 +56,7 @@ class DistributedTarget(ReadsTarget):
 
     def __init__(self, plan: Plan) -> None:
         super().__init__(plan)
-        self.clock: WallClock = WallClock()
+        self.clock: WallScenarioClock = WallScenarioClock()
         self._t0_ns = time.time_ns()
         self.recording.t_of = lambda ts: (ts - self._t0_ns) / 1e9
         self.market_start_ns = 0
