@@ -40,7 +40,7 @@ from cdb.chaos.run.record import Outcome, RunRecord
 from cdb.chaos.run.recording import now_iso
 from cdb.chaos.run.sampling import probe_value, start_samplers
 from cdb.chaos.scenario.model import Scenario
-from cdb.chaos.scenario.timeline import Step, expand
+from cdb.chaos.scenario.timeline import expand
 from cdb.chaos.targets.base import Plan, Target, new_namespace
 from cdb.errors import InputError
 
@@ -140,8 +140,6 @@ class Runner:
         self.plan = self.planned.plan
         self.t_end = self.planned.t_end
         self.acts = Activities(lambda text: self.progress.log(text), self.planned.unavailable)
-        self._uses = self.planned.uses
-        """The providers as planned (``cdb scenario run --attach`` reads the faults)."""
 
     @property
     def applied(self) -> dict[str, float]:
@@ -193,7 +191,7 @@ class Runner:
         tasks: list[asyncio.Task[Any]] = []
         ticker: asyncio.Task[None] | None = None
         target = self.target = self.acts.target = self._make_target()
-        for use in self._uses:
+        for use in self.planned.uses:
             use.ctx.bind(target)
         self.planned.builtin.bind(target)
         api = None
@@ -269,9 +267,11 @@ class Runner:
         if steady:
             self.phase = "timeline"
             for step in self.steps:
-                tasks.append(clock.spawn(self._step(step), name=f"step.{step.key}"))
+                tasks.append(clock.spawn(self.acts.step(self.planned, step),
+                                         name=f"step.{step.key}"))
             if self.scenario.method:
-                tasks.append(clock.spawn(self._method(), name="method"))
+                tasks.append(clock.spawn(self.acts.method(self.planned, self._tasks),
+                                         name="method"))
             self._tasks += tasks  # so that a cancelled run can cancel them too
             await self._until_end(tasks)
         else:
@@ -333,28 +333,6 @@ class Runner:
         finally:
             sleeper.cancel()
         clock.join()
-
-    # -- steps -------------------------------------------------------------------------
-
-    async def _step(self, step: Step) -> None:
-        use = self.planned.step_uses[step.key]
-        await use.ctx.clock.sleep_until(step.at)
-        await self.acts.run(use, "timeline", step.name, step.duration, step.tolerance)
-
-    async def _method(self) -> None:
-        clock = self.target.clock if self.target else None
-        assert clock is not None
-        for i, act in enumerate(self.scenario.method):
-            use = self.planned.find(f"{act.name}@{i}")
-            await clock.sleep_until(clock.now() + act.pause_before)
-            use.ctx.at = clock.now()
-            run = self.acts.run(use, "method", act.name, act.duration,
-                                 act.tolerance if act.has_tolerance else None)
-            if act.background:
-                self._tasks.append(clock.spawn(run, name=f"method.{act.name}"))
-            else:
-                await run
-            await clock.sleep_until(clock.now() + act.pause_after)
 
     async def _tick(self) -> None:
         while True:
