@@ -69,12 +69,15 @@ class SoakSpec(msgspec.Struct, frozen=True, kw_only=True):
 _Make = Callable[[random.Random, str, float, SoakSpec], Planned]
 
 ESS_COOLDOWN_S: Final = 3.0
+_MARKET_CONSUMERS: Final = ("signal", "risk", "execution")
 
 
 def _service_fault(kind: str) -> _Make:
     def make(rng: random.Random, name: str, at: float, spec: SoakSpec) -> Planned:
-        # Embedded: ws drives the simulated clock, so it cannot be paused.
-        service = rng.choice(SERVICES if spec.mode == "distributed" else SERVICES[1:])
+        # Embedded: ws drives the simulated clock, so it cannot be paused; and a pause is
+        # shown by the lag it leaves, so it goes to a consumer of the market data, which
+        # always flows (db_writer's inputs can be quiet for the whole pause: unknown).
+        service = rng.choice(SERVICES if spec.mode == "distributed" else _MARKET_CONSUMERS)
         fault: dict[str, Any] = {"type": kind, "service": service}
         entry: dict[str, Any] = {"name": name, "at": f"{at:g}s", "fault": fault}
         if kind == "stop":
