@@ -142,9 +142,6 @@ def run(
                                                             "start nothing.")] = False,
     report_dir: Annotated[Path | None, typer.Option(help="Where the reports go (default "
                                                          "cdb-reports/<name>/<ns>).")] = None,
-    run_anyway: Annotated[bool, typer.Option(help="Run even when a feature the scenario "
-                                                  "requires is missing (verdict unknown at "
-                                                  "best).")] = False,
     http_port: Annotated[int, typer.Option(help="Serve the coordinator's /health and "
                                                 "/metrics on this port (0: a free one, "
                                                 "shown at the start; -1: none).")] = 0,
@@ -200,12 +197,12 @@ def run(
                 find_pipeline(config)
             runner = attach_runner(scenario, Options(
                 mode="distributed", seed=seed, dry_run=dry_run, report_dir=report_dir,
-                run_anyway=run_anyway, http_port=None if http_port < 0 else http_port,
+                http_port=None if http_port < 0 else http_port,
                 allow_exec=allow_exec), config)
         else:
             runner = Runner(scenario, Options(
                 mode=mode, seed=seed, dry_run=dry_run, report_dir=report_dir,
-                run_anyway=run_anyway, http_port=None if http_port < 0 else http_port,
+                http_port=None if http_port < 0 else http_port,
                 redis_url=redis, postgres_url=postgres, toxiproxy_url=toxiproxy,
                 allow_exec=allow_exec))
     except CdbError as exc:
@@ -335,10 +332,10 @@ def soak(
     leaks flagged; a failure shrunk to a small scenario. Exit 0 pass, 1 fail, 2 unknown."""
     import yaml
 
-    from cdb.chaos.nemesis import SoakSpec, document, kinds_of, schedule
     from cdb.chaos.scenario.registry import parse_duration
-    from cdb.chaos.soak import Infra
-    from cdb.chaos.soak import soak as run_soak
+    from cdb.chaos.soak.nemesis import SoakSpec, document, kinds_of, schedule
+    from cdb.chaos.soak.session import Infra
+    from cdb.chaos.soak.session import soak as run_soak
     from cdb.cli_scenario_soak import pairs, print_soak
     from cdb.errors import CdbError
 
@@ -359,7 +356,7 @@ def soak(
     if dry_run:
         planned = schedule(spec)
         sys.stdout.write(f"# faults: {kinds_of(planned)}\n")
-        from cdb.chaos.leaks import probe_document
+        from cdb.chaos.checks.leaks import probe_document
 
         doc = document(spec, planned, leak_probes=[probe_document()] if leaks else None)
         sys.stdout.write(yaml.safe_dump(doc, sort_keys=False, width=100))

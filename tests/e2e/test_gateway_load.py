@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cdb.chaos.load import load
 from cdb.chaos.run.runner import Options, Runner
 from cdb.chaos.scenario.validate import validate_text
+from cdb.chaos.soak.load import load
 from cdb.testing.ports import free_port
 from tests.integration.deploy.test_promtool import NGINX, nginx_args
 

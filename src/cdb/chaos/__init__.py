@@ -1,13 +1,16 @@
-"""The test coordinator: YAML chaos scenarios run against a pipeline it starts.
+"""The test coordinator: YAML chaos scenarios run against a pipeline.
 
-``scenario``: a scenario file (``scenarios/*.yaml``) checked against a published JSON
-Schema with every problem located by line, turned into frozen Structs and its timeline
-into an ordered plan; the registries of what a scenario can name. ``run``: the runner
-starts a pipeline (``targets``: embedded in this process, or distributed as processes
-over throwaway Redis and PostgreSQL), checks the steady state, injects faults on the
-timeline (``faults``; each registers its undo on an ``UndoStack``) and records
-everything it can observe. ``checks``: probes, invariants over the whole recording,
-times to detect, trip and recover, and the verdict: pass, fail, or unknown when a fault
-demonstrably did not take effect or a step could not run. ``reports``: the JSON
-journal, JUnit XML and an HTML page. ``proxy``: the Toxiproxy-compatible fault proxy.
+Layered, each package importing only those above it in this list:
+
+``scenario``: the format; a file checked against a JSON Schema with every problem
+located by line, turned into frozen Structs, its timeline into an ordered plan, and
+the registries of what a scenario can name. ``history``: what a run records (samples,
+activities, events) and the clock that stamps it. ``targets``: the pipeline a run
+drives (embedded, distributed over throwaway servers, or attached to a running one).
+``faults``: the steps (faults with their undo and effect check, actions, probes).
+``checks``: invariants over the whole history, measurements, leaks and the verdict
+(pass, fail, or unknown when a fault did not take effect or a check examined nothing).
+``reports``: the frozen run record, JSON journal, JUnit XML and HTML. ``run``: the
+runner that plans, samples and concludes, and ``run-all``. ``soak``: the seeded
+nemesis, shrinking and the gateway load. ``proxy``: the Toxiproxy-compatible proxy.
 """

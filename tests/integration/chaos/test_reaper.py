@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from cdb.chaos.run.reaper import redis_pids, shutdown_redis
+from cdb.chaos.targets.reaper import redis_pids, shutdown_redis
 from cdb.testing.redis import RedisServer
 from cdb.testing.waiting import eventually
 

@@ -12,12 +12,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from cdb.chaos.faults.base import Params, ScenarioFault, StepContext
-from cdb.chaos.run.clock import ClockClosed, WallScenarioClock
-from cdb.chaos.run.recording import Effect
+from cdb.chaos.faults.base import ScenarioFault, StepContext
+from cdb.chaos.history.clock import ClockClosed, WallScenarioClock
+from cdb.chaos.history.recording import Effect
 from cdb.chaos.run.runner import Options, Outcome, Runner
 from cdb.chaos.scenario import validate
 from cdb.chaos.scenario.model import Scenario
+from cdb.chaos.scenario.params import Params
 from cdb.chaos.scenario.registry import FAULTS, PROBES, P, Unavailable
 from cdb.chaos.targets.base import Plan, Target
 from cdb.events import AnyEvent

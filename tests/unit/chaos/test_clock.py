@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cdb.chaos.run.clock import ClockClosed, LockstepClock
+from cdb.chaos.history.clock import ClockClosed, LockstepClock
 
 
 async def test_advance_wakes_due_tasks_in_order_and_waits_for_them() -> None:

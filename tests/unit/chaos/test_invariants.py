@@ -19,8 +19,8 @@ from cdb.chaos.checks.invariants import (
     no_lost_events,
     no_order_after_ess_trip,
 )
-from cdb.chaos.faults.base import Params
-from cdb.chaos.run.recording import Recording
+from cdb.chaos.history.recording import Recording
+from cdb.chaos.scenario.params import Params
 from cdb.chaos.scenario.validate import validate_text
 from cdb.chaos.targets.base import Plan
 from cdb.events import SCALE, AnyEvent, EssChange, Fill, Order, RiskDecision, Signal, Trade

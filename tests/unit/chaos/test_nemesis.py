@@ -7,8 +7,8 @@ import itertools
 
 import yaml
 
-from cdb.chaos.nemesis import KINDS, SoakSpec, document, kinds_of, schedule, weights_for
 from cdb.chaos.scenario.validate import validate_text
+from cdb.chaos.soak.nemesis import KINDS, SoakSpec, document, kinds_of, schedule, weights_for
 
 
 def test_the_same_seed_gives_the_same_schedule_and_another_seed_another() -> None:

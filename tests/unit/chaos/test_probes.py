@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from tests.unit.chaos.conftest import FakeTarget
 
-from cdb.chaos.checks.probes import ProbeError, metric, metric_value
-from cdb.chaos.faults.base import Params, StepContext
+from cdb.chaos.faults.base import StepContext
+from cdb.chaos.faults.probes import ProbeError, metric, metric_value
+from cdb.chaos.scenario.params import Params
 
 TEXT = """\
 # HELP cdb_risk_rejections_total Signals rejected by risk.

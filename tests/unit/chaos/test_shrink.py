@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdb.chaos.shrink import ddmin
+from cdb.chaos.soak.shrink import ddmin
 
 
 async def test_the_one_culprit_is_found_among_many() -> None:

@@ -19,7 +19,7 @@ from cdb.bus.keys import MARKET_DATA
 from cdb.chaos.checks.context import CheckContext
 from cdb.chaos.checks.verdict import Assertion
 from cdb.chaos.checks.violations import MAX_EVIDENCE, result
-from cdb.chaos.faults.base import Params
+from cdb.chaos.scenario.params import Params
 from cdb.chaos.scenario.registry import INVARIANTS, P
 from cdb.events import SCALE
 

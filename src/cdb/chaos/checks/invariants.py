@@ -32,7 +32,7 @@ from cdb.chaos.checks.context import FINAL, CheckContext
 from cdb.chaos.checks.delivery import no_dead_letters, no_duplicates, no_lost_events
 from cdb.chaos.checks.verdict import Assertion
 from cdb.chaos.checks.violations import MAX_EVIDENCE, result
-from cdb.chaos.faults.base import Params
+from cdb.chaos.scenario.params import Params
 from cdb.chaos.scenario.registry import INVARIANTS, P
 from cdb.chaos.scenario.timeline import TimelineError, resolve
 from cdb.events import SCALE, mul_e8

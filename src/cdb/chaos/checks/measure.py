@@ -15,9 +15,9 @@ from typing import Any
 
 from cdb.chaos.checks import tolerance as tol
 from cdb.chaos.checks.context import CheckContext
-from cdb.chaos.checks.probes import matches
 from cdb.chaos.checks.verdict import Assertion
-from cdb.chaos.run.recording import Sample
+from cdb.chaos.faults.probes import matches
+from cdb.chaos.history.recording import Sample
 from cdb.chaos.scenario.model import Condition, Expectation, Measurement
 from cdb.chaos.scenario.timeline import TimelineError, resolve
 

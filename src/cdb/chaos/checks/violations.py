@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cdb.chaos.checks.context import shortfall
 from cdb.chaos.checks.verdict import Assertion
-from cdb.chaos.faults.base import Params
+from cdb.chaos.scenario.params import Params
 
 MAX_EVIDENCE = 10
 """Violations kept as an assertion's evidence."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cdb.chaos.faults.base import Params, StepContext
+from cdb.chaos.faults.base import StepContext
+from cdb.chaos.scenario.params import Params
 from cdb.chaos.scenario.registry import ACTIONS, P
 
 _ESS = {"reason": P.string("why (recorded with the change)"),

@@ -12,7 +12,7 @@ from typing import Any
 
 from cdb.bus.keys import SIGNALS
 from cdb.chaos.faults.base import ScenarioFault
-from cdb.chaos.run.recording import Effect
+from cdb.chaos.history.recording import Effect
 from cdb.chaos.scenario.registry import FAULTS, P, Unavailable
 from cdb.events import AnyEvent, IdGen, Signal
 

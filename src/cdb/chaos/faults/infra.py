@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from cdb.chaos.faults.base import ScenarioFault
-from cdb.chaos.run.recording import Effect
+from cdb.chaos.history.recording import Effect
 from cdb.chaos.scenario.registry import FAULTS, P
 from cdb.testing.redis import RedisServerError
 

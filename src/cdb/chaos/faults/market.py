@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from cdb.chaos.faults.base import ScenarioFault
-from cdb.chaos.run.recording import Effect, PricePoint
+from cdb.chaos.history.recording import Effect, PricePoint
 from cdb.chaos.scenario.registry import FAULTS, P, Unavailable
 from cdb.chaos.targets.base import Plan
 from cdb.marketdata.synthetic import Shape, ShapeKind

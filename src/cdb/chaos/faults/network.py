@@ -15,7 +15,7 @@ from typing import Any, Final
 import httpx
 
 from cdb.chaos.faults.base import ScenarioFault
-from cdb.chaos.run.recording import Effect
+from cdb.chaos.history.recording import Effect
 from cdb.chaos.scenario.registry import FAULTS, P
 from cdb.chaos.targets.base import Plan
 

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from cdb.bus.keys import FILLS, MARKET_DATA, ORDERS, RISK_EVENTS, SIGNALS
 from cdb.chaos.faults.base import ScenarioFault
-from cdb.chaos.run.recording import Effect
+from cdb.chaos.history.recording import Effect
 from cdb.chaos.scenario.registry import FAULTS, P
 from cdb.chaos.targets.embedded import Rule
 

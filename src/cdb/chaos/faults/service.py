@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cdb.chaos.faults.base import ScenarioFault
-from cdb.chaos.run.recording import Effect
+from cdb.chaos.history.recording import Effect
 from cdb.chaos.scenario.registry import FAULTS, P
 
 _SERVICE = P.string("ws, signal, risk, execution or db_writer",

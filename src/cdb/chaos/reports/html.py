@@ -14,12 +14,12 @@ from typing import Any, Final
 _W: Final = 1100
 _LEFT: Final = 120
 _RIGHT: Final = 20
-_COLORS: Final = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
-_STATUS: Final = {"pass": "#2e7d32", "fail": "#c62828", "unknown": "#ef6c00"}
+COLORS: Final = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
+STATUS: Final = {"pass": "#2e7d32", "fail": "#c62828", "unknown": "#ef6c00"}
 _HEALTH: Final = {"healthy": "#66bb6a", "degraded": "#ffa726", "unhealthy": "#ef5350",
                   "unreachable": "#8e24aa"}
 
-_CSS: Final = """
+CSS: Final = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 .badge{display:inline-block;padding:3px 12px;border-radius:12px;color:#fff;font-weight:600}
@@ -30,7 +30,7 @@ svg text{font:11px system-ui,sans-serif}.reasons li{margin:2px 0}
 """
 
 
-def _e(value: Any) -> str:
+def escape(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
@@ -82,14 +82,14 @@ def _price_panel(axis: _Axis, prices: dict[str, list[list[float]]], y: float,
     out.append(f'<line x1="{_LEFT}" y1="{py(0):.1f}" x2="{_W - _RIGHT}" y2="{py(0):.1f}" '
                'stroke="#ccc" stroke-dasharray="3 3"/>')
     for i, (sym, pts, first) in enumerate(series):
-        color = _COLORS[i % len(_COLORS)]
+        color = COLORS[i % len(COLORS)]
         path = " ".join(f"{axis.x(t):.1f},{py(c):.1f}" for t, _, c in
                         ((p[0], p[1], p[2]) for p in pts))
         lows = " ".join(f"{axis.x(t):.1f},{py(low):.1f}" for t, low, _ in pts)
         out.append(f'<polyline points="{lows}" fill="none" stroke="{color}" '
                    'stroke-opacity=".25"/>')
         out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.4"/>')
-        out.append(f'<text x="{_LEFT + 6 + 150 * i}" y="{y + 12}" fill="{color}">{_e(sym)} '
+        out.append(f'<text x="{_LEFT + 6 + 150 * i}" y="{y + 12}" fill="{color}">{escape(sym)} '
                    f'(from {first / 1e8:,.2f})</text>')
     return out
 
@@ -98,10 +98,10 @@ def _bar(axis: _Axis, t0: float, t1: float, y: float, h: float, color: str,
          label: str = "") -> str:
     x0, x1 = axis.x(t0), axis.x(t1)
     width = max(x1 - x0, 2.0)
-    text = (f'<text x="{x0 + 3:.1f}" y="{y + h - 3}" fill="#fff">{_e(label)}</text>'
+    text = (f'<text x="{x0 + 3:.1f}" y="{y + h - 3}" fill="#fff">{escape(label)}</text>'
             if label and width > 40 else "")
     return (f'<rect x="{x0:.1f}" y="{y}" width="{width:.1f}" height="{h}" fill="{color}" '
-            f'rx="2"><title>{_e(label)} {t0:.2f}s to {t1:.2f}s</title></rect>{text}')
+            f'rx="2"><title>{escape(label)} {t0:.2f}s to {t1:.2f}s</title></rect>{text}')
 
 
 def _fault_lane(axis: _Axis, cdb: dict[str, Any], last: float, y: float) -> tuple[list[str],
@@ -111,9 +111,9 @@ def _fault_lane(axis: _Axis, cdb: dict[str, Any], last: float, y: float) -> tupl
     undone: dict[str, float] = cdb.get("undone") or {}
     types = {s["key"]: s["type"] for s in cdb["plan"]["steps"]}
     for i, key in enumerate(sorted(applied, key=lambda k: applied[k])):
-        parts.append(f'<text x="8" y="{y + 12}" fill="#333">{_e(key)[:16]}</text>')
+        parts.append(f'<text x="8" y="{y + 12}" fill="#333">{escape(key)[:16]}</text>')
         parts.append(_bar(axis, applied[key], undone.get(key, last), y, 15,
-                          _COLORS[(i + 3) % len(_COLORS)], types.get(key, key)))
+                          COLORS[(i + 3) % len(COLORS)], types.get(key, key)))
         y += 19
     return parts, y
 
@@ -143,19 +143,19 @@ def _trading_lane(axis: _Axis, events: dict[str, Any], y: float) -> list[str]:
         color = "#2e7d32" if up else "#c62828"
         pts = (f"{x - 4:.1f},{y + 12} {x + 4:.1f},{y + 12} {x:.1f},{y + 4}" if up else
                f"{x - 4:.1f},{y + 4} {x + 4:.1f},{y + 4} {x:.1f},{y + 12}")
-        parts.append(f'<polygon points="{pts}" fill="{color}"><title>order {_e(o["id"])} '
+        parts.append(f'<polygon points="{pts}" fill="{color}"><title>order {escape(o["id"])} '
                      f'{o["side"]}</title></polygon>')
     for f in events.get("fill", []):
         parts.append(f'<circle cx="{axis.x(f["t"]):.1f}" cy="{y + 20}" r="2.2" fill="#1565c0">'
-                     f'<title>fill {_e(f["id"])}</title></circle>')
+                     f'<title>fill {escape(f["id"])}</title></circle>')
     for r in events.get("risk_decision", []):
         x = axis.x(r["t"])
         parts.append(f'<path d="M{x - 3:.1f},{y + 25} l6,6 m0,-6 l-6,6" stroke="#ef6c00">'
-                     f'<title>rejected: {_e(r.get("reason", ""))}</title></path>')
+                     f'<title>rejected: {escape(r.get("reason", ""))}</title></path>')
     for a in events.get("alert", []):
         parts.append(f'<text x="{axis.x(a["t"]):.1f}" y="{y + 40}" fill="#c62828" '
-                     f'text-anchor="middle">!<title>{_e(a.get("code", ""))}: '
-                     f'{_e(a.get("message", ""))}</title></text>')
+                     f'text-anchor="middle">!<title>{escape(a.get("code", ""))}: '
+                     f'{escape(a.get("message", ""))}</title></text>')
     return parts
 
 
@@ -214,12 +214,12 @@ def _chart(doc: dict[str, Any]) -> str:
 
 
 def _assertion_row(a: dict[str, Any]) -> str:
-    evidence = "".join(f"<br><span class=mono>{_e(e)}</span>" for e in a.get("evidence") or [])
+    evidence = "".join(f"<br><span class=mono>{escape(e)}</span>" for e in a.get("evidence") or [])
     measured = "" if a.get("measured") is None else f"{a['measured']:g}s"
-    color = _STATUS[a["status"]]
-    return (f"<tr><td>{_e(a['category'])}</td><td>{_e(a['name'])}</td>"
+    color = STATUS[a["status"]]
+    return (f"<tr><td>{escape(a['category'])}</td><td>{escape(a['name'])}</td>"
             f'<td><span class="badge" style="background:{color}">{a["status"]}</span></td>'
-            f"<td>{_e(a['detail'])}{evidence}</td><td>{measured}</td></tr>")
+            f"<td>{escape(a['detail'])}{evidence}</td><td>{measured}</td></tr>")
 
 
 def render_html(doc: dict[str, Any]) -> str:
@@ -228,28 +228,28 @@ def render_html(doc: dict[str, Any]) -> str:
     verdict = cdb["verdict"]
     rows = "".join(_assertion_row(a) for a in cdb["assertions"])
     acts = "".join(
-        f'<tr><td>{a["t_start"]:.2f}</td><td>{_e(a["phase"])}</td><td>{_e(a["kind"])}</td>'
-        f'<td>{_e(a["key"])}</td><td>{_e(a["type"])}</td><td>{_e(a["status"])}</td>'
-        f'<td class="mono">{_e(a.get("error") or "")}'
-        f'{_e((a.get("effect") or {}).get("evidence", ""))}</td></tr>'
+        f'<tr><td>{a["t_start"]:.2f}</td><td>{escape(a["phase"])}</td><td>{escape(a["kind"])}</td>'
+        f'<td>{escape(a["key"])}</td><td>{escape(a["type"])}</td><td>{escape(a["status"])}</td>'
+        f'<td class="mono">{escape(a.get("error") or "")}'
+        f'{escape((a.get("effect") or {}).get("evidence", ""))}</td></tr>'
         for a in cdb["activities"])
-    reasons = "".join(f"<li>{_e(r)}</li>" for r in cdb["reasons"])
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in cdb["reasons"])
     chart = _chart(doc) if cdb.get("recording") else "<p>nothing was recorded</p>"
     exp = doc["experiment"]
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>{_e(exp.get("title", "scenario"))}: {verdict}</title><style>{_CSS}</style></head><body>
-<h1>{_e(exp.get("title", ""))} <span class="badge" style="background:{_STATUS[verdict]}">
+<title>{escape(exp.get("title", "scenario"))}: {verdict}</title><style>{CSS}</style></head><body>
+<h1>{escape(exp.get("title", ""))} <span class="badge" style="background:{STATUS[verdict]}">
 {verdict.upper()}</span></h1>
-<div class="meta">{_e(cdb["scenario_file"])} &middot; mode {_e(cdb["mode"])} &middot; seed
-<b>{cdb["seed"]}</b> &middot; namespace {_e(cdb["namespace"])} &middot; {doc["duration"]:.1f}s
-&middot; {_e(doc["start"])}</div>
-<p>{_e(exp.get("description", ""))}</p>
+<div class="meta">{escape(cdb["scenario_file"])} &middot; mode {escape(cdb["mode"])} &middot; seed
+<b>{cdb["seed"]}</b> &middot; namespace {escape(cdb["namespace"])} &middot; {doc["duration"]:.1f}s
+&middot; {escape(doc["start"])}</div>
+<p>{escape(exp.get("description", ""))}</p>
 {f'<ul class="reasons">{reasons}</ul>' if reasons else ""}
 <h2>Timeline</h2>{chart}
 <h2>Assertions</h2><table><tr><th>category</th><th>name</th><th>result</th><th>detail</th>
 <th>measured</th></tr>{rows}</table>
 <h2>Activities</h2><table><tr><th>t (s)</th><th>phase</th><th>kind</th><th>key</th>
 <th>type</th><th>status</th><th>error / effect</th></tr>{acts}</table>
-<p class="meta">cdb {_e(cdb["version"])} &middot; the full recording is in journal.json</p>
+<p class="meta">cdb {escape(cdb["version"])} &middot; the full recording is in journal.json</p>
 </body></html>
 """

@@ -19,9 +19,9 @@ from typing import Any
 import msgspec
 
 from cdb import __version__
+from cdb.chaos.history.recording import ActivityRecord
 from cdb.chaos.reports.html import render_html
-from cdb.chaos.run.record import Outcome, RunRecord
-from cdb.chaos.run.recording import ActivityRecord
+from cdb.chaos.reports.record import Outcome, RunRecord
 from cdb.chaos.scenario.model import mask_secrets
 
 _SECRET_HINTS = ("PASSWORD", "SECRET", "TOKEN", "KEY")

@@ -12,12 +12,13 @@ from typing import Any, Literal
 
 from cdb.chaos.checks import tolerance
 from cdb.chaos.checks.verdict import Assertion
-from cdb.chaos.faults.base import Params, ScenarioFault
-from cdb.chaos.run.clock import ClockClosed
+from cdb.chaos.faults.base import ScenarioFault
+from cdb.chaos.history.clock import ClockClosed
+from cdb.chaos.history.recording import ActivityRecord, Effect, now_iso
 from cdb.chaos.run.plan import RunPlan, Use
-from cdb.chaos.run.recording import ActivityRecord, Effect, now_iso
 from cdb.chaos.run.sampling import probe_value
 from cdb.chaos.run.undo import Undo, UndoStack
+from cdb.chaos.scenario.params import Params
 from cdb.chaos.scenario.registry import Unavailable
 from cdb.chaos.scenario.timeline import Step
 from cdb.chaos.targets.base import Target

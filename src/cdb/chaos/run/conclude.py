@@ -14,9 +14,9 @@ import msgspec
 from cdb.chaos.checks import measure
 from cdb.chaos.checks.context import CheckContext, shortfall
 from cdb.chaos.checks.verdict import Assertion
-from cdb.chaos.faults.base import Params
+from cdb.chaos.history.recording import Recording
 from cdb.chaos.run.plan import RunPlan
-from cdb.chaos.run.recording import Recording
+from cdb.chaos.scenario.params import Params
 from cdb.chaos.scenario.registry import INVARIANTS
 from cdb.chaos.targets.base import scenario_env
 from cdb.config import load_settings

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cdb.chaos.checks.verdict import Assertion
-from cdb.chaos.run.record import Outcome
+from cdb.chaos.reports.record import Outcome
 
 _STYLE = {"pass": "bold green", "fail": "bold red", "unknown": "bold yellow"}
 

@@ -32,12 +32,12 @@ import msgspec
 import structlog
 
 from cdb.chaos.checks.verdict import Assertion, decide
+from cdb.chaos.history.clock import ClockClosed
+from cdb.chaos.history.recording import now_iso
+from cdb.chaos.reports.record import Outcome, RunRecord
 from cdb.chaos.run import conclude
 from cdb.chaos.run.activities import Activities
-from cdb.chaos.run.clock import ClockClosed
 from cdb.chaos.run.plan import RunPlan, draft_plan
-from cdb.chaos.run.record import Outcome, RunRecord
-from cdb.chaos.run.recording import now_iso
 from cdb.chaos.run.sampling import probe_value, start_samplers
 from cdb.chaos.scenario.model import Scenario
 from cdb.chaos.scenario.timeline import expand
@@ -71,9 +71,6 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     """Distributed mode: make the network faults' proxies on this Toxiproxy API."""
     allow_exec: bool = False
     """Run the file's process/python/http providers and env reads (``Scenario.executes``)."""
-    run_anyway: bool = False
-    """``--run-anyway``: accepted for scripts that pass it; every feature a scenario can
-    require is built in, so there is nothing to run anyway."""
 
 
 class ProgressSink(Protocol):

@@ -14,10 +14,11 @@ from typing import Any
 import structlog
 
 from cdb.chaos.checks import measure
-from cdb.chaos.faults.base import Params, StepContext
-from cdb.chaos.run.clock import ClockClosed
+from cdb.chaos.faults.base import StepContext
+from cdb.chaos.history.clock import ClockClosed
 from cdb.chaos.run.plan import RunPlan, Use
 from cdb.chaos.scenario.model import Provider
+from cdb.chaos.scenario.params import Params
 from cdb.chaos.scenario.registry import Unavailable
 from cdb.chaos.targets.base import Target
 
@@ -58,7 +59,7 @@ def start_samplers(target: Target, planned: RunPlan) -> list[asyncio.Task[Any]]:
 
 
 async def _sample_builtin(target: Target, every: float, builtin: StepContext) -> None:
-    from cdb.chaos.checks.probes import health
+    from cdb.chaos.faults.probes import health
 
     use = Use(key="__health__", provider=Provider(type="health", params={}), kind="probe",
               ctx=builtin, impl=health)

@@ -17,8 +17,8 @@ from typing import Any, Final
 
 import msgspec
 
-from cdb.chaos.reports.html import _CSS, _STATUS, _e
-from cdb.chaos.run.recording import now_iso
+from cdb.chaos.history.recording import now_iso
+from cdb.chaos.reports.html import CSS, STATUS, escape
 
 OWN_SERVERS: Final = frozenset({"redis_down", "postgres_down", "kill", "restart", "stop",
                                 "exchange"})
@@ -155,25 +155,25 @@ def index_html(summary: Summary, out: Path) -> str:
     rows = []
     for r in summary.results:
         report = Path(r.report_dir) / "report.html"
-        link = (f'<a href="{_e(report.relative_to(out))}">report</a>'
+        link = (f'<a href="{escape(report.relative_to(out))}">report</a>'
                 if r.outcome is not None and report.is_file() and report.is_relative_to(out)
                 else "")
-        reasons = "".join(f"<li>{_e(x)}</li>" for x in r.reasons)
+        reasons = "".join(f"<li>{escape(x)}</li>" for x in r.reasons)
         rows.append(
-            f'<tr><td><span class="badge" style="background:{_STATUS.get(r.status, "#777")}">'
-            f"{_e(r.status)}</span></td><td>{_e(Path(r.file).name)}</td><td>{_e(r.title)}"
-            f'<ul class="reasons">{reasons}</ul></td><td>{_e(r.mode)}</td>'
-            f"<td>{_e(r.seed if r.seed is not None else '')}</td>"
+            f'<tr><td><span class="badge" style="background:{STATUS.get(r.status, "#777")}">'
+            f"{escape(r.status)}</span></td><td>{escape(Path(r.file).name)}</td><td>{escape(r.title)}"
+            f'<ul class="reasons">{reasons}</ul></td><td>{escape(r.mode)}</td>'
+            f"<td>{escape(r.seed if r.seed is not None else '')}</td>"
             f"<td>{r.duration_s:.1f}s</td><td>{link}</td></tr>")
     counts = {s: sum(1 for r in summary.results if r.status == s)
               for s in ("pass", "fail", "unknown")}
     return (
         f'<!doctype html><html><head><meta charset="utf-8"><title>cdb scenarios: '
-        f"{_e(summary.status)}</title><style>{_CSS}</style></head><body>"
+        f"{escape(summary.status)}</title><style>{CSS}</style></head><body>"
         f'<h1>cdb scenarios <span class="badge" style="background:'
-        f'{_STATUS.get(summary.status, "#777")}">{_e(summary.status)}</span></h1>'
+        f'{STATUS.get(summary.status, "#777")}">{escape(summary.status)}</span></h1>'
         f'<p class="meta">{len(summary.results)} scenario(s): {counts["pass"]} pass, '
-        f'{counts["fail"]} fail, {counts["unknown"]} unknown; started {_e(summary.started)}, '
+        f'{counts["fail"]} fail, {counts["unknown"]} unknown; started {escape(summary.started)}, '
         f"{summary.duration_s:.1f}s; exit {summary.exit_code}</p>"
         "<table><tr><th>verdict</th><th>file</th><th>scenario</th><th>mode</th><th>seed</th>"
         f"<th>time</th><th></th></tr>{''.join(rows)}</table></body></html>")

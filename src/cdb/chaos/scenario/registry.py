@@ -10,6 +10,7 @@ place and becomes usable and validated without touching the runner::
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Any, Final, Generic, Literal, TypeVar
 
@@ -132,6 +133,22 @@ FAULTS: Final[Registry[Any]] = Registry("fault")
 ACTIONS: Final[Registry[Any]] = Registry("action")
 PROBES: Final[Registry[Any]] = Registry("probe")
 INVARIANTS: Final[Registry[Any]] = Registry("invariant")
+
+BUILTINS: Final = (
+    "cdb.chaos.checks.invariants", "cdb.chaos.checks.leaks", "cdb.chaos.faults.actions",
+    "cdb.chaos.faults.exchange", "cdb.chaos.faults.flood", "cdb.chaos.faults.infra",
+    "cdb.chaos.faults.market", "cdb.chaos.faults.network", "cdb.chaos.faults.probes",
+    "cdb.chaos.faults.sabotage", "cdb.chaos.faults.service",
+)
+"""The modules of the built-in providers and invariants; each registers itself on import.
+Named, not imported, so the registries (which the providers import) stay below them:
+the plugin pattern of entry points, without the packaging."""
+
+
+def load_builtins() -> None:
+    """Import every built-in provider module once (importing it registers it)."""
+    for module in BUILTINS:
+        importlib.import_module(module)
 
 
 class P:

@@ -25,6 +25,7 @@ from cdb.chaos.scenario.registry import (
     PROBES,
     Entry,
     P,
+    load_builtins,
 )
 
 SCHEMA_ID: Final = "https://cdb.dev/schemas/scenario-1.json"
@@ -261,9 +262,7 @@ def _pipeline() -> dict[str, Any]:
 
 def build() -> dict[str, Any]:
     """The whole scenario schema, with every registered provider and invariant."""
-    from cdb.chaos import builtins
-
-    builtins.load()
+    load_builtins()
     faults, actions, probes = list(FAULTS), list(ACTIONS), list(PROBES)
     invariants = list(INVARIANTS)
     return {

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from cdb.chaos.run.clock import ScenarioClock
-from cdb.chaos.run.recording import Recording
+from cdb.chaos.history.clock import ScenarioClock
+from cdb.chaos.history.recording import Recording
 from cdb.chaos.scenario.model import Scenario
 from cdb.chaos.scenario.registry import Unavailable
 from cdb.events import AnyEvent

@@ -29,11 +29,11 @@ from redis.exceptions import RedisError
 
 from cdb.bus.keys import ALL_STREAMS, DEAD_LETTER_SUFFIX, MARKET_DATA, Namespace
 from cdb.bus.redis_streams import RedisStreamsBus
-from cdb.chaos.faults.exchange import FakeExchange
-from cdb.chaos.run.clock import WallScenarioClock
+from cdb.chaos.history.clock import WallScenarioClock
 from cdb.chaos.targets.base import Plan, scenario_env
 from cdb.chaos.targets.db import SqlReader, snapshot
 from cdb.chaos.targets.distributed_reads import RECORDER_GROUP, ReadsTarget
+from cdb.chaos.targets.exchange import FakeExchange
 from cdb.config import Settings
 from cdb.errors import BusError
 from cdb.marketdata.synthetic import SyntheticSource

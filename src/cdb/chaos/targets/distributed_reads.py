@@ -17,11 +17,11 @@ from redis.exceptions import RedisError, ResponseError
 
 from cdb.bus.keys import ALL_STREAMS, Namespace
 from cdb.bus.redis_streams import RedisStreamsBus, RedisStreamsSubscription
-from cdb.chaos.faults.exchange import FakeExchange
 from cdb.chaos.scenario.registry import Unavailable
 from cdb.chaos.targets.base import GROUPS_OF, Plan
 from cdb.chaos.targets.db import SqlReader
 from cdb.chaos.targets.distributed_services import ServicesTarget
+from cdb.chaos.targets.exchange import FakeExchange
 from cdb.errors import BusError
 from cdb.events import AnyEvent
 

@@ -27,9 +27,9 @@ import httpx
 import msgspec
 
 from cdb.chaos.proxy.server import ProxyServer
-from cdb.chaos.run.reaper import DONE
 from cdb.chaos.scenario.registry import Unavailable
 from cdb.chaos.targets.base import Plan, Target
+from cdb.chaos.targets.reaper import DONE
 from cdb.runtime.http import HttpServer
 from cdb.testing.ports import free_port, restartable_port
 from cdb.testing.postgres import PostgresServer
@@ -95,7 +95,7 @@ class ServersTarget(Target):
     def _start_reaper(self) -> None:
         # In a session of its own: whatever kills this process (or its group) spares it.
         self._reaper = subprocess.Popen(
-            [sys.executable, "-m", "cdb.chaos.run.reaper"], stdin=subprocess.PIPE,
+            [sys.executable, "-m", "cdb.chaos.targets.reaper"], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self._reap({"remove": str(self._secrets)})
 

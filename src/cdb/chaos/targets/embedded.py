@@ -23,7 +23,7 @@ from prometheus_client import generate_latest
 
 from cdb.bus.keys import ALL_STREAMS, DEAD_LETTER_SUFFIX, MARKET_DATA, ORDERS
 from cdb.bus.memory import MemoryBus, MemorySubscription
-from cdb.chaos.run.clock import LockstepClock
+from cdb.chaos.history.clock import LockstepClock
 from cdb.chaos.scenario.registry import Unavailable
 from cdb.chaos.targets.base import GROUPS_OF, Plan, Target, scenario_env
 from cdb.chaos.targets.db import SqlReader, snapshot

@@ -1,6 +1,6 @@
 """Cleans up after a coordinator that died without doing it itself (SIGKILL, OOM kill).
 
-The distributed target starts ``python -m cdb.chaos.run.reaper`` in a session of its own
+The distributed target starts ``python -m cdb.chaos.targets.reaper`` in a session of its own
 and tells it over its stdin, one JSON object a line, what to take down should the
 coordinator vanish: its throwaway Redis (``SHUTDOWN NOSAVE``), its throwaway
 PostgreSQL (SIGQUIT to the postmaster: immediate shutdown) and directories (the

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from cdb.chaos.checks.verdict import Assertion, Verdict
-from cdb.chaos.run.recording import Recording
+from cdb.chaos.history.recording import Recording
 from cdb.chaos.scenario.model import Scenario
 from cdb.chaos.scenario.timeline import Step
 from cdb.chaos.targets.base import Plan

@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 T = TypeVar("T")
-_log = structlog.get_logger("cdb.chaos.run.clock")
+_log = structlog.get_logger("cdb.chaos.history.clock")
 
 
 class ClockClosed(Exception):

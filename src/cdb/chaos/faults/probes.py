@@ -22,7 +22,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdb.bus.keys import ALL_STREAMS, SERVICES
-from cdb.chaos.faults.base import Params, StepContext
+from cdb.chaos.faults.base import StepContext
+from cdb.chaos.scenario.params import Params
 from cdb.chaos.scenario.registry import ACTIONS, PROBES, P
 from cdb.chaos.scenario.schema import EVENT_KINDS
 

@@ -21,11 +21,11 @@ from typing import Any, Final
 import msgspec
 
 from cdb.bus.keys import ALL_STREAMS
-from cdb.chaos.checks.probes import ProbeError, metric_value
 from cdb.chaos.checks.verdict import Assertion
-from cdb.chaos.faults.base import Params, StepContext
-from cdb.chaos.reports.html import _COLORS, _e
-from cdb.chaos.run.recording import Sample
+from cdb.chaos.faults.base import StepContext
+from cdb.chaos.faults.probes import ProbeError, metric_value
+from cdb.chaos.history.recording import Sample
+from cdb.chaos.scenario.params import Params
 from cdb.chaos.scenario.registry import PROBES, P
 
 PROBE_NAME: Final = "resources"
@@ -174,8 +174,8 @@ def assertion(series: list[Series]) -> Assertion:
     notes = [s for s in series if not s.decides and s.flagged]
     examined = {"series": len(judged), "services": len({s.subject for s in judged}),
                 "samples": sum(len(s.points) for s in judged)}
-    evidence = [f"{s.subject} {s.metric} grew {_amount(s.metric, s.growth or 0)} over the "
-                f"second half (limit {_amount(s.metric, s.threshold or 0)})" for s in flagged]
+    evidence = [f"{s.subject} {s.metric} grew {amount(s.metric, s.growth or 0)} over the "
+                f"second half (limit {amount(s.metric, s.threshold or 0)})" for s in flagged]
     note = ("; growing (not judged): " + ", ".join(f"{s.subject} {s.metric}" for s in notes)
             if notes else "")
     if not judged:
@@ -191,48 +191,7 @@ def assertion(series: list[Series]) -> Assertion:
                             f"flat over the second half{note}", examined=examined)
 
 
-def _amount(metric: str, value: float) -> str:
+def amount(metric: str, value: float) -> str:
     if metric in ("rss", "redis_memory"):
         return f"{value / 1024 / 1024:.1f} MiB"
     return f"{value:.0f}"
-
-
-_PW: Final = 340
-_PH: Final = 110
-
-
-def chart(series: list[Series]) -> str:
-    """SVG panels, one per metric, one line per subject (flagged ones named in red)."""
-    panels = []
-    by_metric: dict[str, list[Series]] = {}
-    for s in series:
-        by_metric.setdefault(s.metric, []).append(s)
-    for metric, group in sorted(by_metric.items()):
-        pts = [p for s in group for p in s.points]
-        if not pts:
-            continue
-        t0, t1 = min(t for t, _ in pts), max(t for t, _ in pts)
-        v0, v1 = min(v for _, v in pts), max(v for _, v in pts)
-        t1, v1 = max(t1, t0 + 1e-6), max(v1, v0 + 1e-6)
-
-        def xy(t: float, v: float, t0: float = t0, t1: float = t1, v0: float = v0,
-               v1: float = v1) -> str:
-            return (f"{40 + (t - t0) * (_PW - 50) / (t1 - t0):.1f},"
-                    f"{_PH - 20 - (v - v0) * (_PH - 35) / (v1 - v0):.1f}")
-
-        lines, legend = [], []
-        for i, s in enumerate(group):
-            color = _COLORS[i % len(_COLORS)]
-            lines.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.3" '
-                         f'points="{" ".join(xy(t, v) for t, v in s.points)}"/>')
-            mark = ' style="fill:#c62828;font-weight:600"' if s.flagged else ""
-            legend.append(f'<tspan fill="{color}">■</tspan><tspan{mark}> {_e(s.subject)}'
-                          f"{' (leak)' if s.flagged else ''} </tspan>")
-        panels.append(
-            f'<svg width="{_PW}" height="{_PH + 16}" role="img">'
-            f'<text x="4" y="12" font-weight="600">{_e(metric)}</text>'
-            f'<text x="4" y="{_PH - 4}" fill="#777">{_e(_amount(metric, v0))} to '
-            f'{_e(_amount(metric, v1))}, t {t0:g} to {t1:g}s</text>'
-            f'<line x1="40" y1="{_PH - 20}" x2="{_PW - 10}" y2="{_PH - 20}" stroke="#ccc"/>'
-            f'{"".join(lines)}<text x="4" y="{_PH + 12}">{"".join(legend)}</text></svg>')
-    return '<div style="display:flex;flex-wrap:wrap;gap:8px">' + "".join(panels) + "</div>"

@@ -1,10 +1,10 @@
 """``cdb scenario soak``: a seeded nemesis, the whole history checked, leaks, shrinking.
 
-The nemesis (``chaos.nemesis``) draws the schedule and writes it as a scenario
+The nemesis (``chaos.soak.nemesis``) draws the schedule and writes it as a scenario
 (``soak.yaml``); the runner runs it like any scenario (every invariant over the whole
 recorded run, a recovery measurement per fault that takes a service down, the same
 verdict rules), with the ``resources`` probe sampled throughout for the leak check
-(``chaos.leaks``). A failing soak is shrunk (``chaos.shrink``): the same seed rerun
+(``chaos.checks.leaks``). A failing soak is shrunk (``chaos.soak.shrink``): the same seed rerun
 with subsets of the schedule until the smallest one that still fails on the same check
 is found, written as ``shrunk.yaml``.
 
@@ -24,11 +24,11 @@ from typing import Any
 import msgspec
 import yaml
 
-from cdb.chaos import leaks
+from cdb.chaos.checks import leaks
 from cdb.chaos.checks.verdict import Assertion, decide
-from cdb.chaos.nemesis import Planned, SoakSpec, document, kinds_of, schedule
-from cdb.chaos.reports.html import _CSS, _STATUS, _e
-from cdb.chaos.shrink import Trial, ddmin
+from cdb.chaos.soak.nemesis import Planned, SoakSpec, document, kinds_of, schedule
+from cdb.chaos.soak.report import Recovery, SeriesSummary, Shrunk, SoakResult, write_reports
+from cdb.chaos.soak.shrink import Trial, ddmin
 from cdb.errors import InputError
 
 
@@ -38,56 +38,6 @@ class Infra(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
     postgres_url: str | None = None
     toxiproxy_url: str | None = None
-
-
-class Recovery(msgspec.Struct, kw_only=True):
-    kind: str
-    faults: int
-    measured: int
-    p50_s: float | None = None
-    p99_s: float | None = None
-    max_s: float | None = None
-
-
-class SeriesSummary(msgspec.Struct, kw_only=True):
-    subject: str
-    metric: str
-    samples: int
-    slope_per_s: float | None
-    growth: float | None
-    threshold: float | None
-    flagged: bool
-    decides: bool
-
-
-class Shrunk(msgspec.Struct, kw_only=True):
-    check: str
-    faults: list[str]
-    file: str
-    trials: list[Trial]
-    reproduced: bool
-    """The written file, run on its own, failed on the same check."""
-
-
-class SoakResult(msgspec.Struct, kw_only=True):
-    status: str
-    exit_code: int
-    reasons: list[str]
-    seed: int
-    mode: str
-    duration_s: float
-    """Scenario time with faults (market time)."""
-    wall_s: float
-    faults: int
-    faults_by_kind: dict[str, int]
-    schedule: list[dict[str, Any]]
-    recovery: list[Recovery]
-    assertions: list[Assertion]
-    series: list[SeriesSummary]
-    scenario_file: str
-    report_dir: str
-    reports: dict[str, str] = msgspec.field(default_factory=dict)
-    shrunk: Shrunk | None = None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -211,70 +161,3 @@ async def _shrink(spec: SoakSpec, planned: list[Planned], check: str, out: Path,
     assertions, _, _ = await run_document(doc, file, out / "shrunk", infra, header)
     return Shrunk(check=check, faults=[p.name for p in smallest], file=str(file),
                   trials=trials, reproduced=check in _failed(assertions))
-
-
-def _fmt(value: float | None, unit: str = "s") -> str:
-    return "-" if value is None else f"{value:.3g}{unit}"
-
-
-def render_html(result: SoakResult, series: list[leaks.Series], run_report: str | None,
-                out: Path) -> str:
-    """The soak's page: verdict, faults by kind, recoveries, resource series, shrinking."""
-    color = _STATUS.get(result.status, "#777")
-    rows = "".join(
-        f"<tr><td>{_e(r.kind)}</td><td>{r.faults}</td><td>{r.measured}</td>"
-        f"<td>{_fmt(r.p50_s)}</td><td>{_fmt(r.p99_s)}</td><td>{_fmt(r.max_s)}</td></tr>"
-        for r in result.recovery)
-    checks = "".join(
-        f'<tr><td><span class="badge" style="background:{_STATUS.get(a.status, "#777")}">'
-        f"{_e(a.status)}</span></td><td>{_e(a.category)}</td><td>{_e(a.name)}</td>"
-        f"<td>{_e(a.detail)}</td></tr>" for a in result.assertions
-        if a.category in ("invariant", "measurement", "steady-state", "run")
-        or a.status != "pass")
-    slopes = "".join(
-        f"<tr><td>{_e(s.subject)}</td><td>{_e(s.metric)}</td><td>{s.samples}</td>"
-        f"<td>{_fmt(s.slope_per_s, '/s')}</td><td>{_fmt(s.growth, '')}</td>"
-        f"<td>{_fmt(s.threshold, '')}</td><td>{'LEAK' if s.flagged else ''}"
-        f"{'' if s.decides else ' (note)'}</td></tr>" for s in result.series)
-    shrunk = ""
-    if result.shrunk is not None:
-        sh = result.shrunk
-        shrunk = (f"<h2>Shrunk</h2><p>{_e(sh.check)} still fails with {len(sh.faults)} "
-                  f"fault(s): {_e(', '.join(sh.faults) or 'none')} after {len(sh.trials)} "
-                  f"trial(s); <span class=mono>{_e(Path(sh.file).name)}</span> "
-                  f"{'reproduces it on its own' if sh.reproduced else 'did NOT reproduce it'}"
-                  "</p>")
-    link = ""
-    if run_report:
-        rel = Path(run_report).resolve().relative_to(out.resolve()) if Path(
-            run_report).resolve().is_relative_to(out.resolve()) else Path(run_report)
-        link = f' <a href="{_e(rel)}">the run\'s timeline report</a>'
-    reasons = "".join(f"<li>{_e(r)}</li>" for r in result.reasons)
-    return (
-        f'<!doctype html><html><head><meta charset="utf-8"><title>soak {_e(result.status)}'
-        f"</title><style>{_CSS}</style></head><body>"
-        f'<h1>Soak, seed {result.seed} <span class="badge" style="background:{color}">'
-        f"{_e(result.status)}</span></h1><p class=meta>{result.mode} mode, "
-        f"{result.duration_s:g}s of faults, {result.faults} fault(s) "
-        f"({_e(', '.join(f'{k} {v}' for k, v in result.faults_by_kind.items()))}), "
-        f"{result.wall_s:.1f}s wall.{link}</p><ul class=reasons>{reasons}</ul>"
-        "<h2>Recovery per fault kind</h2><table><tr><th>kind</th><th>faults</th>"
-        f"<th>measured</th><th>p50</th><th>p99</th><th>max</th></tr>{rows}</table>"
-        f"<h2>Checks over the whole history</h2><table>{checks}</table>"
-        "<h2>Resources (leak check: linear fit over the second half)</h2>"
-        f"{leaks.chart(series)}<table><tr><th>subject</th><th>metric</th><th>samples</th>"
-        f"<th>slope</th><th>growth</th><th>limit</th><th></th></tr>{slopes}</table>"
-        f"{shrunk}</body></html>")
-
-
-def write_reports(result: SoakResult, series: list[leaks.Series], out: Path,
-                  run_report: str | None) -> dict[str, str]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "soak.json", "html": out / "soak.html",
-             "scenario": out / "soak.yaml"}
-    result.reports = {k: str(v) for k, v in paths.items()}
-    if run_report:
-        result.reports["run"] = run_report
-    paths["json"].write_bytes(msgspec.json.encode(result))
-    paths["html"].write_text(render_html(result, series, run_report, out))
-    return result.reports

@@ -1,0 +1,1 @@
+"""Steps a scenario takes: faults (with undo and effect check), actions, probes."""

@@ -1,0 +1,1 @@
+"""What a run records (samples, activities, events) and the clock that stamps it."""

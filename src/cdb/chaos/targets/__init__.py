@@ -1,0 +1,1 @@
+"""The pipeline a scenario drives: embedded, distributed, or attached to a running one."""
