@@ -22,4 +22,4 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 2
   fi
 fi
-exec .venv/bin/python -m pytest tests/ -n "${CDB_TEST_WORKERS:-2}" "$@"
+exec .venv/bin/python -m pytest tests/ -n "${CDB_TEST_WORKERS:-2}" --durations=15 "$@"
