@@ -14,6 +14,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterable
+from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +40,7 @@ from cdb.services.risk import RiskService, store_history
 from cdb.services.signal import SignalService
 from cdb.services.ws import WsService
 from cdb.storage.runs import RunRecord, session_id
-from cdb.storage.store import Store, migrate
+from cdb.storage.store import Store
 from cdb.strategies.base import load as load_strategy
 from cdb.venues.base import Venue
 from cdb.venues.paper import PaperVenue
@@ -157,10 +158,18 @@ def parse_speed(text: str) -> float | None:
     return float(text)
 
 
+async def _database(settings: Settings, session: str, resources: AsyncExitStack) -> Store:
+    """The migrated database of record, open until ``resources`` close."""
+    return await resources.enter_async_context(Store.open_migrated(
+        settings.postgres_url(), settings.postgres_schema(), run_id=session, scoped=False))
+
+
 async def build_service(
-    name: str, settings: Settings, bus: BufferedBus[RedisStreamsBus], health: Health
-) -> tuple[Service, Store | None]:
-    """The service object of ``name`` over the distributed seams."""
+    name: str, settings: Settings, bus: BufferedBus[RedisStreamsBus], health: Health,
+    resources: AsyncExitStack,
+) -> Service:
+    """The service object of ``name`` over the distributed seams; what it opens (its
+    database) is closed with ``resources``."""
     instance = settings.cdb_consumer or f"{name}-{socket.gethostname()}"
     sharded = name in SHARDED
     ctx = ServiceContext(
@@ -185,19 +194,16 @@ async def build_service(
             live = _binance_source(settings, instance)
             live.attach_alerts(ctx.alert)  # gaps and a stale feed reach risk's ESS
             health.add("exchange", live.probe, critical=False)
-            return WsService(ctx, live, LagPacer(bus, None)), None
+            return WsService(ctx, live, LagPacer(bus, None))
         pacer = LagPacer(bus, parse_speed(settings.ws_speed), settings.ws_start_ns)
-        return WsService(ctx, _source(settings, instance), pacer, before=pacer.until_due), None
+        return WsService(ctx, _source(settings, instance), pacer, before=pacer.until_due)
     if name == "signal":
         params = settings.strategy_params()
-        return SignalService(ctx, load_strategy(params), params.strategy_id), None
+        return SignalService(ctx, load_strategy(params), params.strategy_id)
     if name == "risk":
         # The ESS state lives in Redis and is recorded in Postgres; a restart reads both
         # (the newer wins), so risk needs the database at start.
-        url, schema = settings.postgres_url(), settings.postgres_schema()
-        await migrate(url, schema=schema)
-        store = Store(url, schema=schema, run_id=_session(bus), scoped=False)
-        await store.__aenter__()
+        store = await _database(settings, _session(bus), resources)
         health.add("postgres", store.ping, critical=False)
         shared = RedisEssStore(bus.inner.client, bus.inner.namespace)
         token = settings.cdb_api_token.get_secret_value() if settings.cdb_api_token else None
@@ -205,14 +211,11 @@ async def build_service(
             ctx, settings.risk_limits(), round(settings.risk_initial_cash * SCALE),
             ess=settings.ess_config(), ess_store=LayeredEssStore(shared, DatabaseEssStore(store)),
             ess_watch=shared, api_token=token, history=store_history(store),
-        ), store
+        )
     if name == "execution":
-        return await _execution(settings, ctx, health, _session(bus))
+        return await _execution(settings, ctx, health, _session(bus), resources)
     if name == "db_writer":
-        url, schema = settings.postgres_url(), settings.postgres_schema()
-        await migrate(url, schema=schema)
-        store = Store(url, schema=schema, run_id=_session(bus), scoped=False)
-        await store.__aenter__()
+        store = await _database(settings, _session(bus), resources)
         try:
             await store.open_session(RunRecord(run_id=_session(bus), kind="distributed",
                                                started_ns=time.time_ns()))
@@ -224,7 +227,7 @@ async def build_service(
         # Critical (observability.health.CRITICAL): it holds its batch and retries, but
         # persisting is its whole job, so it is unhealthy and not ready meanwhile.
         health.add("postgres", writer.probe)
-        return writer, store
+        return writer
     raise ValueError(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
 
 
@@ -234,8 +237,9 @@ def _session(bus: BufferedBus[RedisStreamsBus]) -> str:
 
 
 async def _execution(
-    settings: Settings, ctx: ServiceContext, health: Health, session: str
-) -> tuple[Service, Store]:
+    settings: Settings, ctx: ServiceContext, health: Health, session: str,
+    resources: AsyncExitStack,
+) -> Service:
     """Execution on its venue (EXECUTION_VENUE), reconciled with the database at start.
 
     Binance's orders are compared with the account. The paper book lives in this
@@ -257,12 +261,9 @@ async def _execution(
                                       instance=ctx.instance)
         health.add("exchange", binance.ping, critical=False)
         venue = binance
-    url, schema = settings.postgres_url(), settings.postgres_schema()
-    await migrate(url, schema=schema)
-    store = Store(url, schema=schema, run_id=session, scoped=False)
-    await store.__aenter__()
+    store = await _database(settings, session, resources)
     health.add("postgres", store.ping, critical=False)
-    return ExecutionService(ctx, venue, recall=store_recall(store)), store
+    return ExecutionService(ctx, venue, recall=store_recall(store))
 
 
 async def run_service(name: str, settings: Settings) -> None:
@@ -276,7 +277,8 @@ async def run_service(name: str, settings: Settings) -> None:
     # As the service declares (observability.health.CRITICAL): degraded for ws, which
     # buffers on disk; unhealthy and not ready for the consumers, which get nothing.
     health.add("redis", redis_probe(bus, client))
-    service, store = await build_service(name, settings, bus, health)
+    resources = AsyncExitStack()
+    service = await build_service(name, settings, bus, health, resources)
     pid = os.getpid()
     health.details = lambda: {"pid": pid, **service.status(), **bus.status()}
     host = ServiceHost(service, claim_idle=settings.cdb_claim_idle_s)
@@ -300,6 +302,5 @@ async def run_service(name: str, settings: Settings) -> None:
         await observer.stop()
         await host.stop(timeout=settings.cdb_drain_timeout_s)
         await http.stop()
-        if store is not None:
-            await store.__aexit__(None, None, None)
+        await resources.aclose()
         await bus.close()

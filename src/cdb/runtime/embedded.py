@@ -47,7 +47,7 @@ from cdb.services.risk import RiskService, store_history
 from cdb.services.signal import SignalService
 from cdb.services.ws import Pace, WsService
 from cdb.storage.runs import RunRecord, new_run_id
-from cdb.storage.store import Store, migrate
+from cdb.storage.store import Store
 from cdb.strategies.base import load as load_strategy
 from cdb.venues.base import Closes, Venue
 from cdb.venues.paper import PaperVenue
@@ -300,8 +300,7 @@ class EmbeddedPipeline:
         """Run the source to its end, drain every service, and summarise."""
         s, o = self.settings, self.options
         self._wall_start = time.monotonic()
-        await migrate(o.db_url)
-        async with Store(o.db_url) as runs_store:
+        async with Store.open_migrated(o.db_url) as runs_store:
             record = await self._open_run(runs_store)
         if self.legs > 1:
             # Ids restart their sequence in each process: a leg of its own keeps them apart.

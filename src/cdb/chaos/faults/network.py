@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import httpx
 
+from cdb.bus.keys import SERVICES
 from cdb.chaos.faults.base import ScenarioFault
 from cdb.chaos.history.recording import Effect
 from cdb.chaos.scenario.registry import FAULTS, P
@@ -23,7 +24,7 @@ TOXICS: Final = ["latency", "bandwidth", "slow_close", "timeout", "reset_peer", 
 _LINK = {
     "target": P.string("the dependency: redis or postgres", enum=["redis", "postgres"]),
     "service": P.string("the service whose link it is (default: every service)",
-                        enum=["*", "ws", "signal", "risk", "execution", "db_writer"]),
+                        enum=["*", *SERVICES]),
 }
 
 

@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cdb.bus.keys import SERVICES
 from cdb.chaos.faults.base import ScenarioFault
 from cdb.chaos.history.recording import Effect
 from cdb.chaos.scenario.registry import FAULTS, P
 
 _SERVICE = P.string("ws, signal, risk, execution or db_writer",
-                    enum=["ws", "signal", "risk", "execution", "db_writer"])
+                    enum=list(SERVICES))
 
 
 def process_state(pid: int) -> str | None:

@@ -18,9 +18,9 @@ from typing import Any, Final
 
 import msgspec
 
+from cdb.bus.keys import SERVICES
 from cdb.chaos.scenario.model import Mode
 
-SERVICES: Final = ("ws", "signal", "risk", "execution", "db_writer")
 USES_POSTGRES: Final = ("risk", "db_writer")
 SYMBOL: Final = "BTCUSDT"
 BACKGROUND_CHUNK_S: Final = 10.0

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from cdb.bus.keys import SERVICES
 from cdb.chaos.scenario.registry import Unavailable
 from cdb.chaos.targets.base import Plan
 from cdb.chaos.targets.distributed_servers import ServersTarget
@@ -90,7 +91,7 @@ class ServicesTarget(ServersTarget):
         return f"http://127.0.0.1:{self.ports[service]}{path}"
 
     async def _stop_services(self) -> None:
-        for service in ("ws", "signal", "risk", "execution", "db_writer"):
+        for service in SERVICES:
             sup = self.supervisors.get(service)
             if sup is None:
                 continue
