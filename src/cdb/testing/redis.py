@@ -170,6 +170,24 @@ class RedisServer:
             proc.kill()
             proc.wait()
 
+    def wipe(self) -> None:
+        """Delete the stopped server's data files (AOF, RDB): its next start is empty, as
+        a Redis replaced by a new one would be.
+
+        Raises:
+            LifecycleError: the server is running.
+        """
+        if self.running:
+            raise LifecycleError("stop the redis-server before wiping its data")
+        if self._dir is None:
+            return
+        for path in self._dir.iterdir():
+            if path.name.startswith(("appendonly", "dump")):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): connections hang instead of failing."""
         if self._proc is not None:

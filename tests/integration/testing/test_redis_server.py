@@ -33,6 +33,25 @@ def test_server_answers_and_restarts_empty_on_the_same_port() -> None:
         server.start()
 
 
+def test_an_aof_server_keeps_its_data_over_a_restart_and_wipe_empties_it() -> None:
+    with RedisServer(args=("--appendonly", "yes")) as server:
+        client = redis.Redis.from_url(server.url)
+        try:
+            client.set("k", "v")
+            server.stop()
+            server.start()
+            assert client.get("k") == b"v"  # the AOF brought it back
+            with pytest.raises(LifecycleError):
+                server.wipe()  # not while it runs
+            server.stop()
+            server.wipe()
+            server.start()
+            assert client.get("k") is None
+            assert client.dbsize() == 0
+        finally:
+            client.close()
+
+
 async def test_password_is_required_and_carried_by_the_url() -> None:
     async with RedisServer(password="s3cret") as server:
         assert server.url == f"redis://:s3cret@127.0.0.1:{server.port}/0"

@@ -4,8 +4,8 @@ warm-up, and only service series decide."""
 from __future__ import annotations
 
 from cdb.chaos.checks.leaks import analyse, assertion, series_of, slope
-from cdb.chaos.soak.report import chart
 from cdb.chaos.history.recording import Sample
+from cdb.chaos.soak.report import chart
 
 
 def _samples(execution: list[float], risk: list[float]) -> list[Sample]:

@@ -71,3 +71,18 @@ def test_the_schedule_is_a_valid_scenario_with_the_history_checks() -> None:
         assert "no_order_after_ess_trip" in invariants
     recovered = {m.name for m in result.scenario.measurements}
     assert recovered == {f"{p.name} recovered" for p in planned if p.recover}
+
+
+def test_redis_restarted_empty_is_drawn_only_when_asked_for_and_is_a_valid_step() -> None:
+    """``redis_empty`` (weight 0 by default) leaves the default schedules as they were;
+    asked for, it stops Redis and restarts it with its data deleted."""
+    default = SoakSpec(duration=3000, seed=5, mode="distributed")
+    assert "redis_empty" not in kinds_of(schedule(default))
+    spec = SoakSpec(duration=600, seed=5, mode="distributed", weights={"redis_empty": 50})
+    planned = [p for p in schedule(spec) if p.kind == "redis_empty"]
+    assert planned
+    faults = [e["fault"] for p in planned for e in p.entries]
+    assert all(f["type"] == "redis_down" and f["empty"] is True for f in faults)
+    assert all(f["mode"] in ("stop", "kill") for f in faults)
+    result = validate_text(yaml.safe_dump(document(spec, schedule(spec))), "soak.yaml")
+    assert result.scenario is not None, result.problems

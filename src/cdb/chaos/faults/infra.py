@@ -1,7 +1,8 @@
 """Faults on the infrastructure: the throwaway Redis and PostgreSQL go down.
 
 ``redis_down`` stops Redis (``stop``: SIGTERM, its AOF keeps the data; ``kill``: a
-crash; ``pause``: SIGSTOP, connections hang) and ``postgres_down`` stops PostgreSQL
+crash; ``pause``: SIGSTOP, connections hang; with ``empty``, its data files are deleted
+before the restart, as a Redis replaced by a new one) and ``postgres_down`` stops PostgreSQL
 (``stop`` fast, ``kill`` immediate); the undo starts them again on the same port.
 The effect is checked from outside: the port refuses connections (or hangs).
 A Redis that cannot listen on its port again at once (something holds it) is retried
@@ -57,7 +58,8 @@ async def redis_answers(host: str, port: int, timeout: float = 1.0) -> bool:
 @FAULTS.register("redis_down", summary="take the pipeline's Redis down (stop, kill or "
                  "pause); started again on undo",
                  params={"mode": P.string("stop (SIGTERM), kill (crash) or pause (SIGSTOP)",
-                                          enum=["stop", "kill", "pause"])},
+                                          enum=["stop", "kill", "pause"]),
+                         "empty": P.boolean("restart it with no data (stop or kill)")},
                  modes=("distributed",))
 class RedisDown(ScenarioFault):
     async def apply(self) -> Any:
@@ -83,6 +85,9 @@ class RedisDown(ScenarioFault):
         if self.p.text("mode", "stop") == "pause":
             server.resume()
             return f"redis on port {server.port} is back"
+        empty = self.p.flag("empty")
+        if empty:
+            await asyncio.to_thread(server.wipe)
         deadline = time.monotonic() + _RESTART_S
         tries = 1
         while True:
@@ -94,7 +99,8 @@ class RedisDown(ScenarioFault):
                     raise
                 tries += 1
                 await asyncio.sleep(0.5)
-        return f"redis on port {server.port} is back" + (f" ({tries} tries)" if tries > 1 else "")
+        return (f"redis on port {server.port} is back" + (" empty" if empty else "")
+                + (f" ({tries} tries)" if tries > 1 else ""))
 
 
 @FAULTS.register("postgres_down", summary="take the pipeline's PostgreSQL down (stop or "

@@ -97,10 +97,14 @@ def _service_fault(kind: str) -> _Make:
     return make
 
 
-def _server_fault(kind: str, server: str) -> _Make:
+def _server_fault(kind: str, server: str, *, empty: bool = False) -> _Make:
+    fault_type = f"{server}_down"
+
     def make(rng: random.Random, name: str, at: float, spec: SoakSpec) -> Planned:
         held = round(rng.uniform(2.0, 6.0), 1)
-        fault: dict[str, Any] = {"type": kind, "mode": rng.choice(["stop", "kill"])}
+        fault: dict[str, Any] = {"type": fault_type, "mode": rng.choice(["stop", "kill"])}
+        if empty:
+            fault["empty"] = True
         return Planned(name=name, kind=kind, at=at, until=at + held + spec.recover_within / 3,
                        entries=({"name": name, "at": f"{at:g}s", "duration": f"{held:g}s",
                                  "fault": fault},), holds=(server,), recover=True)
@@ -211,6 +215,8 @@ KINDS: Final[dict[str, Kind]] = {
     "restart": Kind(make=_service_fault("restart"), modes=("distributed",), weight=2),
     "redis_down": Kind(make=_server_fault("redis_down", "redis"), modes=("distributed",),
                        weight=1),
+    "redis_empty": Kind(make=_server_fault("redis_empty", "redis", empty=True),
+                        modes=("distributed",), weight=0),
     "postgres_down": Kind(make=_server_fault("postgres_down", "postgres"),
                           modes=("distributed",), weight=1),
     "network": Kind(make=_toxic, modes=("distributed",), weight=2),
@@ -222,8 +228,9 @@ KINDS: Final[dict[str, Kind]] = {
     "flat": Kind(make=_market_shape("flat"), modes=("embedded", "distributed"), weight=1),
     "signal_flood": Kind(make=_flood, modes=("embedded", "distributed"), weight=2),
 }
-"""The catalog with default weights (``exchange`` needs the fake Binance venue: 0 unless
-asked for)."""
+"""The catalog with default weights. 0 unless asked for: ``exchange`` (it needs the fake
+Binance venue) and ``redis_empty`` (Redis stopped and restarted with its data deleted,
+as a Redis replaced by a new one)."""
 
 
 def weights_for(spec: SoakSpec) -> dict[str, float]:
