@@ -536,13 +536,14 @@ def child_feed(rate: float, seconds: float) -> None:
     """
     import msgspec
 
+    from cdb.bus.redis import make_bus, make_redis
     from cdb.clock import WallClock
     from cdb.config import load_settings
     from cdb.marketdata.synthetic import SyntheticSource
     from cdb.observability import logging as cdb_logging
-    from cdb.bus.redis import make_bus, make_redis
     from cdb.runtime.distributed import LagPacer
-    from cdb.runtime.service import ServiceContext, ServiceHost
+    from cdb.runtime.service import ServiceHost
+    from cdb.services.base import ServiceContext
     from cdb.services.ws import WsService
 
     settings = load_settings()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -20,10 +20,13 @@ from cdb.chaos.targets.attach import AttachConfig, AttachTarget, find_services, 
 from cdb.config import Settings, load_settings
 from cdb.errors import CdbError, ConfigError, InputError
 from cdb.runtime.discovery import InstanceRecord
-from cdb.urls import check_url, redact_url
+from cdb.urls import check_url, postgres_endpoint, redact_url
+
+if TYPE_CHECKING:
+    from cdb.chaos.run.plan import Use
+    from cdb.chaos.run.runner import Runner
 
 _MARKET_FAULTS = frozenset({"flash_crash", "spike", "gap", "stale", "flat"})
-_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
 
 
 def attach_config(redis: str | None, postgres: str | None, proxy: str | None,
@@ -51,7 +54,7 @@ def attach_config(redis: str | None, postgres: str | None, proxy: str | None,
             settings.postgres_url() if settings is not None and settings.postgres_host
             else None)
     if postgres is not None:
-        check_url("--postgres", postgres, _POSTGRES_SCHEMES)
+        postgres_endpoint(postgres)
     if proxy is not None:
         check_url("--proxy", proxy, ("http", "https"))
     name = namespace if namespace is not None else os.environ.get("SERVICE_INSTANCE_NAME", "")
@@ -96,11 +99,7 @@ def attach_runner(scenario: Any, options: Any, config: AttachConfig) -> Any:
     return runner
 
 
-def market_faults(runner: Any) -> list[Any]:
-    """The planned uses of market-shape faults (the runner's, or its run plan's)."""
-    uses = getattr(runner, "_uses", None)
-    if uses is None:
-        plans = [v for v in vars(runner).values() if hasattr(v, "uses") and
-                 hasattr(v, "step_uses")]
-        uses = plans[0].uses if plans else []
-    return [u for u in uses if u.kind == "fault" and u.provider.type in _MARKET_FAULTS]
+def market_faults(runner: Runner) -> list[Use]:
+    """The planned uses of market-shape faults."""
+    return [u for u in runner.planned.uses
+            if u.kind == "fault" and u.provider.type in _MARKET_FAULTS]

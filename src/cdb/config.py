@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import SettingsConfigDict
 
 from cdb.bus.settings import BusSettings
 from cdb.errors import ConfigError
@@ -42,11 +41,6 @@ class Settings(VenueSettings, MarketSettings, RiskSettings, SignalSettings, Stor
                BusSettings):
     """All settings of cdb: every part's (validated from the last base to the first, then
     these), plus the process's own; field ``x_y`` is variable ``X_Y``."""
-
-    # allow_inf_nan=False: RISK_MAX_POSITION=inf or ESS_COOLDOWN_S=nan is refused at start,
-    # naming the setting, instead of failing later (or never tripping) in arithmetic.
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False,
-                                      allow_inf_nan=False)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     environment: str = "development"

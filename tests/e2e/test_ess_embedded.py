@@ -16,7 +16,8 @@ import pytest
 from cdb.bus.keys import SIGNALS
 from cdb.config import Settings, load_settings
 from cdb.events import SCALE, Signal, Trade
-from cdb.marketdata.synthetic import Shape, SyntheticSource, flash_crash, gap, stale
+from cdb.marketdata.shapes import Shape, flash_crash, gap, stale
+from cdb.marketdata.synthetic import SyntheticSource
 from cdb.risk.ess import EssState, FlashCrashGuard, ResetRefused
 from cdb.runtime.embedded import EmbeddedPipeline, RunOptions, RunSummary
 from cdb.services.risk import RiskService

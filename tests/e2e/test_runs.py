@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cdb.marketdata.synthetic import SyntheticSource, flash_crash
+from cdb.marketdata.shapes import flash_crash
+from cdb.marketdata.synthetic import SyntheticSource
 from cdb.testing.marketfiles import write_trades_csv
 from tests.browser import Browser, browser  # noqa: F401  # the fixture
 from tests.e2e.conftest import cdb

@@ -20,9 +20,9 @@ _notification_decoder: msgspec.msgpack.Decoder[list[AnyEvent]] = msgspec.msgpack
 )
 
 # Publishing runs this script once per chunk of events, all chunks in one round trip.
-# Pipelining one XADD per event costs redis-py about 40 us per command to pack and
-# parse, four times what the whole script costs Redis; the chunk bounds how long one
-# script holds the server. KEYS[1] stream; ARGV: maxlen, channel ('' for none), array
+# Pipelining one XADD per event costs redis-py far more to pack and parse per command
+# than the whole script costs Redis (benchmarks/README.md); the chunk bounds how long
+# one script holds the server. KEYS[1] stream; ARGV: maxlen, channel ('' for none), array
 # header, events.
 _PUBLISH_LUA: Final = """
 local key, maxlen = KEYS[1], ARGV[1]

@@ -32,19 +32,11 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from cdb.bus.keys import PUBSUB_TOPIC, STREAM_MAXLEN, Namespace
 from cdb.bus.lane import Lane, pack, raise_first
-from cdb.bus.redis_publish import FIELD, LOAD_SCRIPT, decode_notification, publish_commands
+from cdb.bus.redis_publish import LOAD_SCRIPT, publish_commands
 from cdb.bus.redis_subscription import RedisStreamsSubscription, StreamEntry
 from cdb.bus.sentinel import follow_master
 from cdb.errors import BusClosedError, BusError
 from cdb.events import AnyEvent, encode
-
-__all__ = [
-    "FIELD",
-    "GroupBacklog",
-    "RedisStreamsBus",
-    "RedisStreamsSubscription",
-    "decode_notification",
-]
 
 
 class GroupBacklog(NamedTuple):

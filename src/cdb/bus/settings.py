@@ -7,7 +7,6 @@ from typing import Literal
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
 
 from cdb.resilience.settings import ResilienceSettings
 
@@ -15,7 +14,7 @@ NAMESPACE_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,57}[a-z0-9])?$")
 """A namespace: lowercase letters, digits and inner hyphens, at most 59 characters.
 The PostgreSQL schema is ``cdb_`` plus the name with ``-`` as ``_``; with no ``_``,
 no upper case and no other character allowed, two namespaces never share a schema
-(``prod-1``, ``prod_1`` and ``PROD.1`` used to), and ``cdb_`` + 59 fits PostgreSQL's
+(as ``prod-1``, ``prod_1`` and ``PROD.1`` would), and ``cdb_`` + 59 fits PostgreSQL's
 63-byte identifiers."""
 
 
@@ -23,8 +22,6 @@ class BusSettings(ResilienceSettings):
     """Redis, namespace and disk-buffer settings (with the backoff and breaker the bus
     uses); field ``x_y`` is variable ``X_Y``."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False,
-                                      allow_inf_nan=False)
 
     service_instance_name: str = ""
 

@@ -12,20 +12,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from cdb.events import Trade
+from cdb.marketdata.pricepath import DEFAULT_SPECS, SymbolSpec
 from cdb.marketdata.replay import ReplayFile, ReplaySource, ReplayStats, RowError
-from cdb.marketdata.synthetic import (
-    DEFAULT_SPECS,
-    START_NS,
-    Shape,
-    ShapeKind,
-    SymbolSpec,
-    SyntheticSource,
-    flash_crash,
-    flat,
-    gap,
-    spike,
-    stale,
-)
+from cdb.marketdata.shapes import Shape, ShapeKind, flash_crash, flat, gap, spike, stale
+from cdb.marketdata.synthetic import START_NS, SyntheticSource
 
 if TYPE_CHECKING:
     from cdb.marketdata.binance import AlertFn

@@ -4,17 +4,18 @@ Times are in ms (older files) or µs (spot files from 2025 on), told apart by ma
 row by row and converted to ns. The file is streamed in chunks of ``_CHUNK`` bytes, so
 memory stays flat whatever its size.
 
-Why the fast path looks odd: a per-row ``split``/``int`` parser tops out far below the
-benchmark's needs, so each chunk is rewritten with a few C-level ``bytes.replace`` calls
-into a JSON array of integer arrays and decoded by msgspec, which also validates every
-field against per-file constraints. A decimal ``42283.58000000`` becomes the two
-integers ``42283,158000000``: the ``1`` in front of the fraction keeps its leading zeros
-and pins its length, so ``10**k <= frac < 2*10**k`` proves it has exactly the ``k``
-decimals the file uses and the e8 value is exact integer arithmetic. Each row ends with
-a ``null`` sentinel so a row with a column too many or too few fails validation
-instead of shifting silently. A chunk that fails in any way is parsed again line by
-line with a strict exact parser, which counts and records each malformed row with its
-line number and keeps the good ones; both paths give identical trades for good rows.
+Why the fast path looks odd: a per-row ``split``/``int`` parser is too slow for the
+pipeline's replay rate (benchmarks/README.md), so each chunk is rewritten with a few
+C-level ``bytes.replace`` calls into a JSON array of integer arrays and decoded by
+msgspec, which also validates every field against per-file constraints. A decimal
+``42283.58000000`` becomes the two integers ``42283,158000000``: the ``1`` in front of
+the fraction keeps its leading zeros and pins its length, so ``10**k <= frac < 2*10**k``
+proves it has exactly the ``k`` decimals the file uses and the e8 value is exact integer
+arithmetic. Each row ends with a ``null`` sentinel so a row with a column too many or
+too few fails validation instead of shifting silently. A chunk that fails in any way is
+parsed again line by line with a strict exact parser, which counts and records each
+malformed row with its line number and keeps the good ones; both paths give identical
+trades for good rows.
 """
 
 from __future__ import annotations

@@ -6,16 +6,14 @@ from typing import Literal
 
 import msgspec
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cdb.marketdata.synthetic import Shape
+from cdb.marketdata.shapes import Shape
+from cdb.partsettings import PartSettings
 
 
-class MarketSettings(BaseSettings):
+class MarketSettings(PartSettings):
     """Market source settings; field ``x_y`` is variable ``X_Y``."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False,
-                                      allow_inf_nan=False)
 
     ws_source: Literal["synthetic", "replay", "binance"] = "synthetic"
     """binance: live trade streams of WS_SYMBOLS (at BINANCE_URL when set)."""
@@ -41,7 +39,7 @@ class MarketSettings(BaseSettings):
     """Synthetic market: shapes to inject, a JSON array of objects ``{"kind":
     "flash_crash"|"spike"|"gap"|"flat"|"stale", "symbol": "BTCUSDT" or "*", "at_s":
     seconds after the market's start, "duration_s": ..., "magnitude_pct": ...}`` (see
-    ``cdb.marketdata.synthetic.Shape``); empty: none."""
+    ``cdb.marketdata.shapes.Shape``); empty: none."""
 
     @field_validator("ws_shapes")
     @classmethod

@@ -24,29 +24,8 @@ from cdb.events import Trade
 from cdb.marketdata.pricepath import DEFAULT_SPECS, PricePath, SymbolSpec, generic_spec, segments
 from cdb.marketdata.shapes import (
     Shape,
-    ShapeKind,
     check_shape,
-    flash_crash,
-    flat,
-    gap,
-    spike,
-    stale,
 )
-
-__all__ = [
-    "DEFAULT_SPECS",
-    "START_NS",
-    "Shape",
-    "ShapeKind",
-    "SymbolSpec",
-    "SyntheticSource",
-    "flash_crash",
-    "flat",
-    "gap",
-    "generic_spec",
-    "spike",
-    "stale",
-]
 
 START_NS: Final = 1_704_067_200_000_000_000
 """2024-01-01T00:00:00Z, the default start of synthetic time."""

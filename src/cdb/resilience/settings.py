@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cdb.partsettings import PartSettings
 
 
-class ResilienceSettings(BaseSettings):
+class ResilienceSettings(PartSettings):
     """Backoff and breaker settings; field ``x_y`` is variable ``X_Y``."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False,
-                                      allow_inf_nan=False)
 
     cdb_backoff_base_s: float = Field(1.0, gt=0)
     """Retries wait 1, 2, 4, 8, 16 ... s (this, doubling), less up to CDB_BACKOFF_JITTER."""

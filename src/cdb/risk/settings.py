@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cdb.events import SCALE
+from cdb.partsettings import PartSettings
 from cdb.risk.ess import EssConfig, pct_to_ppm
 from cdb.risk.limits import RiskLimits
 
 
-class RiskSettings(BaseSettings):
+class RiskSettings(PartSettings):
     """Risk limits and ESS thresholds; field ``x_y`` is variable ``X_Y``."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False,
-                                      allow_inf_nan=False)
 
     risk_order_notional: float = Field(1_000.0, gt=0)
     risk_max_order_notional: float = Field(5_000.0, gt=0)

@@ -17,25 +17,24 @@ from __future__ import annotations
 
 import hmac
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 from fastapi import APIRouter, Request, Response
 
 from cdb.risk.ess import COOLDOWN, ResetRefused
+from cdb.runtime.http import json_response
+from cdb.services.base import Service
 from cdb.services.execution import ExecutionService
+from cdb.services.risk import RiskService
 from cdb.services.risk_api import ResetRequest, RiskApi, TripRequest, parse_request
 from cdb.venues.base import KeepsLedger
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(msgspec.json.encode(body), status, headers=headers,
-                    media_type="application/json")
-
-
 def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None,
            **extra: Any) -> Response:
-    return _json({"error": error, "detail": detail, **extra}, status, headers)
+    return json_response({"error": error, "detail": detail, **extra}, status, headers)
 
 
 def _refused_auth(request: Request, token: str | None) -> Response | None:
@@ -62,12 +61,12 @@ def risk_router(api: RiskApi) -> APIRouter:
     @router.get("/ess")
     async def get_ess() -> Response:
         """The ESS: state, reason, since when, cooldown left, trips."""
-        return _json(api.ess())
+        return json_response(api.ess())
 
     @router.get("/risk/state")
     async def get_risk_state() -> Response:
         """Positions, exposure, equity, limits and the ESS."""
-        return _json(api.state())
+        return json_response(api.state())
 
     @router.post("/ess/trip")
     async def post_trip(request: Request) -> Response:
@@ -78,7 +77,7 @@ def risk_router(api: RiskApi) -> APIRouter:
         body = parse_request(await request.body(), TripRequest)
         if isinstance(body, str):
             return _error(400, "bad_request", body)
-        return _json(await api.trip(body))
+        return json_response(await api.trip(body))
 
     @router.post("/ess/reset")
     async def post_reset(request: Request) -> Response:
@@ -102,7 +101,7 @@ def risk_router(api: RiskApi) -> APIRouter:
                 headers = {"Retry-After": str(max(1, math.ceil(seconds)))}
                 extra["retry_after_s"] = round(seconds, 3)
             return _error(409, result.reason, result.detail, headers, **extra)
-        return _json(result)
+        return json_response(result)
 
     return router
 
@@ -128,3 +127,15 @@ def ledger_router(execution: ExecutionService) -> APIRouter:
         return Response(msgspec.json.encode(body), media_type="application/json")
 
     return router
+
+
+def service_routers(services: Iterable[Service]) -> list[APIRouter]:
+    """The routes of the services' control operations: risk's ESS and state, execution's
+    venue ledger."""
+    routers: list[APIRouter] = []
+    for service in services:
+        if isinstance(service, RiskService):
+            routers.append(risk_router(RiskApi(service)))
+        elif isinstance(service, ExecutionService):
+            routers.append(ledger_router(service))
+    return routers

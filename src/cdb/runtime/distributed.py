@@ -31,9 +31,11 @@ from cdb.marketdata.replay import ReplaySource
 from cdb.marketdata.synthetic import START_NS, SyntheticSource
 from cdb.observability.health import Health
 from cdb.risk.persistence import DatabaseEssStore, LayeredEssStore, RedisEssStore
-from cdb.runtime.http import HttpServer, build_app, service_routers
+from cdb.runtime.control_http import service_routers
+from cdb.runtime.http import HttpServer, build_app
 from cdb.runtime.observer import ServiceObserver, prepare_process
-from cdb.runtime.service import Service, ServiceContext, ServiceHost
+from cdb.runtime.service import ServiceHost
+from cdb.services.base import Service, ServiceContext
 from cdb.services.db_writer import DbWriterService
 from cdb.services.execution import ExecutionService, store_recall
 from cdb.services.risk import RiskService, store_history

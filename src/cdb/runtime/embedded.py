@@ -32,15 +32,18 @@ from cdb.config import Settings
 from cdb.events import SCALE, Trade
 from cdb.marketdata import ReportsFeedHealth
 from cdb.marketdata.replay import ReplaySource
-from cdb.marketdata.synthetic import Shape, SyntheticSource
+from cdb.marketdata.shapes import Shape
+from cdb.marketdata.synthetic import SyntheticSource
 from cdb.observability import metrics
 from cdb.observability.health import Health
 from cdb.report.series import SeriesRecorder
 from cdb.risk.ess import EssState
 from cdb.risk.limits import ESS_HALTED
 from cdb.risk.persistence import DatabaseEssStore
-from cdb.runtime.http import HttpServer, build_app, service_routers
-from cdb.runtime.service import Service, ServiceContext, ServiceHost
+from cdb.runtime.control_http import service_routers
+from cdb.runtime.http import HttpServer, build_app
+from cdb.runtime.service import ServiceHost
+from cdb.services.base import Service, ServiceContext
 from cdb.services.db_writer import DbWriterService
 from cdb.services.execution import ExecutionService, store_recall
 from cdb.services.risk import RiskService, store_history

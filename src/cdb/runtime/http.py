@@ -26,7 +26,7 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -38,11 +38,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdb.observability import metrics
 from cdb.observability.health import Health
-from cdb.runtime.control_http import ledger_router, risk_router
-from cdb.services.base import Service
-from cdb.services.execution import ExecutionService
-from cdb.services.risk import RiskService
-from cdb.services.risk_api import RiskApi
 
 _requests = Counter(
     "cdb_http_requests", "HTTP requests served", ("service", "instance", "path", "code"),
@@ -53,7 +48,6 @@ _latency = Histogram(
     registry=metrics.REGISTRY,
 )
 _KNOWN_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/metrics"})
-REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 """An id taken as given (nginx's ``$request_id`` is 32 hex digits, a UUID fits); any
 other value is replaced, so a header never forges log fields or grows without bound."""
@@ -121,20 +115,11 @@ class RequestContext:
                                      status=status, duration_ms=round(elapsed * 1000, 3))
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(msgspec.json.encode(body), status, media_type="application/json")
-
-
-def service_routers(services: Iterable[Service]) -> list[APIRouter]:
-    """The routes of the services' control operations: risk's ESS and state, execution's
-    venue ledger."""
-    routers: list[APIRouter] = []
-    for service in services:
-        if isinstance(service, RiskService):
-            routers.append(risk_router(RiskApi(service)))
-        elif isinstance(service, ExecutionService):
-            routers.append(ledger_router(service))
-    return routers
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    """``body`` encoded by msgspec as a JSON response."""
+    return Response(msgspec.json.encode(body), status, headers=headers,
+                    media_type="application/json")
 
 
 def build_app(health: Health, extra: list[APIRouter] | None = None) -> FastAPI:
@@ -147,11 +132,12 @@ def build_app(health: Health, extra: list[APIRouter] | None = None) -> FastAPI:
     @app.get("/health")
     async def get_health() -> Response:
         report = await health.cached()
-        return _json(report, 503 if report.status == "unhealthy" else 200)
+        return json_response(report, 503 if report.status == "unhealthy" else 200)
 
     @app.get("/health/live")
     async def live() -> Response:
-        return _json({"status": "alive", "uptime_s": round(time.monotonic() - health.started, 3)})
+        uptime = round(time.monotonic() - health.started, 3)
+        return json_response({"status": "alive", "uptime_s": uptime})
 
     @app.get("/health/ready")
     async def ready() -> Response:
@@ -160,7 +146,7 @@ def build_app(health: Health, extra: list[APIRouter] | None = None) -> FastAPI:
         body: dict[str, object] = {"ready": not why, "status": report.status}
         if why:
             body["why"] = why
-        return _json(body, 503 if why else 200)
+        return json_response(body, 503 if why else 200)
 
     @app.get("/metrics")
     async def get_metrics() -> Response:

@@ -22,8 +22,6 @@ from cdb.observability import metrics
 from cdb.observability.logging import handling
 from cdb.services.base import Service, ServiceContext
 
-__all__ = ["BUS_RETRY_CAP_S", "Service", "ServiceContext", "ServiceHost", "State"]
-
 BUS_RETRY_CAP_S = 0.5
 """Longest wait between two failed reads of the bus (its breaker paces Redis)."""
 

@@ -109,8 +109,7 @@ class RiskService(Service):
         self.limits = limits
         self.book = Portfolio(cash_e8=initial_cash_e8)
         self.rate = OrderRate(limits.rate_window_ns)
-        self.ess_config = ess or EssConfig()
-        self.ess_control = EssControl(ctx, self.ess_config, self.book.equity_e8,
+        self.ess_control = EssControl(ctx, ess or EssConfig(), self.book.equity_e8,
                                       initial_cash_e8, store=ess_store, watch=ess_watch)
         self.api_token = api_token
         self.orders = 0

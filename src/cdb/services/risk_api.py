@@ -17,7 +17,7 @@ from cdb.risk.ess import ResetRefused
 if TYPE_CHECKING:
     from cdb.services.risk import RiskService
 
-BODY_HELP = 'send a JSON object such as {"actor": "alice", "reason": "why"}'
+_BODY_HELP = 'send a JSON object such as {"actor": "alice", "reason": "why"}'
 
 
 class TripRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -40,16 +40,16 @@ T = TypeVar("T", TripRequest, ResetRequest)
 def parse_request(raw: bytes, kind: type[T]) -> T | str:
     """``raw`` JSON as a ``kind`` request, or what was wrong with it (and what to send)."""
     if not raw.strip():
-        return f"empty body: {BODY_HELP}"
+        return f"empty body: {_BODY_HELP}"
     try:
         parsed = msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
-        return f"{exc}: {BODY_HELP}"
+        return f"{exc}: {_BODY_HELP}"
     except msgspec.DecodeError as exc:
-        return f"body is not valid JSON ({exc}): {BODY_HELP}"
+        return f"body is not valid JSON ({exc}): {_BODY_HELP}"
     for field in ("actor", "reason"):
         if not str(getattr(parsed, field)).strip():
-            return f"'{field}' must not be empty: {BODY_HELP}"
+            return f"'{field}' must not be empty: {_BODY_HELP}"
     return parsed
 
 

@@ -15,8 +15,8 @@ class Insert:
     NOTHING``.
 
     On SQLite the statement is compiled once and run through the driver's executemany
-    with tuples, whose rowcount is exact: three times the throughput of binding dicts
-    through SQLAlchemy on every row. asyncpg's executemany has no rowcount, so on
+    with tuples, whose rowcount is exact and which skips binding dicts through
+    SQLAlchemy on every row. asyncpg's executemany has no rowcount, so on
     PostgreSQL SQLAlchemy sends multi-row VALUES with RETURNING, which counts the new
     rows.
     """

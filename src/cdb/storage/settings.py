@@ -5,14 +5,13 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cdb.partsettings import PartSettings
 
 
-class StorageSettings(BaseSettings):
+class StorageSettings(PartSettings):
     """PostgreSQL settings; field ``x_y`` is variable ``X_Y``."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False,
-                                      allow_inf_nan=False)
 
     postgres_host: str | None = None
     postgres_port: int = Field(5432, ge=1, le=65535)

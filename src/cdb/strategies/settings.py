@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cdb.partsettings import PartSettings
 from cdb.strategies.base import StrategyParams
 
 
-class SignalSettings(BaseSettings):
+class SignalSettings(PartSettings):
     """Strategy settings; field ``x_y`` is variable ``X_Y``."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False,
-                                      allow_inf_nan=False)
 
     signal_strategy_id: str | None = None
     signal_port: int = Field(8001, ge=1, le=65535)

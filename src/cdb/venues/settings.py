@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cdb.partsettings import PartSettings
 
 
-class VenueSettings(BaseSettings):
+class VenueSettings(PartSettings):
     """Venue settings; field ``x_y`` is variable ``X_Y``."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False,
-                                      allow_inf_nan=False)
 
     paper_taker_fee_bps: int = Field(10, ge=0, le=1000)
     paper_maker_fee_bps: int = Field(2, ge=0, le=1000)

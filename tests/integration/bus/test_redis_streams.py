@@ -11,7 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from cdb.bus.keys import Namespace
-from cdb.bus.redis_streams import RedisStreamsBus, decode_notification
+from cdb.bus.redis_publish import decode_notification
+from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.errors import BusClosedError, BusError
 from cdb.events import Alert, encode
 from cdb.testing.redis import RedisServer

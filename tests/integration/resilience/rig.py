@@ -15,7 +15,8 @@ from cdb.bus.redis_streams import RedisStreamsBus
 from cdb.clock import WallClock
 from cdb.config import Settings, load_settings
 from cdb.events import AnyEvent, Fill
-from cdb.runtime.service import Service, ServiceContext, ServiceHost
+from cdb.runtime.service import ServiceHost
+from cdb.services.base import Service, ServiceContext
 from cdb.services.db_writer import DbWriterService
 from cdb.storage.store import Store, migrate
 from cdb.testing.redis import RedisServer, RedisServerError

@@ -7,7 +7,7 @@ import pytest
 
 from cdb.config import load_settings
 from cdb.errors import ConfigError
-from cdb.marketdata.synthetic import flash_crash, gap
+from cdb.marketdata.shapes import flash_crash, gap
 
 
 def test_planned_shapes_survive_the_trip_through_ws_shapes() -> None:

@@ -13,16 +13,8 @@ import pytest
 
 from cdb.errors import InputError
 from cdb.events import SCALE, Trade, trade_event_id
-from cdb.marketdata.synthetic import (
-    START_NS,
-    Shape,
-    SyntheticSource,
-    flash_crash,
-    flat,
-    gap,
-    spike,
-    stale,
-)
+from cdb.marketdata.shapes import Shape, flash_crash, flat, gap, spike, stale
+from cdb.marketdata.synthetic import START_NS, SyntheticSource
 
 NS = 1_000_000_000
 

@@ -15,7 +15,8 @@ from cdb.bus.memory import MemoryBus
 from cdb.clock import SimClock
 from cdb.events import Alert, AnyEvent
 from cdb.observability import logging as cdb_logging
-from cdb.runtime.service import Service, ServiceContext, ServiceHost
+from cdb.runtime.service import ServiceHost
+from cdb.services.base import Service, ServiceContext
 
 
 def alert(i: int, correlation: str, code: str = "ok") -> Alert:

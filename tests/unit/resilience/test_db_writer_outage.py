@@ -17,7 +17,8 @@ from cdb.errors import DataRejectedError, StoreError
 from cdb.events import Alert, AnyEvent
 from cdb.observability.health import Health
 from cdb.resilience.backoff import Backoff
-from cdb.runtime.service import ServiceContext, ServiceHost
+from cdb.runtime.service import ServiceHost
+from cdb.services.base import ServiceContext
 from cdb.services.db_writer import DbWriterService
 from cdb.testing.waiting import eventually_async
 

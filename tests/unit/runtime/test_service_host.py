@@ -9,7 +9,9 @@ from cdb.bus.memory import MemoryBus
 from cdb.clock import SimClock
 from cdb.errors import LifecycleError, StoreError
 from cdb.events import Alert, AnyEvent
-from cdb.runtime.service import Service, ServiceContext, ServiceHost, State
+from cdb.lifecycle import State
+from cdb.runtime.service import ServiceHost
+from cdb.services.base import Service, ServiceContext
 
 
 def alert(i: int, code: str = "ok") -> Alert:

@@ -12,7 +12,8 @@ from tests.unit.services.risk_harness import T0, Harness, S
 from cdb.events import SCALE
 from cdb.observability.health import Health
 from cdb.risk.ess import EssConfig
-from cdb.runtime.http import build_app, service_routers
+from cdb.runtime.control_http import service_routers
+from cdb.runtime.http import build_app
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

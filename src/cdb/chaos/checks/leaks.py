@@ -8,8 +8,8 @@ Redis's memory and the length of each stream. ``analyse`` fits a line to each se
 over the second half of the run (after warm-up and the first faults have settled): a
 series that grows by more than its threshold over that half is flagged. Only service
 series decide the check; Redis and stream lengths are shown and flagged as notes
-(streams grow with traffic unless trimmed). ``chart`` draws them as small SVG panels
-in the style of the scenario report's timeline.
+(streams grow with traffic unless trimmed). The soak's report draws them
+(``chaos.soak.report.chart``).
 """
 
 from __future__ import annotations

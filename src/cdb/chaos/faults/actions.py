@@ -1,6 +1,6 @@
 """Actions: things a scenario does that are not faults (no undo, no effect check).
 
-``ess_trip`` and ``ess_reset`` drive the emergency stop through its API (issue 5);
+``ess_trip`` and ``ess_reset`` drive the emergency stop through its API;
 ``wait`` holds the method's sequence; Chaos Toolkit's ``http``, ``process`` and
 ``python`` providers are registered with the probes.
 """

@@ -14,7 +14,7 @@ from cdb.chaos.faults.base import ScenarioFault
 from cdb.chaos.history.recording import Effect, PricePoint
 from cdb.chaos.scenario.registry import FAULTS, P, Unavailable
 from cdb.chaos.targets.base import Plan
-from cdb.marketdata.synthetic import Shape, ShapeKind
+from cdb.marketdata.shapes import Shape, ShapeKind
 
 _SYMBOL = P.string("the symbol (or * for every symbol)")
 _HOLD_MIN_S = 1.0

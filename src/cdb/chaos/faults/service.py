@@ -72,6 +72,8 @@ class StopService(ScenarioFault):
                  required=("service",), modes=("distributed",))
 class KillService(ScenarioFault):
     signame = "SIGKILL"
+    in_flight: int | None = None
+    """Events its group owed just before the signal (None: not applied, or unknown)."""
 
     async def apply(self) -> Any:
         service = self.p.text("service")
@@ -106,7 +108,7 @@ class KillService(ScenarioFault):
         while time.monotonic() < deadline:
             state = process_state(self.pid) if self.pid else None
             if state in (None, "Z"):
-                owed = getattr(self, "in_flight", None)
+                owed = self.in_flight
                 return Effect(took_effect=True,
                               evidence=f"pid {self.pid} exited after {self.signame}"
                                        + (f", {owed} event(s) in flight" if owed is not None

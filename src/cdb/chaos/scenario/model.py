@@ -169,7 +169,6 @@ class Pipeline(msgspec.Struct, frozen=True, kw_only=True):
     requires: tuple[str, ...] = ()
 
 
-EXEC_PROVIDERS = frozenset({"process", "python", "http"})
 MASK = "***"
 _MIN_SECRET_LEN = 4
 """Shorter values read from the environment are masked only where they are a whole

@@ -99,8 +99,7 @@ class Registry(Generic[F]):
         self, name: str, *, summary: str, params: dict[str, Any] | None = None,
         required: tuple[str, ...] = (), modes: tuple[str, ...] = MODES,
     ) -> Callable[[F], F]:
-        """Register ``impl`` under ``name`` (decorator); a second one replaces the first,
-        which is how a landed feature overrides a stub."""
+        """Register ``impl`` under ``name`` (decorator); a second one replaces the first."""
 
         def add(impl: F) -> F:
             self._entries[name] = Entry(

@@ -22,7 +22,7 @@ from cdb.chaos.history.recording import Recording
 from cdb.chaos.scenario.model import Scenario
 from cdb.chaos.scenario.registry import Unavailable
 from cdb.events import AnyEvent
-from cdb.marketdata.synthetic import Shape
+from cdb.marketdata.shapes import Shape
 from cdb.services.db_writer import DbWriterService
 from cdb.services.execution import ExecutionService
 from cdb.services.risk import RiskService
@@ -160,15 +160,15 @@ class Target(abc.ABC):
     def now_ns(self) -> int:
         """The pipeline's event time now."""
 
-    # -- ESS (issue 5) -----------------------------------------------------------------
+    # -- ESS ------------------------------------------------------------------------
 
     async def ess(self) -> dict[str, Any]:
         """The emergency stop's state (``state``, ``reason``...)."""
-        raise Unavailable("the ESS API is not available (issue 5)")
+        raise Unavailable("the ESS API is not available")
 
     async def ess_command(self, command: str, reason: str, actor: str) -> dict[str, Any]:
         """``trip`` or ``reset`` the ESS."""
-        raise Unavailable("the ESS API is not available (issue 5)")
+        raise Unavailable("the ESS API is not available")
 
     # -- controls faults use -----------------------------------------------------------
 

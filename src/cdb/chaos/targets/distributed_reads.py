@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from cdb.bus.keys import ALL_STREAMS, Namespace
-from cdb.bus.redis_streams import RedisStreamsBus, RedisStreamsSubscription
+from cdb.bus.redis_streams import RedisStreamsBus
+from cdb.bus.redis_subscription import RedisStreamsSubscription
 from cdb.chaos.scenario.registry import Unavailable
 from cdb.chaos.targets.base import GROUPS_OF, Plan
 from cdb.chaos.targets.db import SqlReader

@@ -127,7 +127,7 @@ class ServicesTarget(ServersTarget):
         except httpx.HTTPError as exc:
             raise RuntimeError(f"GET /ess: {exc!r}") from exc
         if r.status_code == 404:
-            raise Unavailable("the risk service has no /ess API (issue 5)")
+            raise Unavailable("the risk service has no /ess API")
         r.raise_for_status()
         body: dict[str, Any] = r.json()
         return body
@@ -138,7 +138,7 @@ class ServicesTarget(ServersTarget):
                                   headers={"Authorization": f"Bearer {self.token}"},
                                   timeout=5.0)
         if r.status_code == 404:
-            raise Unavailable("the risk service has no /ess API (issue 5)")
+            raise Unavailable("the risk service has no /ess API")
         body: dict[str, Any] = r.json()
         if r.status_code == 409:
             return {"changed": False, "refused": body.get("error"), **body}

@@ -32,7 +32,7 @@ from cdb.events import SCALE, AnyEvent, Fill, Order, RiskDecision, Signal, Trade
 from cdb.marketdata.synthetic import START_NS, SyntheticSource
 from cdb.observability import metrics
 from cdb.runtime.embedded import EmbeddedPipeline, RunOptions
-from cdb.services.risk import client_order_id
+from cdb.services.risk import RiskService, client_order_id
 from cdb.services.ws import WsService
 from cdb.venues.base import KeepsLedger
 
@@ -432,10 +432,10 @@ class EmbeddedTarget(Target):
 
     # -- ESS (the risk service's own API, in process) ----------------------------------
 
-    def _risk(self) -> Any:
+    def _risk(self) -> RiskService:
         risk = self._service("risk")
-        if not hasattr(risk, "ess_status"):
-            raise Unavailable("the risk service has no ESS (issue 5)")
+        if not isinstance(risk, RiskService):
+            raise Unavailable("the pipeline has no risk service")
         return risk
 
     async def ess(self) -> dict[str, Any]:

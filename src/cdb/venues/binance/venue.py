@@ -144,7 +144,11 @@ class BinanceVenue:
             if self._client.connected:
                 return
             info = await self._client.connect()
-            self._symbols.update(symbol_rules(info))
+            try:
+                self._symbols.update(symbol_rules(info))
+            except BaseException:
+                await self._client.aclose()  # the next start connects again
+                raise
             self.started_ns = self._now_ns()
 
     async def aclose(self) -> None:
