@@ -48,6 +48,12 @@ class GroupBacklog(NamedTuple):
     """Consumers that ever joined (0: created ahead of its service, nobody read yet)."""
 
 
+def _entry_id(value: bytes | str) -> tuple[int, int]:
+    """A stream entry id (``ms-seq``) as a comparable pair."""
+    ms, _, seq = _as_bytes(value).partition(b"-")
+    return int(ms), int(seq or 0)
+
+
 def _as_bytes(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
@@ -226,22 +232,31 @@ class RedisStreamsBus:
         pipe = self.client.pipeline(transaction=False)
         pipe.xinfo_groups(key)
         pipe.xlen(key)
+        pipe.xinfo_stream(key)
         try:
-            groups, length = await pipe.execute(raise_on_error=False)
+            groups, length, stream = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
             raise BusError(f"XINFO GROUPS {key} failed: {exc}") from exc
         if isinstance(groups, ResponseError) and "no such key" in str(groups).lower():
             return []
         if isinstance(groups, Exception):
             raise BusError(f"XINFO GROUPS {key} failed: {groups}")
+        last = None if isinstance(stream, Exception) else _entry_id(stream["last-generated-id"])
         out = []
         for info in groups:
             name = _as_bytes(info["name"]).decode()
             if group is not None and name != group:
                 continue
+            delivered = _as_bytes(info["last-delivered-id"])
             lag = info.get("lag")
-            if lag is None:
-                lag = await self._count_after(key, _as_bytes(info["last-delivered-id"]))
+            if last is not None and _entry_id(delivered) >= last:
+                # Delivered up to the newest entry: nothing is waiting, whatever Redis's
+                # counter says. That counter (entries added less entries read) can stay
+                # off after Redis reloads its AOF, and a producer paced by it would
+                # wait for a lag that never drains.
+                lag = 0
+            elif lag is None:
+                lag = await self._count_after(key, delivered)
             # Redis counts entries trimmed before delivery in the lag; they will never
             # be delivered, and the undelivered entries that remain are in the stream.
             events = int(info["pending"]) + min(int(lag), int(length))

@@ -48,3 +48,20 @@ def test_missing_binaries_name_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path
 
     with pytest.raises(PostgresServerError, match=r"apt-get install postgresql.*CDB_POSTGRES_BIN"):
         PostgresServer().start()
+
+
+async def test_a_commit_it_acknowledged_survives_a_crash() -> None:
+    """A scenario kills PostgreSQL and then checks nothing the pipeline committed is
+    lost: the test server must keep acknowledged commits over its own crash."""
+    async with PostgresServer() as server:
+        conn = await asyncpg.connect(_dsn(server))
+        await conn.execute("CREATE TABLE t (x int)")
+        for x in range(20):
+            await conn.execute("INSERT INTO t VALUES ($1)", x)  # one commit each
+        server.stop(kill=True)  # at once: no checkpoint, no WAL writer round
+        await conn.close(timeout=1)
+        server.start()
+        conn = await asyncpg.connect(_dsn(server))
+        assert await conn.fetchval("SELECT count(*) FROM t") == 20
+        await conn.close()
+
