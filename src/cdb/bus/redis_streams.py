@@ -23,7 +23,7 @@ acknowledging, claiming and dead-lettering in ``cdb.bus.redis_subscription``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
 import redis.asyncio as aioredis
@@ -52,6 +52,19 @@ def _entry_id(value: bytes | str) -> tuple[int, int]:
     """A stream entry id (``ms-seq``) as a comparable pair."""
     ms, _, seq = _as_bytes(value).partition(b"-")
     return int(ms), int(seq or 0)
+
+
+def read_to_end(group: Mapping[str, Any], stream: Mapping[str, Any] | None) -> bool:
+    """Whether a consumer group (an ``XINFO GROUPS`` entry) was delivered every entry of
+    the stream (``XINFO STREAM``): its last-delivered id is the stream's last id.
+
+    Redis's own counters (``lag``, ``entries-read``) can stay off after it reloads its
+    AOF, by thousands, while the group has read everything; this cannot.
+    """
+    if stream is None or group.get("last-delivered-id") is None:
+        return False
+    return bool(_entry_id(group["last-delivered-id"]) >= _entry_id(
+        stream["last-generated-id"]))
 
 
 def _as_bytes(value: bytes | str) -> bytes:
@@ -241,22 +254,19 @@ class RedisStreamsBus:
             return []
         if isinstance(groups, Exception):
             raise BusError(f"XINFO GROUPS {key} failed: {groups}")
-        last = None if isinstance(stream, Exception) else _entry_id(stream["last-generated-id"])
+        at = None if isinstance(stream, Exception) else stream
         out = []
         for info in groups:
             name = _as_bytes(info["name"]).decode()
             if group is not None and name != group:
                 continue
-            delivered = _as_bytes(info["last-delivered-id"])
             lag = info.get("lag")
-            if last is not None and _entry_id(delivered) >= last:
-                # Delivered up to the newest entry: nothing is waiting, whatever Redis's
-                # counter says. That counter (entries added less entries read) can stay
-                # off after Redis reloads its AOF, and a producer paced by it would
-                # wait for a lag that never drains.
+            if read_to_end(info, at):
+                # Nothing is waiting, whatever Redis counts: a producer paced by a count
+                # that never drains (ws) would wait forever.
                 lag = 0
             elif lag is None:
-                lag = await self._count_after(key, delivered)
+                lag = await self._count_after(key, _as_bytes(info["last-delivered-id"]))
             # Redis counts entries trimmed before delivery in the lag; they will never
             # be delivered, and the undelivered entries that remain are in the stream.
             events = int(info["pending"]) + min(int(lag), int(length))

@@ -26,6 +26,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from cdb.bus.keys import ALL_STREAMS, Namespace
+from cdb.bus.redis_streams import read_to_end
 from cdb.clock import Clock, WallClock
 from cdb.console.records import EquityCurve, Records, when
 from cdb.console.views import (
@@ -206,17 +207,20 @@ class Watcher:
         pipe = self.redis.pipeline(transaction=False)
         for stream in ALL_STREAMS:
             pipe.xinfo_groups(self.namespace.key(stream))
+            pipe.xinfo_stream(self.namespace.key(stream))
         replies = await pipe.execute(raise_on_error=False)
-        for stream, groups in zip(ALL_STREAMS, replies, strict=True):
+        for stream, groups, info in zip(ALL_STREAMS, replies[::2], replies[1::2], strict=True):
             if isinstance(groups, Exception):
                 if isinstance(groups, RedisError) and "no such key" in str(groups).lower():
                     continue
                 raise groups
+            at = None if isinstance(info, Exception) else info
             for g in groups:
                 name = g["name"]
+                lag = 0 if read_to_end(g, at) else int(g.get("lag") or 0)
                 out.append(GroupLag(
                     stream=stream, group=name.decode() if isinstance(name, bytes) else str(name),
-                    lag=int(g.get("lag") or 0), pending=int(g.get("pending") or 0)))
+                    lag=lag, pending=int(g.get("pending") or 0)))
         return tuple(out)
 
     def _risk_address(self) -> str | None:

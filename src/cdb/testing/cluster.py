@@ -23,6 +23,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdb.bus.keys import ALL_STREAMS, Namespace
+from cdb.bus.redis_streams import read_to_end
 from cdb.config import SERVICE_PORTS
 from cdb.testing.ports import restartable_port
 from cdb.testing.postgres import PostgresServer
@@ -187,8 +188,10 @@ class LocalPipeline:
                 key = ns.key(stream)
                 if not client.exists(key):
                     continue
+                stream = client.xinfo_stream(key)
                 for group in client.xinfo_groups(key):
-                    total += int(group["pending"]) + int(group.get("lag") or 0)
+                    lag = 0 if read_to_end(group, stream) else int(group.get("lag") or 0)
+                    total += int(group["pending"]) + lag
         return total
 
     def wait_done(self, timeout: float = 120.0) -> None:

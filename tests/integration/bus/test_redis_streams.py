@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from cdb.bus.keys import Namespace
 from cdb.bus.redis_publish import decode_notification
-from cdb.bus.redis_streams import RedisStreamsBus
+from cdb.bus.redis_streams import RedisStreamsBus, read_to_end
 from cdb.errors import BusClosedError, BusError
 from cdb.events import Alert, encode
 from cdb.testing.redis import RedisServer
@@ -191,9 +191,12 @@ async def test_a_group_delivered_up_to_the_newest_entry_owes_nothing_whatever_re
     await redis_client.execute_command("XGROUP", "SETID", key, "g", "$", "ENTRIESREAD", 0)
     [info] = await redis_client.xinfo_groups(key)
     assert info["lag"] == 6  # what Redis claims
+    assert read_to_end(info, await redis_client.xinfo_stream(key))
     assert await bus.pending(TOPIC, "g") == 0
     # Entries that truly wait are still counted.
     await bus.publish(TOPIC, alerts(3, start=6))
+    [info] = await redis_client.xinfo_groups(key)
+    assert not read_to_end(info, await redis_client.xinfo_stream(key))
     assert await bus.pending(TOPIC, "g") >= 3
 
 

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from cdb.bus.keys import ALL_STREAMS, Namespace
-from cdb.bus.redis_streams import RedisStreamsBus
+from cdb.bus.redis_streams import RedisStreamsBus, read_to_end
 from cdb.bus.redis_subscription import RedisStreamsSubscription
 from cdb.chaos.scenario.registry import Unavailable
 from cdb.chaos.targets.base import GROUPS_OF, Plan
@@ -202,13 +202,18 @@ class ReadsTarget(ServicesTarget):
         def text(v: Any) -> str:
             return v.decode() if isinstance(v, bytes) else str(v)
 
+        added = int(info.get("entries-added", info.get("length", 0)) or 0)
+
+        def counts(g: dict[str, Any]) -> dict[str, Any]:
+            if read_to_end(g, info):  # Redis's counters can be off after an AOF reload
+                return {"pending": int(g.get("pending", 0)), "lag": 0, "entries_read": added}
+            return {"pending": int(g.get("pending", 0)), "lag": g.get("lag"),
+                    "entries_read": g.get("entries-read")}
+
         return {
-            "stream": stream, "length": int(info.get("length", 0)),
-            "entries_added": int(info.get("entries-added", info.get("length", 0)) or 0),
+            "stream": stream, "length": int(info.get("length", 0)), "entries_added": added,
             "dead_lettered": int(dead),
-            "groups": {text(g["name"]): {"pending": int(g.get("pending", 0)),
-                                         "lag": g.get("lag"),
-                                         "entries_read": g.get("entries-read")}
+            "groups": {text(g["name"]): counts(g)
                        for g in groups if text(g["name"]) != RECORDER_GROUP},
         }
 
