@@ -67,6 +67,15 @@ def read_to_end(group: Mapping[str, Any], stream: Mapping[str, Any] | None) -> b
         stream["last-generated-id"]))
 
 
+def undelivered(group: Mapping[str, Any], stream: Mapping[str, Any] | None) -> int | None:
+    """Entries the group has not been delivered: 0 once ``read_to_end``, else Redis's
+    ``lag`` (None when Redis cannot count)."""
+    if read_to_end(group, stream):
+        return 0
+    lag = group.get("lag")
+    return None if lag is None else int(lag)
+
+
 def _as_bytes(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
@@ -260,12 +269,9 @@ class RedisStreamsBus:
             name = _as_bytes(info["name"]).decode()
             if group is not None and name != group:
                 continue
-            lag = info.get("lag")
-            if read_to_end(info, at):
-                # Nothing is waiting, whatever Redis counts: a producer paced by a count
-                # that never drains (ws) would wait forever.
-                lag = 0
-            elif lag is None:
+            # A producer paced by a count that never drains (ws) would wait forever.
+            lag = undelivered(info, at)
+            if lag is None:
                 lag = await self._count_after(key, _as_bytes(info["last-delivered-id"]))
             # Redis counts entries trimmed before delivery in the lag; they will never
             # be delivered, and the undelivered entries that remain are in the stream.

@@ -26,7 +26,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from cdb.bus.keys import ALL_STREAMS, Namespace
-from cdb.bus.redis_streams import read_to_end
+from cdb.bus.redis_streams import undelivered
 from cdb.clock import Clock, WallClock
 from cdb.console.records import EquityCurve, Records, when
 from cdb.console.views import (
@@ -217,7 +217,7 @@ class Watcher:
             at = None if isinstance(info, Exception) else info
             for g in groups:
                 name = g["name"]
-                lag = 0 if read_to_end(g, at) else int(g.get("lag") or 0)
+                lag = undelivered(g, at) or 0
                 out.append(GroupLag(
                     stream=stream, group=name.decode() if isinstance(name, bytes) else str(name),
                     lag=lag, pending=int(g.get("pending") or 0)))

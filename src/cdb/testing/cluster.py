@@ -23,7 +23,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdb.bus.keys import ALL_STREAMS, Namespace
-from cdb.bus.redis_streams import read_to_end
+from cdb.bus.redis_streams import undelivered
 from cdb.config import SERVICE_PORTS
 from cdb.testing.ports import restartable_port
 from cdb.testing.postgres import PostgresServer
@@ -190,8 +190,7 @@ class LocalPipeline:
                     continue
                 stream = client.xinfo_stream(key)
                 for group in client.xinfo_groups(key):
-                    lag = 0 if read_to_end(group, stream) else int(group.get("lag") or 0)
-                    total += int(group["pending"]) + lag
+                    total += int(group["pending"]) + (undelivered(group, stream) or 0)
         return total
 
     def wait_done(self, timeout: float = 120.0) -> None:
